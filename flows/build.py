@@ -1,0 +1,377 @@
+"""The `build_dataset` flow: ingest, then every built stage over shards, then export.
+
+Only this process writes DuckDB, one transaction per shard. Shard tasks are pure (rows in,
+rows out) and may run on threads here or on Dask workers elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.context import get_run_context
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
+
+from flows.config import BuildConfig
+from flows.errors import UserError
+from storage.ids import content_id
+from storage.models import ShardResult
+from storage.store import Store
+from tasks import ingest as ingest_mod
+from tasks.registry import STAGES, stage_keys
+from tasks.stage import ShardContext, Stage
+
+log = logging.getLogger("codeio")
+
+
+def _fatal(exc: BaseException) -> bool:
+    """Errors no retry can fix: a bad setting, or bad input."""
+    from llm.errors import ConfigError
+
+    return isinstance(exc, (ConfigError, UserError))
+
+
+def _retry_condition(task: Any, task_run: Any, state: Any) -> bool:
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - we only classify it
+        return not _fatal(exc)
+    return True
+
+
+def _shard_cache_key(_ctx: Any, params: dict[str, Any]) -> str:
+    return f"codeio-{params['stage_name']}-{params['ctx'].config_key}-{params['shard_id']}"
+
+
+@task(
+    name="shard",
+    cache_key_fn=_shard_cache_key,
+    persist_result=True,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_retry_condition,
+    task_run_name="{stage_name}-{shard_no}",
+)
+def stage_shard(
+    stage_name: str, shard_id: str, shard_no: int, rows: list[dict], cfg: BuildConfig, ctx: ShardContext
+) -> ShardResult:
+    """Run one stage over one shard of rows (pure: the flow writes the result)."""
+    stage = _stage_by_name(stage_name)
+    return stage.run_shard(rows, cfg, ctx)
+
+
+@task(
+    name="ingest-shard",
+    cache_key_fn=_shard_cache_key,
+    persist_result=True,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    task_run_name="ingest-{shard_no}",
+)
+def ingest_shard(
+    stage_name: str, shard_id: str, shard_no: int, rows: list[dict], max_bytes: int, ctx: ShardContext
+) -> ShardResult:
+    log_rows, raw_rows = ingest_mod.validate_items(rows, max_bytes)
+    return ShardResult(
+        stage="ingest",
+        config_key=ctx.config_key,
+        rows={"ingest_log": log_rows, "raw_files": raw_rows},
+    )
+
+
+def _stage_by_name(name: str) -> Stage:
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise KeyError(name)
+
+
+@dataclass
+class StageReport:
+    name: str
+    shards: int = 0
+    rows_in: int = 0
+    counters: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class BuildReport:
+    run_id: str
+    db_path: str
+    stages: dict[str, StageReport] = field(default_factory=dict)
+    exports: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def counter(self, name: str) -> float:
+        return sum(s.counters.get(name, 0) for s in self.stages.values())
+
+    @property
+    def task_runs(self) -> int:
+        return sum(s.shards for s in self.stages.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "db_path": self.db_path,
+            "seconds": round(self.seconds, 3),
+            "task_runs": self.task_runs,
+            "llm_calls_sent": self.counter("llm_calls_sent"),
+            "executions": self.counter("executions"),
+            "stages": {
+                k: {"shards": v.shards, "rows_in": v.rows_in, "seconds": round(v.seconds, 3), **v.counters}
+                for k, v in self.stages.items()
+            },
+            "exports": self.exports,
+        }
+
+
+class _Window:
+    """Keeps at most ``limit`` shard futures in flight and hands back finished ones in order
+    of completion, so memory stays bounded however many shards a stage has."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.inflight: list[Any] = []
+
+    def full(self) -> bool:
+        return len(self.inflight) >= self.limit
+
+    def add(self, fut: Any) -> None:
+        self.inflight.append(fut)
+
+    def next_done(self) -> Any:
+        for fut in as_completed(list(self.inflight)):
+            self.inflight.remove(fut)
+            return fut
+        raise RuntimeError("no shard in flight")
+
+
+def _drive(
+    shards: Iterator[tuple[str, list[dict], dict[str, Any]]],
+    submit: Callable[[str, int, list[dict], dict[str, Any]], Any],
+    on_done: Callable[[ShardResult, dict[str, Any]], None],
+    limit: int,
+) -> int:
+    """Submit shards through a bounded window and write each result as it completes."""
+    window = _Window(limit)
+    meta: dict[int, dict[str, Any]] = {}
+    n = 0
+    exhausted = False
+    while True:
+        while not exhausted and not window.full():
+            try:
+                shard_id, rows, extra = next(shards)
+            except StopIteration:
+                exhausted = True
+                break
+            fut = submit(shard_id, n, rows, extra)
+            meta[id(fut)] = extra
+            window.add(fut)
+            n += 1
+        if not window.inflight:
+            return n
+        fut = window.next_done()
+        on_done(fut.result(), meta.pop(id(fut)))
+
+
+def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    buf: list[Any] = []
+    for it in items:
+        buf.append(it)
+        if len(buf) >= size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def run_ingest(store: Store, cfg: BuildConfig, report: BuildReport, key: str) -> None:
+    logger = _logger()
+    rep = report.stages.setdefault("ingest", StageReport("ingest"))
+    t0 = time.perf_counter()
+
+    def items() -> Iterator[ingest_mod.SourceItem]:
+        for spec in cfg.sources:
+            try:
+                yield from ingest_mod.iter_source(spec.path, spec.source_name, spec.kind, spec.format)
+            except (ingest_mod.SourceError, OSError) as exc:
+                raise UserError(str(exc)) from None
+
+    def shards() -> Iterator[tuple[str, list[dict], dict[str, Any]]]:
+        for chunk in _chunks(items(), cfg.shard_size):
+            ids = {it.ingest_id: it for it in chunk}
+            known = store.known_ids("ingest_log", list(ids))
+            new = [it for i, it in ids.items() if i not in known]
+            if new:
+                yield content_id(sorted(it.ingest_id for it in new)), [it.as_row() for it in new], {}
+
+    def submit(shard_id: str, n: int, rows: list[dict], _extra: dict[str, Any]) -> Any:
+        rep.rows_in += len(rows)
+        ctx = ShardContext(config_key=key, upstream_keys={})
+        return ingest_shard.submit("ingest", shard_id, n, rows, cfg.max_file_bytes, ctx)
+
+    def on_done(result: ShardResult, _extra: dict[str, Any]) -> None:
+        counts = store.write_ingest(result)
+        for k, v in counts.items():
+            rep.counters[k] = rep.counters.get(k, 0) + v
+        logger.info("ingest: shard written (%s)", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+    rep.shards += _drive(shards(), submit, on_done, cfg.max_parallel_shards * 2)
+    rep.seconds += time.perf_counter() - t0
+
+
+def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str], report: BuildReport) -> None:
+    logger = _logger()
+    rep = report.stages.setdefault(stage.name, StageReport(stage.name))
+    t0 = time.perf_counter()
+    key = keys[stage.name]
+    sql, params = stage.pending_sql(cfg, keys)
+    pending = [r[0] for r in store.query(f"SELECT id FROM ({sql}) ORDER BY id", params)]
+    if not pending:
+        logger.info("%s: nothing to do", stage.name)
+        return
+    total = (len(pending) + cfg.shard_size - 1) // cfg.shard_size
+    logger.info("%s: %d rows pending in %d shard(s)", stage.name, len(pending), total)
+    journal_dir = Path(cfg.db_path).parent / "ledger"
+    task_fn = stage_shard.with_options(retries=cfg.task_retries)
+
+    def shards() -> Iterator[tuple[str, list[dict], dict[str, Any]]]:
+        for i in range(0, len(pending), cfg.shard_size):
+            ids = pending[i : i + cfg.shard_size]
+            rows = stage.load_rows(store, ids, keys)
+            yield content_id(ids), rows, {}
+
+    def submit(shard_id: str, n: int, rows: list[dict], extra: dict[str, Any]) -> Any:
+        rep.rows_in += len(rows)
+        cached: dict[str, dict[str, Any]] = {}
+        journal = None
+        if stage.call_keys is not None:
+            cached = store.cached_calls(stage.call_keys(rows, cfg))
+            journal_dir.mkdir(parents=True, exist_ok=True)
+            journal = str(journal_dir / f"{stage.name}-{shard_id[:16]}.jsonl")
+            extra["journal"] = journal
+        ctx = ShardContext(config_key=key, upstream_keys=dict(keys), cached_calls=cached, journal_path=journal)
+        return task_fn.submit(stage.name, shard_id, n, rows, cfg, ctx)
+
+    done = 0
+
+    def on_done(result: ShardResult, extra: dict[str, Any]) -> None:
+        nonlocal done
+        store.write_shard(result)
+        if extra.get("journal"):
+            Path(extra["journal"]).unlink(missing_ok=True)
+        done += 1
+        for k, v in result.counters.items():
+            rep.counters[k] = rep.counters.get(k, 0) + v
+        ok = sum(1 for o in result.outcomes if o.status == "ok")
+        logger.info(
+            "%s: shard %d/%d written (%d ok, %d dropped)",
+            stage.name, done, total, ok, len(result.outcomes) - ok,
+        )
+
+    rep.shards += _drive(shards(), submit, on_done, cfg.max_parallel_shards * 2)
+    rep.seconds += time.perf_counter() - t0
+
+
+def merge_journals(store: Store, cfg: BuildConfig) -> int:
+    """Fold LLM responses that a killed run journaled but never wrote into the ledger table."""
+    from llm.ledger import read_journal
+    from storage.models import LLMCall
+
+    journal_dir = Path(cfg.db_path).parent / "ledger"
+    if not journal_dir.is_dir():
+        return 0
+    n = 0
+    for path in sorted(journal_dir.glob("*.jsonl")):
+        calls = [
+            LLMCall(
+                key=r.key, model=r.model, stage=r.stage, content=r.content,
+                finish_reason=r.finish_reason, truncated=r.truncated,
+                prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
+                latency_s=r.latency_s,
+            )
+            for r in read_journal(path)
+            if r.error is None and r.content is not None
+        ]
+        n += store.add_llm_calls(calls)
+        path.unlink()
+    return n
+
+
+def _logger() -> Any:
+    try:
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - outside a flow run (plain function use)
+        return log
+
+
+def _task_runner(cfg: BuildConfig) -> Any:
+    if cfg.dask_address:
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError:
+            raise UserError("dask_address is set but prefect-dask is not installed") from None
+        if cfg.dask_address == "local":
+            return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.max_parallel_shards, "threads_per_worker": 1})
+        return DaskTaskRunner(address=cfg.dask_address)
+    return ThreadPoolTaskRunner(max_workers=cfg.max_parallel_shards)
+
+
+def build(cfg: BuildConfig) -> BuildReport:
+    """The body of the flow: usable from the flow or (with a task runner) from tests."""
+    from tasks.export import export_all
+
+    logger = _logger()
+    t0 = time.perf_counter()
+    try:
+        run_id = str(get_run_context().flow_run.id)
+    except Exception:  # noqa: BLE001
+        run_id = uuid.uuid4().hex
+    store = Store(cfg.db_path)
+    report = BuildReport(run_id=run_id, db_path=cfg.db_path)
+    try:
+        store.start_run(run_id, json.loads(cfg.model_dump_json()))
+        recovered = merge_journals(store, cfg)
+        if recovered:
+            logger.info("ledger: recovered %d completed LLM call(s) from an interrupted run", recovered)
+        keys = stage_keys(cfg)
+        run_ingest(store, cfg, report, keys["ingest"])
+        for stage in STAGES:
+            run_stage(store, cfg, stage, keys, report)
+        report.exports = export_all(store, cfg, keys)
+        report.seconds = time.perf_counter() - t0
+        store.finish_run(run_id, "completed", report.as_dict())
+        return report
+    except BaseException as exc:
+        report.seconds = time.perf_counter() - t0
+        try:
+            store.finish_run(run_id, "failed", {"error": str(exc)[:500], **report.as_dict()})
+        finally:
+            store.close()
+        raise
+    finally:
+        try:
+            store.close()
+        except Exception:  # noqa: BLE001 - already closed
+            pass
+
+
+@flow(name="build-dataset", log_prints=False, validate_parameters=True)
+def build_dataset(config: BuildConfig) -> dict[str, Any]:
+    """Build CODEI/O and CODEI/O++ training data from the configured sources."""
+    return build(config).as_dict()
+
+
+def run_build(cfg: BuildConfig) -> dict[str, Any]:
+    """Run the flow with the task runner the config asks for."""
+    return build_dataset.with_options(task_runner=_task_runner(cfg))(cfg)

@@ -1,0 +1,198 @@
+"""The `codeio` command line: run, stats, export, doctor.
+
+Every user error is one line on stderr and a non-zero exit; nothing already done is lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+# Offline by default: no telemetry, and the temporary Prefect server needs no internet.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+
+EXIT_USER = 2
+EXIT_FAILED = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="codeio", description="Build CodeI/O reasoning training data.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", help="TOML or JSON build config (unknown keys are errors)")
+        sp.add_argument("--db", help="DuckDB file (default: codeio-out/codeio.duckdb)")
+
+    run = sub.add_parser("run", help="run the build_dataset flow", description=(
+        "Ingest the corpus, transform, sample I/O pairs, build prediction prompts, answer, "
+        "verify, revise and export. Re-running does only missing work."))
+    common(run)
+    run.add_argument("--corpus", action="append", help="directory, glob, or .jsonl/.parquet file (repeatable)")
+    run.add_argument("--kind", choices=["mixed", "educational", "curated"], help="source kind for --corpus")
+    run.add_argument("--unified", action="store_true", help="--corpus holds already-unified records")
+    run.add_argument("--out", help="export directory")
+    run.add_argument("--provider", choices=["offline", "http"])
+    run.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    run.add_argument("--model", help="model name at the endpoint")
+    run.add_argument("--api-key-env", help="environment variable holding the API key")
+    run.add_argument("--shard-size", type=int)
+    run.add_argument("--parallel-shards", type=int)
+    run.add_argument("--json", action="store_true", help="print the run summary as JSON")
+
+    st = sub.add_parser("stats", help="funnel, drop reasons, response types, token use",
+                        description="Read the store (no run may hold it) and print the funnel per stage.")
+    common(st)
+    st.add_argument("--json", action="store_true")
+
+    ex = sub.add_parser("export", help="write the training sets from the store",
+                        description="Write CODEI/O and CODEI/O++ JSONL, chat-messages JSONL and Parquet.")
+    common(ex)
+    ex.add_argument("--out", help="export directory")
+    ex.add_argument("--mode", choices=["keep_all", "rejection", "ground_truth"])
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    o: dict[str, Any] = {}
+    if getattr(args, "db", None):
+        o["db_path"] = args.db
+    if getattr(args, "out", None):
+        o["output_dir"] = args.out
+    if getattr(args, "corpus", None):
+        o["sources"] = [
+            {"path": c, "kind": args.kind or "mixed", **({"format": "unified"} if args.unified else {})}
+            for c in args.corpus
+        ]
+    for attr, key in (("provider", "provider"), ("shard_size", "shard_size"), ("parallel_shards", "max_parallel_shards")):
+        if getattr(args, attr, None) is not None:
+            o[key] = getattr(args, attr)
+    return o
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from flows.config import load_config
+
+    cfg = load_config(args.config, _overrides(args))
+    llm_over = {k: v for k, v in (("base_url", getattr(args, "base_url", None)), ("model", getattr(args, "model", None)),
+                                  ("api_key_env", getattr(args, "api_key_env", None))) if v}
+    if llm_over:
+        cfg = load_config(args.config, {**_overrides(args), "llm": {**cfg.llm.model_dump(), **llm_over}})
+    if getattr(args, "mode", None):
+        cfg = cfg.model_copy(update={"export": cfg.export.model_copy(update={"mode": args.mode})})
+    return cfg
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from flows.build import run_build
+
+    cfg = _load(args)
+    summary = run_build(cfg)
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        print(_summary_text(summary))
+    return 0
+
+
+def _summary_text(s: dict[str, Any]) -> str:
+    lines = [f"build finished in {s['seconds']:.1f}s: {s['task_runs']} shard task(s), "
+             f"{int(s['llm_calls_sent'])} LLM call(s) sent, {int(s['executions'])} execution(s)"]
+    for name, st in s["stages"].items():
+        extra = ", ".join(f"{k} {int(v)}" for k, v in sorted(st.items())
+                          if k not in ("shards", "rows_in", "seconds") and not k.startswith(("pair_drop", "verdict")))
+        lines.append(f"  {name:<10} {st['rows_in']:>7} rows in {st['shards']:>4} shard(s)  {extra}")
+    for name, path in sorted(s.get("exports", {}).items()):
+        lines.append(f"  wrote {name}: {path}")
+    lines.append(f"database: {s['db_path']}  (see `codeio stats`)")
+    return "\n".join(lines)
+
+
+def _store_and_keys(args: argparse.Namespace) -> tuple[Any, Any, dict[str, str]]:
+    """Open the store read-only and use the config of its last completed run by default."""
+    from flows.config import BuildConfig, load_config
+    from storage.store import Store
+    from tasks.registry import stage_keys
+
+    cfg = _load(args)
+    store = Store(cfg.db_path, read_only=True)
+    if not args.config:
+        row = store.query("SELECT config_json FROM runs WHERE status = 'completed' ORDER BY started_at DESC LIMIT 1")
+        if row:
+            try:
+                cfg = BuildConfig.model_validate({**json.loads(row[0][0]), **_overrides(args)})
+            except Exception:  # noqa: BLE001 - an older config shape: fall back to the given one
+                pass
+        if getattr(args, "mode", None):
+            cfg = cfg.model_copy(update={"export": cfg.export.model_copy(update={"mode": args.mode})})
+    _ = load_config  # the same validation path is used for both
+    return store, cfg, stage_keys(cfg)
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from storage.stats import format_report, funnel, response_types, token_usage
+
+    store, _cfg, keys = _store_and_keys(args)
+    try:
+        if args.json:
+            out = {
+                "funnel": funnel(store, keys).to_dicts(),
+                "response_types": response_types(store, keys).to_dicts(),
+                "tokens": token_usage(store).to_dicts(),
+            }
+            print(json.dumps(out, indent=2, default=str))
+        else:
+            print(format_report(store, keys))
+    finally:
+        store.close()
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from tasks.export import export_all
+
+    store, cfg, keys = _store_and_keys(args)
+    try:
+        paths = export_all(store, cfg, keys, args.out)
+    finally:
+        store.close()
+    for name, path in sorted(paths.items()):
+        print(f"wrote {name}: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from flows.errors import UserError
+    from llm.errors import ConfigError, EndpointDown
+    from storage.store import StoreError
+
+    handlers = {"run": _cmd_run, "stats": _cmd_stats, "export": _cmd_export}
+    try:
+        return handlers[args.command](args)
+    except (UserError, StoreError, ConfigError) as exc:
+        print(f"codeio: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USER
+    except EndpointDown as exc:
+        print(f"codeio: error: {_one_line(exc)} (completed work is saved; run again to resume)", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("codeio: interrupted (completed work is saved; run again to resume)", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"codeio: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Stages 4-5: chain-of-thought answers (turn 1), verification, and CODEI/O++ revision turns.
+
+Turn 1 answers every prediction task. A revision turn answers the tasks whose previous turn
+was not correct, with the conversation so far plus the execution feedback, and is verified
+the same way. Each turn is one stage, so a resumed run picks up exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from llm.types import ChatRequest
+from prompts.render import render_revision
+from storage.models import Attempt, Outcome, ShardResult
+from tasks.llm_calls import complete, request_key
+from tasks.runtime import get_pool, limits_for
+from tasks.sample_io import program
+from tasks.stage import ShardContext, Stage
+from tasks.verify import VerifyItem, verify_batch
+
+if TYPE_CHECKING:
+    from flows.config import BuildConfig
+    from storage.store import Store
+
+# turn -> (stage name, stage whose attempts it revises)
+TURN_STAGE = {1: "answer", 2: "revise1", 3: "revise2"}
+
+
+def _settings(cfg: "BuildConfig") -> Any:
+    s = {"provider": cfg.provider, "sandbox": cfg.sandbox.model_dump(exclude={"workers"})}
+    if cfg.provider == "http":
+        s.update(model=cfg.llm.model, temperature=cfg.llm.temperature, max_tokens=cfg.llm.max_tokens,
+                 extra_body=cfg.llm.extra_body)
+    return s
+
+
+def _pending_for(turn: int):
+    def pending(cfg: "BuildConfig", keys: dict[str, str]) -> tuple[str, list[Any]]:
+        stage = TURN_STAGE[turn]
+        if turn == 1:
+            return (
+                "SELECT t.id FROM prediction_tasks t WHERE t.config_key = ? AND NOT EXISTS (SELECT 1 "
+                "FROM stage_outcomes o WHERE o.stage = 'answer' AND o.config_key = ? AND o.item_id = t.id)",
+                [keys["prompts"], keys["answer"]],
+            )
+        if cfg.prediction.revision_turns < turn - 1:
+            return "SELECT NULL::VARCHAR AS id WHERE false", []
+        prev = TURN_STAGE[turn - 1]
+        return (
+            "SELECT a.task_id AS id FROM attempts a JOIN prediction_tasks t ON t.id = a.task_id "
+            "WHERE t.config_key = ? AND a.config_key = ? AND a.turn = ? AND a.verdict <> 'correct' "
+            "AND NOT EXISTS (SELECT 1 FROM stage_outcomes o WHERE o.stage = ? AND o.config_key = ? "
+            "AND o.item_id = a.task_id)",
+            [keys["prompts"], keys[prev], turn - 1, stage, keys[stage]],
+        )
+
+    return pending
+
+
+def _load_for(turn: int):
+    def load(store: "Store", ids: list[str], keys: dict[str, str]) -> list[dict[str, Any]]:
+        rows = store.query_ids(
+            "SELECT t.id, t.kind, t.messages_json, p.input_json, p.output_json, f.refcode, "
+            "f.input_generator, f.entry, f.arg_names, f.io_description FROM prediction_tasks t "
+            "JOIN _want w ON t.id = w.id JOIN io_pairs p ON p.id = t.pair_id "
+            "JOIN functions f ON f.id = t.function_id ORDER BY t.id",
+            ids,
+        )
+        if turn > 1:
+            prev_keys = [keys[TURN_STAGE[k]] for k in range(1, turn)]
+            history = store.query_ids(
+                "SELECT a.task_id, a.turn, a.response, a.feedback FROM attempts a JOIN _want w "
+                "ON a.task_id = w.id WHERE a.turn < ? AND list_contains(?, a.config_key) "
+                "ORDER BY a.task_id, a.turn",
+                ids, [turn, prev_keys],
+            )
+            by_task: dict[str, list[dict[str, Any]]] = {}
+            for h in history:
+                by_task.setdefault(h["task_id"], []).append(h)
+            for r in rows:
+                r["history"] = by_task.get(r["id"], [])
+        return rows
+
+    return load
+
+
+def _request(row: dict[str, Any], cfg: "BuildConfig", turn: int) -> ChatRequest:
+    messages = list(json.loads(row["messages_json"]))
+    for h in row.get("history", []):
+        messages.append({"role": "assistant", "content": h["response"] or ""})
+        messages.append(render_revision(h["feedback"]))
+    return ChatRequest(
+        messages=messages,
+        temperature=cfg.llm.temperature,
+        max_tokens=cfg.llm.max_tokens,
+        stage="answer" if turn == 1 else "revise",
+        context={
+            "task": "predict",
+            "kind": row["kind"],
+            "code": program(row["refcode"], row["input_generator"]),
+            "entry": row["entry"],
+            "arg_names": json.loads(row["arg_names"]),
+            "input": json.loads(row["input_json"]),
+            "output": json.loads(row["output_json"]),
+            "io_description": row["io_description"],
+            "turn": turn,
+        },
+    )
+
+
+def _call_keys_for(turn: int):
+    def call_keys(rows: list[dict[str, Any]], cfg: "BuildConfig") -> list[str]:
+        return [request_key(_request(r, cfg, turn), cfg) for r in rows]
+
+    return call_keys
+
+
+def _run_for(turn: int):
+    def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext) -> ShardResult:
+        stage = TURN_STAGE[turn]
+        requests = [_request(r, cfg, turn) for r in rows]
+        results, llm_rows, counters = complete(requests, cfg, ctx)
+        items = [
+            VerifyItem(
+                kind=r["kind"], response=res.content, code=req.context["code"], entry=r["entry"],
+                arg_names=req.context["arg_names"], given_input=req.context["input"],
+                given_output=req.context["output"],
+            )
+            for r, req, res in zip(rows, requests, results)
+        ]
+        verdicts, executions = verify_batch(items, get_pool(cfg.sandbox), limits_for(cfg.sandbox))
+        counters["executions"] = counters.get("executions", 0) + executions
+        attempts: list[dict[str, Any]] = []
+        outcomes: list[Outcome] = []
+        for r, req, res, v in zip(rows, requests, results, verdicts):
+            counters[f"verdict:{r['kind']}:{v.verdict}"] = counters.get(f"verdict:{r['kind']}:{v.verdict}", 0) + 1
+            if res.content is None:
+                outcomes.append(Outcome(item_id=r["id"], status="dropped", reason="call_failed", detail=(res.error or "")[:200]))
+                continue
+            attempts.append(
+                Attempt(
+                    id=Attempt.make_id(r["id"], turn, res.key), task_id=r["id"], turn=turn, call_key=res.key,
+                    model=res.model, response=res.content, truncated=res.truncated,
+                    extract_status=v.extract_status, answer=v.answer, verdict=v.verdict,
+                    feedback=v.feedback, actual_output=v.actual_output,
+                ).row()
+            )
+            outcomes.append(Outcome(item_id=r["id"], status="ok", detail=v.verdict))
+        table_rows: dict[str, list[dict[str, Any]]] = {"attempts": attempts}
+        if llm_rows:
+            table_rows["llm_calls"] = llm_rows
+        return ShardResult(stage=stage, config_key=ctx.config_key, rows=table_rows, outcomes=outcomes, counters=counters)
+
+    return run_shard
+
+
+def _stage(turn: int) -> Stage:
+    upstream = "prompts" if turn == 1 else TURN_STAGE[turn - 1]
+    return Stage(
+        name=TURN_STAGE[turn],
+        version="1",
+        settings=_settings,
+        pending_sql=_pending_for(turn),
+        load_rows=_load_for(turn),
+        run_shard=_run_for(turn),
+        call_keys=_call_keys_for(turn),
+        upstream=upstream,
+        executes_code=True,
+    )
+
+
+ANSWER = _stage(1)
+REVISE1 = _stage(2)
+REVISE2 = _stage(3)

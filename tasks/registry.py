@@ -1,0 +1,36 @@
+"""The ordered list of built stages and their config keys.
+
+A stage's key hashes its name, version, the settings that change its output and the key of
+the stage it reads from, so a changed setting re-does exactly the work downstream of it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from storage.ids import content_id
+from tasks.answer import ANSWER, REVISE1, REVISE2
+from tasks.build_prompts import PROMPTS
+from tasks.sample_io import SAMPLE_IO
+from tasks.stage import Stage
+from tasks.transform import TRANSFORM
+
+if TYPE_CHECKING:
+    from flows.config import BuildConfig
+
+INGEST_VERSION = "1"
+
+STAGES: list[Stage] = [TRANSFORM, SAMPLE_IO, PROMPTS, ANSWER, REVISE1, REVISE2]
+
+
+def _jsonable(v: Any) -> Any:
+    return json.loads(json.dumps(v, default=lambda o: o.model_dump(mode="json") if hasattr(o, "model_dump") else str(o)))
+
+
+def stage_keys(cfg: "BuildConfig") -> dict[str, str]:
+    keys = {"ingest": content_id("ingest", INGEST_VERSION, cfg.max_file_bytes)[:16]}
+    for s in STAGES:
+        up = keys.get(s.upstream) if s.upstream else None
+        keys[s.name] = content_id(s.name, s.version, _jsonable(s.settings(cfg)), up)[:16]
+    return keys

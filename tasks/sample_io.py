@@ -1,0 +1,215 @@
+"""Stage 2: function -> verified I/O pairs.
+
+The input generator runs up to ``generator_calls`` times in one sandbox child; distinct inputs
+that pass the size check are run through the entry point, each call in a fresh fork; outputs
+that pass the size check and are not None are kept up to the source's cap. Every kept pair is
+then re-run in a worker with another hash seed, and a function whose outputs differ is dropped
+as non-deterministic. Imported functions bring recorded pairs, which are re-executed the same
+way: a recorded output that does not reproduce drops that pair.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from sandbox import Job, canonical_json
+from storage.models import IOPair, Outcome, ShardResult
+from tasks.runtime import get_pool, limits_for
+from tasks.stage import ShardContext, Stage
+
+if TYPE_CHECKING:
+    from flows.config import BuildConfig
+    from storage.store import Store
+
+SECOND_SEED = 1
+
+
+def _settings(cfg: "BuildConfig") -> Any:
+    return {"sampling": cfg.sampling.model_dump(), "sandbox": cfg.sandbox.model_dump(exclude={"workers"}),
+            "caps": {s.source_name: s.pairs_per_function for s in cfg.sources if s.pairs_per_function}}
+
+
+def _pending(cfg: "BuildConfig", keys: dict[str, str]) -> tuple[str, list[Any]]:
+    return (
+        "SELECT f.id FROM functions f WHERE f.config_key = ? AND NOT EXISTS (SELECT 1 FROM "
+        "stage_outcomes o WHERE o.stage = 'sample_io' AND o.config_key = ? AND o.item_id = f.id)",
+        [keys["transform"], keys["sample_io"]],
+    )
+
+
+def _load(store: "Store", ids: list[str], keys: dict[str, str]) -> list[dict[str, Any]]:
+    return store.rows_by_ids(
+        "functions", ids,
+        "id, source, source_kind, refcode, input_generator, arg_names, entry, seed_ios_json",
+    )
+
+
+def program(refcode: str, generator: str | None) -> str:
+    """The code a function's calls run: the reference code, then the generator if separate."""
+    if generator and generator.strip() and generator.strip() not in refcode:
+        return refcode.rstrip() + "\n\n\n" + generator.strip() + "\n"
+    return refcode
+
+
+def cap_for(row: dict[str, Any], cfg: "BuildConfig") -> int:
+    for spec in cfg.sources:
+        if spec.source_name == row["source"] and spec.pairs_per_function:
+            return spec.pairs_per_function
+    return cfg.sampling.pairs_per_kind.get(row["source_kind"], 3)
+
+
+class _Sampling:
+    """Per-function working state through the three phases of a shard."""
+
+    def __init__(self, row: dict[str, Any], cfg: "BuildConfig") -> None:
+        self.row = row
+        self.code = program(row["refcode"], row["input_generator"])
+        self.arg_names: list[str] = json.loads(row["arg_names"])
+        self.cap = cap_for(row, cfg)
+        self.seed_ios: list[dict[str, Any]] = json.loads(row["seed_ios_json"]) if row["seed_ios_json"] else []
+        self.candidates: list[dict[str, Any]] = []
+        self.expected: list[Any] = []  # recorded outputs of imported pairs (None: not recorded)
+        self.kept: list[tuple[dict[str, Any], Any]] = []
+        self.drops: dict[str, int] = {}
+        self.first_error: str | None = None
+        self.fatal: tuple[str, str] | None = None
+
+    def drop(self, reason: str, detail: str | None = None) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+        if detail and not self.first_error:
+            self.first_error = f"{reason}: {detail}"[:300]
+
+
+def _gather_inputs(s: _Sampling, cfg: "BuildConfig") -> int:
+    """Recorded inputs first, then generated ones; returns the number of executions."""
+    seen: set[str] = set()
+    for io in s.seed_ios:
+        k = canonical_json(io["input"])
+        if k not in seen:
+            seen.add(k)
+            s.candidates.append(io["input"])
+            s.expected.append(io["output"])
+    if not s.row["input_generator"] and "def input_generator" not in s.row["refcode"]:
+        return 0
+    pool = get_pool(cfg.sandbox)
+    gen = pool.generate(
+        s.code, entry="input_generator", count=cfg.sampling.generator_calls,
+        budget_seconds=cfg.sampling.function_budget_s / 2,
+    )
+    if gen.status not in ("ok",) and not gen.values:
+        s.fatal = (f"generator_{gen.status}", (gen.error or "")[:300])
+        return 1
+    for v in gen.values:
+        if not isinstance(v, dict):
+            s.drop("generator_not_dict", type(v).__name__)
+            continue
+        if set(v) != set(s.arg_names):
+            s.drop("generator_wrong_keys", f"{sorted(v)} != {sorted(s.arg_names)}")
+            continue
+        k = canonical_json(v)
+        if k in seen:
+            continue
+        seen.add(k)
+        s.candidates.append(v)
+        s.expected.append(_NOT_RECORDED)
+    for reason, n in (gen.failures or {}).items():
+        s.drops[f"generator_{reason}"] = s.drops.get(f"generator_{reason}", 0) + n
+    return 1
+
+
+_NOT_RECORDED = object()
+
+
+def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext) -> ShardResult:
+    pool = get_pool(cfg.sandbox)
+    limits = limits_for(cfg.sandbox)
+    states = [_Sampling(r, cfg) for r in rows]
+    executions = 0
+    with ThreadPoolExecutor(max_workers=max(1, pool.workers)) as ex:
+        executions += sum(ex.map(lambda s: _gather_inputs(s, cfg), states))
+
+    # Phase 2: the entry point on candidates, in rounds until each function reaches its cap.
+    active = [s for s in states if s.fatal is None and s.candidates]
+    offset = {id(s): 0 for s in active}
+    while active:
+        jobs, batch = [], []
+        for s in active:
+            need = s.cap - len(s.kept)
+            start = offset[id(s)]
+            take = s.candidates[start : start + max(need * 2, need + 2)] if need > 0 else []
+            if s.seed_ios and start == 0:
+                take = s.candidates[: max(len(s.seed_ios), need * 2)]
+            offset[id(s)] = start + len(take)
+            if take:
+                jobs.append(Job(code=s.code, calls=take, entry=s.row["entry"], limits=limits))
+                batch.append((s, start, take))
+        if not jobs:
+            break
+        results = pool.run_many(jobs)
+        executions += sum(len(j.calls) for j in jobs)
+        for (s, start, take), res in zip(batch, results):
+            for i, (inp, r) in enumerate(zip(take, res)):
+                recorded = s.expected[start + i]
+                if r.status != "ok":
+                    s.drop(f"entry_{r.status}", f"{r.error_type}: {r.error_message}" if r.error_type else None)
+                    continue
+                if r.value is None:
+                    s.drop("output_none")
+                    continue
+                if recorded is not _NOT_RECORDED and canonical_json(recorded) != canonical_json(r.value):
+                    s.drop("recorded_output_mismatch")
+                    continue
+                if len(s.kept) < s.cap:
+                    s.kept.append((inp, r.value))
+        active = [s for s in active if len(s.kept) < s.cap and offset[id(s)] < len(s.candidates)]
+
+    # Phase 3: determinism under another hash seed, in another worker.
+    if cfg.sampling.check_determinism:
+        checks = [s for s in states if s.fatal is None and len(s.kept) >= cfg.sampling.min_pairs]
+        if checks:
+            jobs = [Job(code=s.code, calls=[i for i, _ in s.kept], entry=s.row["entry"], limits=limits) for s in checks]
+            results = pool.run_many(jobs, hash_seed=SECOND_SEED)
+            executions += sum(len(j.calls) for j in jobs)
+            for s, res in zip(checks, results):
+                for (inp, out), r in zip(s.kept, res):
+                    if r.status != "ok" or canonical_json(r.value) != canonical_json(out):
+                        got = r.status if r.status != "ok" else "different output"
+                        s.fatal = ("non_deterministic", f"input {canonical_json(inp)[:120]}: {got}")
+                        break
+
+    pairs: list[dict[str, Any]] = []
+    outcomes: list[Outcome] = []
+    counters: dict[str, float] = {"executions": float(executions)}
+    for s in states:
+        fid = s.row["id"]
+        for reason, n in s.drops.items():
+            counters[f"pair_drop:{reason}"] = counters.get(f"pair_drop:{reason}", 0) + n
+        if s.fatal:
+            outcomes.append(Outcome(item_id=fid, status="dropped", reason=s.fatal[0], detail=s.fatal[1] or None))
+            continue
+        if not s.candidates:
+            outcomes.append(Outcome(item_id=fid, status="dropped", reason="no_valid_inputs", detail=s.first_error))
+            continue
+        if len(s.kept) < cfg.sampling.min_pairs:
+            outcomes.append(Outcome(item_id=fid, status="dropped", reason="too_few_pairs",
+                                    detail=f"{len(s.kept)} valid; {s.first_error or ''}"[:300]))
+            continue
+        for n, (inp, out) in enumerate(s.kept):
+            pairs.append(IOPair(id=IOPair.make_id(fid, inp), function_id=fid, input=inp, output=out, ordinal=n).row())
+        outcomes.append(Outcome(item_id=fid, status="ok", detail=f"{len(s.kept)} pairs"))
+    return ShardResult(stage="sample_io", config_key=ctx.config_key, rows={"io_pairs": pairs},
+                       outcomes=outcomes, counters=counters)
+
+
+SAMPLE_IO = Stage(
+    name="sample_io",
+    version="1",
+    settings=_settings,
+    pending_sql=_pending,
+    load_rows=_load,
+    run_shard=run_shard,
+    upstream="transform",
+    executes_code=True,
+)

@@ -1,0 +1,46 @@
+"""The stage contract: a name, a version, what settings it depends on, how to find its pending
+input rows in the store, and a pure function over one shard of them.
+
+A new stage is one small module exporting a ``Stage``; the flow knows only this contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from storage.models import ShardResult
+
+if TYPE_CHECKING:  # the config lives with the flows; stages only read it
+    from flows.config import BuildConfig
+    from storage.store import Store
+
+
+@dataclass(frozen=True)
+class ShardContext:
+    """What a shard task gets besides its rows."""
+
+    config_key: str
+    upstream_keys: dict[str, str]
+    cached_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    journal_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    version: str
+    # Settings that change this stage's output; part of its config key.
+    settings: Callable[["BuildConfig"], Any]
+    # SQL selecting the ids of input rows, given {config_key, upstream keys}; must return one
+    # column named ``id`` of rows that have no outcome yet for this stage's config key.
+    pending_sql: Callable[["BuildConfig", dict[str, str]], tuple[str, list[Any]]]
+    # Load full rows for a list of ids (flow process).
+    load_rows: Callable[["Store", list[str], dict[str, str]], list[dict[str, Any]]]
+    # The pure shard function (task process).
+    run_shard: Callable[[list[dict[str, Any]], "BuildConfig", ShardContext], ShardResult]
+    # For LLM stages: the call keys a shard will need, so the flow can hand over cached calls.
+    call_keys: Callable[[list[dict[str, Any]], "BuildConfig"], list[str]] | None = None
+    upstream: str | None = None
+    executes_code: bool = False
