@@ -8,7 +8,6 @@ Exceptions, timeouts and malformed answers are verdicts with feedback, not crash
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,49 +47,46 @@ def verify_batch(items: list[VerifyItem], pool: SandboxPool, limits: Limits) -> 
             verdicts[i] = Verdict("call_failed", None, "call_failed", render_feedback("no_answer"))
             continue
         ex = extract_answer(it.response, it.kind)  # type: ignore[arg-type]
+        if ex.status == "no_answer":
+            verdicts[i] = Verdict("no_answer", None, "no_answer", render_feedback("no_answer"))
+            continue
         if ex.status != "ok":
-            verdict = "no_answer" if ex.status == "no_answer" else "bad_format"
-            verdicts[i] = Verdict(ex.status, None, verdict, _feedback(verdict, it, detail=ex.detail))
+            verdicts[i] = Verdict(ex.status, None, "bad_format", _bad_format(it, ex.detail or "unreadable answer"))
             continue
         if it.kind == "output":
-            ok = outputs_match(it.given_output, ex.value)
-            v = "correct" if ok else "wrong"
-            verdicts[i] = Verdict("ok", ex.value, v, _feedback(v, it))
+            if outputs_match(it.given_output, ex.value):
+                verdicts[i] = Verdict("ok", ex.value, "correct", render_feedback("correct"))
+            else:
+                verdicts[i] = Verdict("ok", ex.value, "wrong", render_feedback("wrong", kind="output", predicted=ex.value))
             continue
         problem = check_input_keys(ex.value, it.arg_names)
         if problem:
-            verdicts[i] = Verdict("bad_format", ex.value, "bad_format", _feedback("bad_format", it, detail=problem))
+            verdicts[i] = Verdict("bad_format", ex.value, "bad_format", _bad_format(it, problem))
             continue
         to_run.append((i, ex.value))
     if to_run:
         jobs = [Job(code=items[i].code, calls=[value], entry=items[i].entry, limits=limits) for i, value in to_run]
         results = pool.run_many(jobs)
         for (i, value), res in zip(to_run, results):
-            r = res[0]
-            it = items[i]
-            if r.status == "ok":
-                ok = outputs_match(it.given_output, r.value)
-                v = "correct" if ok else "wrong"
-                verdicts[i] = Verdict("ok", value, v, _feedback(v, it, actual=r.value), actual_output=r.value)
-            elif r.status == "timeout":
-                verdicts[i] = Verdict("ok", value, "timeout", _feedback("timeout", it))
-            else:
-                etype = r.error_type or r.status
-                verdicts[i] = Verdict("ok", value, "exception",
-                                      _feedback("exception", it, error_type=etype, error_message=r.error_message or ""))
+            verdicts[i] = _input_verdict(items[i], value, res[0])
     return [v for v in verdicts if v is not None], len(to_run)
 
 
-def _feedback(verdict: str, it: VerifyItem, **details: Any) -> str:
-    if verdict == "wrong" and it.kind == "input":
-        details.setdefault("actual", None)
-        return render_feedback("wrong", kind="input", actual_output=details.pop("actual"), **details)
-    if verdict == "wrong":
-        return render_feedback("wrong", kind="output", **details)
-    if verdict == "bad_format":
-        return render_feedback("bad_format", kind=it.kind, arg_names=it.arg_names, **details)
-    return render_feedback(verdict, kind=it.kind, **details)
+def _input_verdict(it: VerifyItem, value: dict[str, Any], r: Any) -> Verdict:
+    if r.status == "ok":
+        if outputs_match(it.given_output, r.value):
+            return Verdict("ok", value, "correct", render_feedback("correct"), actual_output=r.value)
+        fb = render_feedback("wrong", kind="input", predicted=value, actual_output=r.value,
+                             given_output=it.given_output)
+        return Verdict("ok", value, "wrong", fb, actual_output=r.value)
+    if r.status == "timeout":
+        return Verdict("ok", value, "timeout", render_feedback("timeout", predicted=value))
+    fb = render_feedback("exception", predicted=value, error_type=r.error_type or r.status,
+                         error_message=r.error_message or r.status)
+    return Verdict("ok", value, "exception", fb)
 
 
-def loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+def _bad_format(it: VerifyItem, detail: str) -> str:
+    if it.kind == "input":
+        return render_feedback("bad_format", kind="input", detail=detail, arg_names=it.arg_names)
+    return render_feedback("bad_format", kind="output", detail=detail)

@@ -1,0 +1,218 @@
+"""extract_answer / check_input_keys on realistic chain-of-thought endings."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from prompts.answers import Extracted, check_input_keys, extract_answer
+
+
+def ok(text: str, kind: str = "output"):
+    result = extract_answer(text, kind)
+    assert result.status == "ok", result
+    return result.value
+
+
+def test_simple_output():
+    text = 'The loop runs three times, so the total is 6.\n\n{"output": 6}'
+    assert extract_answer(text, "output") == Extracted("ok", 6, "", "json")
+
+
+def test_last_object_with_the_key_wins():
+    text = (
+        'First guess: {"output": [1, 2]}. Wait, I forgot the last element.\n'
+        'Corrected: {"output": [1, 2, 3]}\n'
+        'By the way the input was {"n": 3}.'
+    )
+    assert ok(text) == [1, 2, 3]
+
+
+def test_format_echo_is_ignored():
+    text = 'I must answer as {"output": <your output>}. Counting gives 4.\n{"output": 4}'
+    assert ok(text) == 4
+
+
+def test_only_format_echo_is_no_answer():
+    text = 'The answer should be given as {"output": <your output>} but I ran out of'
+    assert extract_answer(text, "output").status == "no_answer"
+
+
+def test_nested_output_value_keeps_outer_object():
+    assert ok('{"output": {"output": 3, "other": [1, {"x": 2}]}}') == {"output": 3, "other": [1, {"x": 2}]}
+
+
+def test_braces_and_escaped_quotes_inside_strings():
+    text = r'So the string is built as shown. {"output": "a \"quoted\" {brace} and } here"}'
+    assert ok(text) == 'a "quoted" {brace} and } here'
+
+
+def test_unpaired_escaped_quote_inside_string():
+    assert ok(r'{"output": "a \" { b"}') == 'a " { b'
+
+
+def test_apostrophes_in_prose_do_not_break_the_scan():
+    text = "Let's see: the set {1, 2} isn't sorted, it's fine.\n{\"output\": \"don't {stop}\"}"
+    assert ok(text) == "don't {stop}"
+
+
+def test_fenced_json_block_with_key():
+    text = 'Reasoning...\n\n```json\n{\n  "output": {"count": 2, "items": ["a", "b"]}\n}\n```\n'
+    assert ok(text) == {"count": 2, "items": ["a", "b"]}
+
+
+def test_python_literals():
+    result = extract_answer("{'output': (True, None, 'x', [1.5, False])}", "output")
+    assert result.status == "ok" and result.source == "python_literal"
+    assert result.value == [True, None, "x", [1.5, False]]
+
+
+def test_python_dict_with_int_keys_becomes_json_keys():
+    assert ok("{'output': {1: 'a', 2: (3, 4)}}") == {"1": "a", "2": [3, 4]}
+
+
+def test_mixed_json_and_python_tokens_and_trailing_comma():
+    assert ok('{"output": [true, None, null, False,],}') == [True, None, None, False]
+
+
+def test_floats_keep_their_value():
+    assert ok('{"output": [0.1, -2.5e-3, 1e10, 3]}') == [0.1, -0.0025, 1e10, 3]
+    value = ok('{"output": 3.0}')
+    assert value == 3.0 and isinstance(value, float)
+
+
+@pytest.mark.parametrize(
+    "text", ['{"output": NaN}', "{'output': float('nan')}", "{'output': nan}"]
+)
+def test_nan(text):
+    assert math.isnan(ok(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"output": [Infinity, -Infinity]}', [math.inf, -math.inf]),
+        ("{'output': [float('inf'), -inf]}", [math.inf, -math.inf]),
+    ],
+)
+def test_infinity(text, expected):
+    assert ok(text) == expected
+
+
+def test_input_dict():
+    text = 'Working backwards, n must be 5 and k 2.\n{"input": {"n": 5, "k": 2}}'
+    assert ok(text, "input") == {"n": 5, "k": 2}
+
+
+def test_input_ignores_output_objects_and_vice_versa():
+    text = '{"input": {"n": 1}} gives {"output": 7}'
+    assert ok(text, "input") == {"n": 1}
+    assert ok(text, "output") == 7
+
+
+def test_input_must_be_a_dict():
+    result = extract_answer('{"input": [5, 2]}', "input")
+    assert result.status == "bad_format"
+    assert result.value is None
+    assert "JSON object" in result.detail and "array" in result.detail
+
+
+def test_input_as_json_string_is_bad_format():
+    assert extract_answer('{"input": "{\\"n\\": 5}"}', "input").status == "bad_format"
+
+
+def test_no_answer():
+    result = extract_answer("I think the answer is probably six, but I am not sure.", "output")
+    assert result == Extracted("no_answer", None, 'no JSON object with an "output" key', None)
+
+
+def test_empty_response():
+    assert extract_answer("", "output").status == "no_answer"
+    assert extract_answer("  \n", "input").status == "no_answer"
+
+
+def test_truncated_json_is_no_answer():
+    text = 'So the result list is long.\n{"output": [1, 2, 3, 4, 5, 6, 7'
+    assert extract_answer(text, "output").status == "no_answer"
+
+
+def test_truncated_inside_string_is_no_answer():
+    assert extract_answer('{"output": "abc', "output").status == "no_answer"
+
+
+def test_earlier_complete_answer_survives_truncated_rewrite():
+    text = '{"output": 5}\nHmm, let me redo this. {"output": [5, '
+    assert ok(text) == 5
+
+
+def test_object_with_key_that_does_not_parse_is_bad_format():
+    result = extract_answer('Final: {"output": [1, 2] + [3]}', "output")
+    assert result.status == "bad_format"
+    assert "could not be parsed" in result.detail
+
+
+def test_bare_fenced_json_block_at_the_end():
+    result = extract_answer("The result is:\n```json\n[3, 1, 2]\n```", "output")
+    assert result == Extracted("ok", [3, 1, 2], 'bare answer without the "output" key', "fenced_json")
+
+
+def test_bare_fenced_json_dict_as_input():
+    assert ok('Thus:\n```json\n{"n": 4, "k": 1}\n```\n', "input") == {"n": 4, "k": 1}
+
+
+def test_fenced_json_block_far_from_the_end_is_not_an_answer():
+    text = "The input is\n```json\n{\"n\": 4}\n```\n" + "Now I simulate the loop step by step. " * 30
+    assert extract_answer(text, "output").status == "no_answer"
+
+
+def test_broken_final_json_block_is_bad_format():
+    result = extract_answer("```json\n{output: 3\n```", "output")
+    assert result.status == "bad_format" and result.source == "fenced_json"
+
+
+def test_boxed_number():
+    result = extract_answer(r"Therefore the answer is $\boxed{42}$.", "output")
+    assert result == Extracted("ok", 42, "boxed answer", "boxed")
+
+
+def test_boxed_list_and_text():
+    assert ok(r"\boxed{[1, 2, 3]}") == [1, 2, 3]
+    assert ok(r"\boxed{\text{hello}}") == "hello"
+
+
+def test_boxed_input_dict():
+    assert ok(r'So $\boxed{{"n": 3}}$', "input") == {"n": 3}
+
+
+def test_boxed_non_dict_input_is_bad_format():
+    assert extract_answer(r"\boxed{3}", "input").status == "bad_format"
+
+
+def test_json_object_beats_boxed_fallback():
+    assert ok(r'\boxed{7} ... final: {"output": 8}') == 8
+
+
+def test_many_braces_do_not_explode():
+    text = "{" * 5000 + ' {"output": 1}'
+    assert ok(text) == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "names", "expected"),
+    [
+        ({"a": 1, "b": 2}, ["a", "b"], None),
+        ({"b": 2, "a": 1}, ["a", "b"], None),
+        ({"a": 1}, ["a", "b"], "missing keys: b"),
+        ({"a": 1, "b": 2, "c": 3}, ["a", "b"], "unexpected keys: c"),
+        ({"x": 1}, ["a"], "missing keys: a; unexpected keys: x"),
+        ([1, 2], ["a"], "the input must be a JSON object, got array"),
+    ],
+)
+def test_check_input_keys(value, names, expected):
+    assert check_input_keys(value, names) == expected
+
+
+def test_unknown_kind():
+    with pytest.raises(ValueError):
+        extract_answer('{"output": 1}', "result")  # type: ignore[arg-type]
