@@ -1,0 +1,27 @@
+"""Run-stopping errors of the LLM client.
+
+Row-level failures are data (``ChatResult.error``); these two stop a run because no
+row can succeed until a person changes something or the endpoint comes back.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(Exception):
+    """The endpoint refused the configuration (401/403/404): fix a setting, then re-run."""
+
+
+class EndpointDown(Exception):
+    """The endpoint answered only failures for ``max_consecutive_failures`` attempts in a row."""
+
+    def __init__(self, base_url: str, failures: int, last_error: str) -> None:
+        self.base_url = base_url
+        self.failures = failures
+        self.last_error = last_error
+        super().__init__(
+            f"endpoint {base_url} failed {failures} consecutive attempts; last error: {last_error}"
+        )
+
+    def __reduce__(self) -> tuple:
+        # Shard tasks may run on other machines: the error must survive pickling.
+        return (type(self), (self.base_url, self.failures, self.last_error))

@@ -1,0 +1,272 @@
+"""The OpenAI-compatible chat client: one httpx.AsyncClient, adaptive concurrency, retries.
+
+Per attempt the request holds an admission slot only while it is on the wire; backoff sleeps
+happen after the slot is released. Failures are sorted into three kinds:
+- transient (429, 5xx, 408, timeouts, connection errors, malformed bodies): retried with
+  exponential backoff and full jitter, or after the server's Retry-After;
+- row-level (400, 422, other 4xx): returned as ``ChatResult.error``, not retried;
+- configuration (401, 403, 404): ``ConfigError``, which stops the run.
+``max_consecutive_failures`` transient failures in a row, across requests, raise ``EndpointDown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+import urllib.request
+from dataclasses import dataclass
+
+import httpx
+import orjson
+
+from llm.admission import AdmissionController, Signal
+from llm.backoff import full_jitter_delay, parse_retry_after
+from llm.errors import ConfigError, EndpointDown
+from llm.gather import gather_all
+from llm.settings import LLMSettings
+from llm.transport import LeanTransport
+from llm.types import ChatRequest, ChatResult
+
+logger = logging.getLogger(__name__)
+
+_MAX_ERROR_CHARS = 300
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """How one HTTP exchange went."""
+
+    kind: str  # 'ok' | 'transient' | 'row' | 'config'
+    signal: Signal = "neutral"
+    content: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str = ""
+    retry_after: float | None = None
+
+
+def _proxy_configured(url: str) -> bool:
+    """True when the environment routes ``url`` through a proxy (only httpx's transport does that)."""
+    parsed = httpx.URL(url)
+    proxies = urllib.request.getproxies_environment()
+    if not (proxies.get(parsed.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass_environment(parsed.host, proxies)
+
+
+class HTTPProvider:
+    """Answers ChatRequests from an OpenAI-compatible ``/chat/completions`` endpoint."""
+
+    def __init__(self, settings: LLMSettings, *, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.model = settings.model
+        self.extra_body = dict(settings.extra_body)
+        self.admission = AdmissionController(settings.max_concurrency, settings.min_concurrency)
+        self._rng = rng or random.Random()
+        self._consecutive_failures = 0
+        self._url = httpx.URL(settings.base_url + "/chat/completions")
+        self._secret: str | None = None
+        self._key_missing = False
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if settings.api_key_env:
+            secret = os.environ.get(settings.api_key_env)
+            if secret:
+                self._secret = secret
+                headers["authorization"] = f"Bearer {secret}"
+            else:
+                self._key_missing = True
+                logger.warning("environment variable %s is not set: sending no API key", settings.api_key_env)
+        transport = None if _proxy_configured(settings.base_url) else LeanTransport(settings.max_concurrency)
+        self._client = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s, pool=None),
+            limits=httpx.Limits(
+                max_connections=settings.max_concurrency,
+                max_keepalive_connections=settings.max_concurrency,
+            ),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"HTTPProvider(base_url={self.settings.base_url!r}, model={self.model!r})"
+
+    @property
+    def concurrency_limit(self) -> int:
+        """The admission controller's current limit on requests in flight."""
+        return self.admission.limit
+
+    async def __aenter__(self) -> HTTPProvider:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def complete(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        """One result per request, same order; raises ConfigError or EndpointDown to stop a run."""
+        return await gather_all([self._call(request) for request in requests])
+
+    async def _call(self, request: ChatRequest) -> ChatResult:
+        key = request.key(self.model, self.extra_body)
+        body = orjson.dumps(
+            {
+                "model": self.model,
+                "messages": request.messages,
+                "temperature": request.temperature,
+                "max_tokens": request.max_tokens,
+                **self.extra_body,
+            }
+        )
+        attempt_no = 0
+        while True:
+            ticket = await self.admission.acquire()
+            signal: Signal = "neutral"
+            started = time.perf_counter()
+            try:
+                attempt = await self._send(body)
+                signal = attempt.signal
+            finally:
+                self.admission.release(ticket, signal)
+            latency = time.perf_counter() - started
+            if attempt.kind == "ok":
+                self._consecutive_failures = 0
+                return ChatResult(
+                    key=key,
+                    model=self.model,
+                    stage=request.stage,
+                    content=attempt.content,
+                    finish_reason=attempt.finish_reason,
+                    truncated=attempt.finish_reason == "length",
+                    prompt_tokens=attempt.prompt_tokens,
+                    completion_tokens=attempt.completion_tokens,
+                    latency_s=latency,
+                )
+            if attempt.kind == "config":
+                raise ConfigError(attempt.error)
+            if attempt.kind == "row":
+                return self._failed(key, request, attempt.error, latency)
+            self._count_failure(attempt.error)
+            if attempt_no >= self.settings.max_retries:
+                error = f"retries_exhausted: {attempt_no + 1} attempts, last: {attempt.error}"
+                return self._failed(key, request, error, latency)
+            if attempt.retry_after is not None:
+                # The server's wish, up to backoff_max_s, plus a little jitter so a burst of
+                # rejected requests does not come back in lockstep.
+                delay = min(attempt.retry_after, self.settings.backoff_max_s) * (1.0 + 0.1 * self._rng.random())
+            else:
+                delay = full_jitter_delay(
+                    attempt_no, self.settings.backoff_base_s, self.settings.backoff_max_s, self._rng
+                )
+            logger.debug(
+                "retry %d of call %s in %.3f s after: %s", attempt_no + 1, key[:12], delay, attempt.error
+            )
+            attempt_no += 1
+            await asyncio.sleep(delay)  # no admission slot is held here
+
+    def _failed(self, key: str, request: ChatRequest, error: str, latency: float) -> ChatResult:
+        return ChatResult(
+            key=key,
+            model=self.model,
+            stage=request.stage,
+            content=None,
+            finish_reason=None,
+            latency_s=latency,
+            error=error,
+        )
+
+    def _count_failure(self, error: str) -> None:
+        self._consecutive_failures += 1
+        if self._consecutive_failures >= self.settings.max_consecutive_failures:
+            raise EndpointDown(self.settings.base_url, self._consecutive_failures, error)
+
+    async def _send(self, body: bytes) -> _Attempt:
+        try:
+            response = await self._client.post(self._url, content=body)
+        except httpx.TimeoutException as exc:
+            return _Attempt("transient", "overload", error=self._clean(f"timeout: {type(exc).__name__}: {exc}"))
+        except httpx.TransportError as exc:
+            return _Attempt("transient", error=self._clean(f"connection: {type(exc).__name__}: {exc}"))
+        status = response.status_code
+        if 200 <= status < 300:
+            return self._parse_completion(response.content)
+        message = self._error_message(response)
+        retry_after = parse_retry_after(response.headers)
+        if status in (429, 503):
+            return _Attempt("transient", "overload", error=f"HTTP {status}: {message}", retry_after=retry_after)
+        if status >= 500 or status == 408:
+            return _Attempt("transient", error=f"HTTP {status}: {message}", retry_after=retry_after)
+        if status in (401, 403, 404):
+            return _Attempt("config", error=self._config_hint(status, message))
+        if status == 400:
+            return _Attempt("row", error=f"bad_request: {message} (check max_tokens, messages, extra_body)")
+        if status == 422:
+            return _Attempt("row", error=f"unprocessable: {message} (check extra_body and sampling parameters)")
+        return _Attempt("row", error=f"http_{status}: {message}")
+
+    def _parse_completion(self, raw: bytes) -> _Attempt:
+        try:
+            data = orjson.loads(raw)
+            choice = data["choices"][0]
+            content = choice["message"].get("content")
+            finish_reason = choice.get("finish_reason")
+            usage = data.get("usage") or {}
+            prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            completion_tokens = int(usage.get("completion_tokens") or 0)
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+            snippet = raw[:80].decode("utf-8", "replace")
+            return _Attempt("transient", error=self._clean(f"malformed_response: {type(exc).__name__}: {snippet!r}"))
+        if content is not None and not isinstance(content, str):
+            return _Attempt("transient", error="malformed_response: message.content is not a string")
+        return _Attempt(
+            "ok",
+            "success",
+            content="" if content is None else content,
+            finish_reason=finish_reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+
+    def _error_message(self, response: httpx.Response) -> str:
+        """The server's own one-line reason, from an OpenAI-style error body when there is one."""
+        text = response.text
+        try:
+            data = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            data = None
+        if isinstance(data, dict):
+            error = data.get("error")
+            if isinstance(error, dict) and error.get("message"):
+                text = str(error["message"])
+            elif isinstance(error, str):
+                text = error
+            elif data.get("message") or data.get("detail"):
+                text = str(data.get("message") or data.get("detail"))
+        return self._clean(text or response.reason_phrase)
+
+    def _config_hint(self, status: int, message: str) -> str:
+        where = f"HTTP {status} from {self.settings.base_url}: {message}"
+        env = self.settings.api_key_env
+        if status == 404:
+            return f"{where}; check base_url / model (base_url={self.settings.base_url}, model={self.model!r})"
+        if env is None:
+            return f"{where}; the endpoint wants an API key: set api_key_env to the env var that holds it"
+        unset = " (it is not set)" if self._key_missing else ""
+        if status == 401:
+            return f"{where}; check the API key env var {env}{unset}"
+        return f"{where}; check that the API key in env var {env}{unset} may use model {self.model!r}"
+
+    def _clean(self, text: str) -> str:
+        """One line, bounded, and never the API key (a server may echo it back)."""
+        line = " ".join(text.split())
+        if self._secret:
+            line = line.replace(self._secret, "***")
+        if len(line) > _MAX_ERROR_CHARS:
+            line = line[: _MAX_ERROR_CHARS - 3] + "..."
+        return line

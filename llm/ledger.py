@@ -1,0 +1,197 @@
+"""The response cache, which is also the ledger of paid calls: what makes a resumed run free.
+
+``CachedProvider`` answers keys the ledger already holds and sends only the misses; each
+completed result is appended the moment it completes, so a run killed at any instant loses
+no call that finished. Failed results are not recorded, so the next run tries them again.
+``JournalLedger`` is an append-only JSONL file per writer; the flow process later merges
+journals into the DuckDB store with ``read_journal``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from llm.gather import gather_all
+from llm.types import ChatRequest, ChatResult, Provider, request_key
+from llm.usage import Usage, summarize_usage
+
+__all__ = [
+    "CachedProvider",
+    "JournalLedger",
+    "Ledger",
+    "MemoryLedger",
+    "Usage",
+    "read_journal",
+    "summarize_usage",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class Ledger(Protocol):
+    """Where completed calls are kept, by key."""
+
+    def get_many(self, keys: list[str]) -> dict[str, ChatResult]: ...
+
+    def append(self, result: ChatResult) -> None: ...
+
+    def sync(self) -> None:
+        """Make everything appended so far durable (a no-op for in-memory ledgers)."""
+        ...
+
+
+class MemoryLedger:
+    """A ledger in a dict: for tests and for callers that persist results themselves."""
+
+    def __init__(self, preloaded: dict[str, ChatResult] | None = None) -> None:
+        self.results: dict[str, ChatResult] = dict(preloaded or {})
+
+    def get_many(self, keys: list[str]) -> dict[str, ChatResult]:
+        return {key: self.results[key] for key in keys if key in self.results}
+
+    def append(self, result: ChatResult) -> None:
+        self.results[result.key] = result
+
+    def sync(self) -> None:
+        pass
+
+
+class JournalLedger:
+    """Append-only JSONL journal: one ChatResult per line, flushed per line, fsync'd in batches.
+
+    A line is handed to the OS as soon as it is appended, so a killed process loses nothing;
+    fsync (for power loss) runs every ``fsync_every`` lines or ``fsync_interval_s`` seconds and
+    on ``sync()``, which CachedProvider calls before it returns a batch. Opening an existing
+    journal loads it (a torn last line from a crash is cut off) and takes an exclusive lock, so
+    two writers cannot interleave lines.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        preloaded: dict[str, ChatResult] | None = None,
+        *,
+        fsync_every: int = 20,
+        fsync_interval_s: float = 0.2,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fsync_every = fsync_every
+        self._fsync_interval_s = fsync_interval_s
+        self._results: dict[str, ChatResult] = dict(preloaded or {})
+        self._file = open(self.path, "ab+")  # noqa: SIM115 - closed in close()
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise RuntimeError(f"journal {self.path} is open in another process") from None
+        for result in _read_lines(self._file, self.path, repair=True):
+            self._results[result.key] = result
+        self._unsynced = 0
+        self._last_sync = time.monotonic()
+
+    def __enter__(self) -> JournalLedger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def get_many(self, keys: list[str]) -> dict[str, ChatResult]:
+        return {key: self._results[key] for key in keys if key in self._results}
+
+    def append(self, result: ChatResult) -> None:
+        self._file.write(result.model_dump_json().encode("utf-8") + b"\n")
+        self._file.flush()
+        self._results[result.key] = result
+        self._unsynced += 1
+        if (
+            self._unsynced >= self._fsync_every
+            or time.monotonic() - self._last_sync >= self._fsync_interval_s
+        ):
+            self.sync()
+
+    def sync(self) -> None:
+        if self._unsynced:
+            os.fsync(self._file.fileno())
+            self._unsynced = 0
+        self._last_sync = time.monotonic()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self.sync()
+            self._file.close()
+
+
+def read_journal(path: str | os.PathLike[str]) -> list[ChatResult]:
+    """Every result in a journal, in write order; a torn last line (crash mid-write) is skipped."""
+    with open(path, "rb") as file:
+        return _read_lines(file, Path(path), repair=False)
+
+
+def _read_lines(file: BinaryIO, path: Path, *, repair: bool) -> list[ChatResult]:
+    """Parse a journal. Bytes after the last newline are a line torn by a crash: skipped, and
+    cut off when ``repair`` (before appending), so the next line starts clean."""
+    file.seek(0)
+    data = file.read()
+    complete = data.rfind(b"\n") + 1
+    if complete < len(data):
+        logger.warning("journal %s: ignoring a torn last line (%d bytes)", path, len(data) - complete)
+        if repair:
+            file.truncate(complete)
+            file.flush()
+            os.fsync(file.fileno())
+    results: list[ChatResult] = []
+    for number, line in enumerate(data[:complete].split(b"\n")[:-1], start=1):
+        if not line.strip():
+            continue
+        try:
+            results.append(ChatResult.model_validate_json(line))
+        except ValueError:
+            raise ValueError(f"journal {path}: line {number} is not a ChatResult") from None
+    return results
+
+
+class CachedProvider:
+    """A Provider that pays only for calls the ledger does not hold yet."""
+
+    def __init__(self, inner: Provider, ledger: Ledger) -> None:
+        self.inner = inner
+        self.ledger = ledger
+        self.model = inner.model
+        self.extra_body = getattr(inner, "extra_body", None)
+        self.hits = 0
+        self.sent = 0
+
+    async def complete(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        keys = [request_key(self.inner, request) for request in requests]
+        cached = self.ledger.get_many(list(dict.fromkeys(keys)))
+        misses: dict[str, ChatRequest] = {}
+        for key, request in zip(keys, requests):
+            if key not in cached and key not in misses:
+                misses[key] = request
+        self.hits += len(requests) - sum(1 for key in keys if key not in cached)
+        self.sent += len(misses)
+        try:
+            fresh = await gather_all([self._complete_one(request) for request in misses.values()])
+        finally:
+            self.ledger.sync()
+        answered = {**cached, **dict(zip(misses, fresh))}
+        return [_for_request(answered[key], request) for key, request in zip(keys, requests)]
+
+    async def _complete_one(self, request: ChatRequest) -> ChatResult:
+        (result,) = await self.inner.complete([request])
+        if result.error is None:
+            self.ledger.append(result)
+        return result
+
+
+def _for_request(result: ChatResult, request: ChatRequest) -> ChatResult:
+    """A cached answer relabelled with the asking stage (the key ignores the stage)."""
+    if result.stage == request.stage:
+        return result
+    return result.model_copy(update={"stage": request.stage})

@@ -1,0 +1,74 @@
+"""Validated, frozen settings of one LLM endpoint: a typo is an error at start."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from llm.types import ChatRequest
+
+# Body fields the client writes itself; extra_body may not override them.
+RESERVED_BODY_FIELDS = frozenset({"model", "messages", "temperature", "max_tokens", "stream", "n"})
+
+
+class LLMSettings(BaseModel):
+    """Where the endpoint is, how hard to push it, and when to give up."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = Field("deepseek-chat", min_length=1)
+    api_key_env: str | None = "OPENAI_API_KEY"
+    temperature: float = Field(0.7, ge=0.0)
+    max_tokens: int = Field(4096, ge=1)
+    timeout_s: float = Field(600.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    max_concurrency: int = Field(64, ge=1)
+    min_concurrency: int = Field(1, ge=1)
+    max_retries: int = Field(8, ge=0)
+    backoff_base_s: float = Field(1.0, ge=0)
+    backoff_max_s: float = Field(60.0, ge=0)
+    max_consecutive_failures: int = Field(100, ge=1)
+    extra_body: dict = {}
+    price_per_1k_prompt: float | None = Field(None, ge=0)
+    price_per_1k_completion: float | None = Field(None, ge=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("extra_body")
+    @classmethod
+    def _no_reserved_fields(cls, value: dict) -> dict:
+        clash = sorted(RESERVED_BODY_FIELDS & value.keys())
+        if clash:
+            raise ValueError(f"extra_body may not set {clash}: use the dedicated settings")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered_bounds(self) -> LLMSettings:
+        if self.min_concurrency > self.max_concurrency:
+            raise ValueError("min_concurrency must not exceed max_concurrency")
+        if self.backoff_base_s > self.backoff_max_s:
+            raise ValueError("backoff_base_s must not exceed backoff_max_s")
+        return self
+
+    def request(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        stage: str,
+        sample_index: int = 0,
+        context: dict | None = None,
+    ) -> ChatRequest:
+        """A request with this endpoint's sampling parameters."""
+        return ChatRequest(
+            messages=messages,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            sample_index=sample_index,
+            stage=stage,
+            context=context or {},
+        )

@@ -1,0 +1,75 @@
+"""The request/result records every LLM stage exchanges, and the provider interface."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ChatRequest(BaseModel):
+    """One chat completion to make; its ``key`` identifies the call across runs and machines."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    messages: list[dict[str, str]]
+    temperature: float = 0.7
+    max_tokens: int = 4096
+    sample_index: int = 0
+    stage: str = ""
+    context: dict = {}
+
+    def key(self, model: str, extra_body: dict | None = None) -> str:
+        """sha256 of the canonical JSON of everything that changes what the model is asked.
+
+        ``stage`` and ``context`` are bookkeeping, so they stay out: the same prompt asked by
+        two stages is one call.
+        """
+        payload = {
+            "model": model,
+            "messages": self.messages,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "sample_index": self.sample_index,
+            "extra_body": extra_body or {},
+        }
+        canonical = json.dumps(
+            payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class ChatResult(BaseModel):
+    """What one call produced; ``content is None`` and ``error`` set when it failed for good."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    model: str
+    stage: str
+    content: str | None
+    finish_reason: str | None
+    truncated: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    error: str | None = None
+
+
+class Provider(Protocol):
+    """Anything that answers chat requests: the HTTP client, the offline provider, the cache.
+
+    ``complete`` returns one result per request, in the same order. A provider whose calls
+    depend on extra body parameters exposes them as ``extra_body`` so keys include them.
+    """
+
+    model: str
+
+    async def complete(self, requests: list[ChatRequest]) -> list[ChatResult]: ...
+
+
+def request_key(provider: Any, request: ChatRequest) -> str:
+    """The cache key of ``request`` when ``provider`` answers it."""
+    return request.key(provider.model, getattr(provider, "extra_body", None))

@@ -1,0 +1,309 @@
+"""Linux facilities the standard library does not wrap: namespaces, prctl, Landlock, uid plans.
+
+Every function here either works or reports why not; none of them raises for a missing
+kernel feature, so the pool can say what is in force instead of failing to start.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import stat
+import struct
+
+CLONE_NEWNET = 0x40000000
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_CHILD_SUBREAPER = 36
+
+# Landlock (the syscall numbers are the same on every architecture).
+_SYS_LANDLOCK_CREATE_RULESET = 444
+_SYS_LANDLOCK_ADD_RULE = 445
+_SYS_LANDLOCK_RESTRICT_SELF = 446
+_LANDLOCK_CREATE_RULESET_VERSION = 1
+_LANDLOCK_RULE_PATH_BENEATH = 1
+_FS_WRITE_FILE = 1 << 1
+_FS_REMOVE_DIR = 1 << 4
+_FS_REMOVE_FILE = 1 << 5
+_FS_MAKE_ALL = sum(1 << bit for bit in range(6, 13))  # char, dir, reg, sock, fifo, block, sym
+_FS_REFER = 1 << 13  # ABI 2
+_FS_TRUNCATE = 1 << 14  # ABI 3
+_NET_BIND_TCP = 1 << 0  # ABI 4
+_NET_CONNECT_TCP = 1 << 1
+_SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6
+_SCOPE_SIGNAL = 1 << 1
+
+#: Children of worker N run as uid/gid UID_BASE + pid(worker N): unique while the worker lives.
+UID_BASE = 1 << 30
+_PID_SPAN = 1 << 22  # the kernel's largest pid_max
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _arg(value: int | bytes | None) -> ctypes.c_long | ctypes.c_char_p | ctypes.c_void_p:
+    """Variadic C arguments must be full-width longs or pointers, never default ints."""
+    if value is None:
+        return ctypes.c_void_p(None)
+    if isinstance(value, bytes):
+        return ctypes.c_char_p(value)
+    return ctypes.c_long(value)
+
+
+def _syscall(number: int, *args: int | bytes | None) -> int:
+    return int(_libc.syscall(_arg(number), *(_arg(a) for a in args)))
+
+
+def _prctl(option: int, value: int) -> int:
+    return int(_libc.prctl(ctypes.c_int(option), _arg(value), _arg(0), _arg(0), _arg(0)))
+
+
+def _errno_text() -> str:
+    err = ctypes.get_errno()
+    return f"{os.strerror(err)} (errno {err})"
+
+
+def enter_network_namespace() -> str | None:
+    """Move this process into a new, empty network namespace; None on success, else why not."""
+    if _libc.unshare(ctypes.c_int(CLONE_NEWNET)) != 0:
+        return f"unshare(CLONE_NEWNET) failed: {_errno_text()}"
+    return None
+
+
+def set_child_subreaper() -> None:
+    """Orphaned descendants get reparented to this process, so it can kill and reap them."""
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def set_parent_death_signal(signum: int) -> None:
+    """Receive ``signum`` when the parent dies (cleared by fork and by uid changes)."""
+    _prctl(_PR_SET_PDEATHSIG, signum)
+
+
+def set_no_new_privs() -> None:
+    """No exec can ever grant privileges again (set-uid binaries stop working); Landlock needs it."""
+    _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version, 0 when Landlock is unavailable."""
+    version = _syscall(_SYS_LANDLOCK_CREATE_RULESET, None, 0, _LANDLOCK_CREATE_RULESET_VERSION)
+    return max(int(version), 0)
+
+
+def confine_writes(abi: int, writable_dir: str, deny_tcp: bool) -> str | None:
+    """Landlock this process: writes only beneath ``writable_dir`` (and to /dev/null).
+
+    Reading and executing stay allowed everywhere (file permissions still apply). From ABI 6
+    on, signals to processes outside this domain and abstract unix sockets are scoped too;
+    from ABI 4 on, ``deny_tcp`` forbids TCP bind/connect as a second line behind the network
+    namespace. Domains stack, so a child can narrow its parent's. Needs no_new_privs.
+    Returns None on success, else why not.
+    """
+    if abi < 1:
+        return "Landlock not available"
+    write = _FS_WRITE_FILE | _FS_REMOVE_DIR | _FS_REMOVE_FILE | _FS_MAKE_ALL
+    if abi >= 2:
+        write |= _FS_REFER
+    if abi >= 3:
+        write |= _FS_TRUNCATE
+    net = (_NET_BIND_TCP | _NET_CONNECT_TCP) if deny_tcp and abi >= 4 else 0
+    scoped = (_SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL) if abi >= 6 else 0
+    if abi >= 6:
+        attr = struct.pack("=QQQ", write, net, scoped)
+    elif abi >= 4:
+        attr = struct.pack("=QQ", write, net)
+    else:
+        attr = struct.pack("=Q", write)
+    ruleset = _syscall(_SYS_LANDLOCK_CREATE_RULESET, attr, len(attr), 0)
+    if ruleset < 0:
+        return f"landlock_create_ruleset failed: {_errno_text()}"
+    try:
+        file_write = _FS_WRITE_FILE | (_FS_TRUNCATE if abi >= 3 else 0)
+        for path, allowed in ((writable_dir, write), (os.devnull, file_write)):
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            try:
+                rule = struct.pack("=Qi", allowed, fd)
+                if _syscall(_SYS_LANDLOCK_ADD_RULE, ruleset, _LANDLOCK_RULE_PATH_BENEATH, rule, 0) != 0:
+                    return f"landlock_add_rule({path}) failed: {_errno_text()}"
+            finally:
+                os.close(fd)
+        if _syscall(_SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0) != 0:
+            return f"landlock_restrict_self failed: {_errno_text()}"
+    finally:
+        os.close(ruleset)
+    return None
+
+
+def worker_uid(worker_pid: int) -> int | None:
+    """The uid the children of this worker run as, or None if the uid range is not mapped."""
+    uid = UID_BASE + worker_pid
+    try:
+        with open("/proc/self/uid_map", encoding="ascii") as fh:
+            ranges = [tuple(int(x) for x in line.split()) for line in fh if line.strip()]
+    except OSError:
+        return None
+    lo, hi = UID_BASE, UID_BASE + _PID_SPAN
+    if any(inside <= lo and hi <= inside + count for inside, _outside, count in ranges):
+        return uid
+    return None
+
+
+def drop_privileges(uid: int) -> None:
+    """Become ``uid``/``uid`` with no supplementary groups, irrevocably (real, effective, saved)."""
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+
+
+def kill_all_of_uid(uid: int) -> None:
+    """SIGKILL every process running as ``uid``, atomically with respect to fork.
+
+    A short-lived helper takes on the uid and calls kill(-1): the kernel signals all processes
+    the caller may signal (those of its uid) in one pass under the task-list lock, so a fork
+    bomb cannot outrun it. The caller must be privileged and must reap its own children after.
+    """
+    pid = os.fork()
+    if pid == 0:
+        try:
+            drop_privileges(uid)
+            try:
+                os.kill(-1, 9)
+            except ProcessLookupError:
+                pass
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def reap_children() -> bool:
+    """Reap every exited child; True while some child is still running."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if pid == 0:
+            return True
+
+
+def kill_children() -> None:
+    """SIGKILL this process's children (found in /proc); their children then come to us."""
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                stat = fh.read()
+            if int(stat[stat.rindex(b")") + 2 :].split()[1]) == me:
+                os.kill(int(entry.name), 9)
+        except (OSError, ValueError, IndexError):
+            continue
+
+
+def remove_tree(root: str) -> None:
+    """Delete ``root`` and everything under it, restoring permissions a child may have removed.
+
+    Iterative, so a hostile tree thousands of levels deep cannot exhaust the recursion limit.
+    Raises OSError when something cannot be removed (too-long paths, a mount point).
+    """
+    stack = [root]
+    while stack:
+        path = stack[-1]
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            stack.pop()
+            continue
+        if not stat.S_ISDIR(info.st_mode):
+            os.unlink(path)
+            stack.pop()
+            continue
+        if info.st_mode & 0o700 != 0o700:
+            os.chmod(path, 0o700)
+        with os.scandir(path) as entries:
+            children = [entry.path for entry in entries]
+        if children:
+            stack.extend(children)
+        else:
+            os.rmdir(path)
+            stack.pop()
+
+
+_MS_NOSUID = 2
+_MS_NODEV = 4
+_MS_BIND = 4096
+_MS_MOVE = 8192
+_MS_REC = 16384
+_MS_PRIVATE = 1 << 18
+CLONE_NEWNS = 0x00020000
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    def c(text: str | None) -> bytes | None:
+        return None if text is None else os.fsencode(text)
+
+    if _libc.mount(c(source), c(target), c(fstype), ctypes.c_ulong(flags), c(data)) != 0:
+        raise OSError(ctypes.get_errno(), f"mount {source} -> {target}: {_errno_text()}")
+
+
+def _first_blocked(path: str) -> tuple[str, str] | None:
+    """(ancestor that other users cannot traverse, the entry below it on the way to ``path``)."""
+    parts = [p for p in os.path.realpath(path).split("/") if p]
+    current = "/"
+    for part in parts:
+        try:
+            mode = os.stat(current).st_mode
+        except OSError:
+            return None
+        if not mode & 0o001:
+            return current, part
+        current = os.path.join(current, part)
+    return None
+
+
+def expose_to_other_users(paths: list[str], staging_root: str) -> tuple[list[str], str | None]:
+    """Make ``paths`` reachable for an unprivileged uid, in a private mount namespace.
+
+    When the interpreter lives under a directory other users cannot enter (pyenv in /root,
+    mode 0700), this process enters a new mount namespace, mounts a small root-owned tmpfs
+    (mode 0755) over each such directory and moves back only the entries on the way to
+    ``paths``. Everything else there stays hidden from the children, and the mounts vanish
+    with the namespace. Returns (directories covered, problem or None).
+    """
+    blocked: dict[str, set[str]] = {}
+    for path in paths:
+        hit = _first_blocked(path)
+        if hit is not None:
+            blocked.setdefault(hit[0], set()).add(hit[1])
+    if not blocked:
+        return [], None
+    if _libc.unshare(ctypes.c_int(CLONE_NEWNS)) != 0:
+        return [], f"unshare(CLONE_NEWNS) failed: {_errno_text()}"
+    try:
+        _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+        for directory in sorted(blocked, key=len):
+            staged = []
+            for name in sorted(blocked[directory]):
+                source = os.path.join(directory, name)
+                stage = os.path.join(staging_root, f".stage-{len(staged)}")
+                if os.path.isdir(source):
+                    os.mkdir(stage)
+                else:
+                    open(stage, "x").close()
+                _mount(source, stage, None, _MS_BIND | _MS_REC)
+                staged.append((name, stage, os.path.isdir(source)))
+            _mount("tmpfs", directory, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=64k")
+            for name, stage, is_dir in staged:
+                target = os.path.join(directory, name)
+                if is_dir:
+                    os.mkdir(target)
+                else:
+                    open(target, "x").close()
+                _mount(stage, target, None, _MS_MOVE)
+                (os.rmdir if is_dir else os.unlink)(stage)
+    except OSError as exc:
+        return [], str(exc)
+    return sorted(blocked), None

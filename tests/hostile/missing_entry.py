@@ -1,0 +1,4 @@
+# expect: error
+# error_type: NameError
+def solution():
+    return 1

@@ -1,0 +1,3 @@
+# expect: not_json
+def main_solution():
+    return {1, 2, 3}

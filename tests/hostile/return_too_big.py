@@ -1,0 +1,3 @@
+# expect: size_limit
+def main_solution():
+    return {"rows": list(range(500))}

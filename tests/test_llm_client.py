@@ -1,0 +1,282 @@
+"""The HTTP client against a real OpenAI-compatible server on loopback: faults, retries, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+import httpx
+import pytest
+
+from llm.errors import ConfigError, EndpointDown
+from llm.http import HTTPProvider
+from llm.settings import LLMSettings
+from llm.testserver import Fault, ServerHandle, serve
+from llm.types import ChatRequest, ChatResult
+
+SECRET = "sk-test-9f8e7d6c5b4a-DO-NOT-LOG"
+
+
+def make_settings(base_url: str, **overrides) -> LLMSettings:
+    values = dict(
+        base_url=base_url,
+        model="test-model",
+        api_key_env=None,
+        timeout_s=5.0,
+        connect_timeout_s=2.0,
+        max_concurrency=8,
+        backoff_base_s=0.01,
+        backoff_max_s=0.2,
+        max_retries=5,
+        max_consecutive_failures=50,
+    )
+    values.update(overrides)
+    return LLMSettings(**values)
+
+
+def make_requests(n: int, tag: str = "q", stage: str = "answer") -> list[ChatRequest]:
+    return [ChatRequest(messages=[{"role": "user", "content": f"{tag}{i}"}], stage=stage) for i in range(n)]
+
+
+def complete(settings: LLMSettings, requests: list[ChatRequest]) -> list[ChatResult]:
+    async def go() -> list[ChatResult]:
+        async with HTTPProvider(settings) as provider:
+            return await provider.complete(requests)
+
+    return asyncio.run(go())
+
+
+def sent_contents(server: ServerHandle) -> list[str]:
+    return [body["messages"][-1]["content"] for body in server.requests]
+
+
+def only_message(tag: str):
+    return lambda body: body["messages"][-1]["content"] == tag
+
+
+def test_results_come_back_in_order_with_usage_and_keys() -> None:
+    with serve() as server:
+        settings = make_settings(server.base_url, extra_body={"top_p": 0.95})
+        requests = make_requests(20)
+        results = complete(settings, requests)
+    assert [r.content for r in results] == [f"echo: q{i}" for i in range(20)]
+    assert all(r.finish_reason == "stop" and not r.truncated and r.error is None for r in results)
+    assert all(r.prompt_tokens > 0 and r.completion_tokens > 0 and r.stage == "answer" for r in results)
+    assert [r.key for r in results] == [q.key("test-model", {"top_p": 0.95}) for q in requests]
+    body = server.requests[0]
+    assert body["model"] == "test-model" and body["top_p"] == 0.95
+    assert body["temperature"] == 0.7 and body["max_tokens"] == 4096
+    assert "context" not in body and "stage" not in body and "sample_index" not in body
+
+
+def test_scripted_answers_are_used_in_order() -> None:
+    script = ["first", {"content": "second", "completion_tokens": 7}]
+    with serve(script=script) as server:
+        results = complete(make_settings(server.base_url, max_concurrency=1), make_requests(3))
+    assert [r.content for r in results[:2]] == ["first", "second"] and results[1].completion_tokens == 7
+    assert results[2].error is not None and "used up" in results[2].error  # a 500, retried, then given up
+
+
+def test_random_faults_from_a_seeded_rng_are_all_absorbed() -> None:
+    faults = [Fault("500", probability=0.2), Fault("429", probability=0.1, retry_after=0.01)]
+    with serve(faults=faults, seed=7) as server:
+        results = complete(make_settings(server.base_url, max_retries=10), make_requests(60))
+        counts = server.counts
+    assert all(r.error is None for r in results)
+    assert counts["500"] > 0 and counts["429"] > 0 and counts["ok"] == 60
+
+
+def test_models_endpoint_lists_the_model() -> None:
+    with serve(model="m1") as server:
+        response = httpx.get(server.base_url + "/models")
+    assert response.json()["data"][0]["id"] == "m1"
+
+
+def test_api_key_is_sent_as_bearer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_LLM_KEY", SECRET)
+    with serve(api_key=SECRET) as server:
+        results = complete(make_settings(server.base_url, api_key_env="TEST_LLM_KEY"), make_requests(2))
+    assert all(r.error is None for r in results)
+    assert server.headers[0]["authorization"] == f"Bearer {SECRET}"
+    assert SECRET not in repr(HTTPProvider(make_settings(server.base_url, api_key_env="TEST_LLM_KEY")))
+
+
+def test_401_stops_the_run_naming_the_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_LLM_KEY", SECRET)
+    with serve(api_key="sk-the-right-one") as server:
+        with pytest.raises(ConfigError) as caught:
+            complete(make_settings(server.base_url, api_key_env="TEST_LLM_KEY"), make_requests(4))
+    message = str(caught.value)
+    assert "check the API key env var TEST_LLM_KEY" in message and "\n" not in message
+    assert SECRET not in message  # the server echoed it; the client redacts it
+    assert server.counts["401"] <= 4  # not retried
+
+
+def test_unset_key_env_var_is_named_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TEST_LLM_KEY", raising=False)
+    with serve(faults=[Fault("401")]) as server:
+        with pytest.raises(ConfigError, match="TEST_LLM_KEY \\(it is not set\\)"):
+            complete(make_settings(server.base_url, api_key_env="TEST_LLM_KEY"), make_requests(1))
+
+
+def test_404_stops_the_run_naming_base_url_and_model() -> None:
+    with serve(faults=[Fault("404")]) as server:
+        with pytest.raises(ConfigError, match="check base_url / model") as caught:
+            complete(make_settings(server.base_url), make_requests(3))
+    assert server.base_url in str(caught.value) and "test-model" in str(caught.value)
+
+
+def test_400_is_a_row_error_and_is_not_retried() -> None:
+    with serve(faults=[Fault("400", match=only_message("q2"))]) as server:
+        results = complete(make_settings(server.base_url), make_requests(5))
+    bad = results[2]
+    assert bad.content is None and bad.error is not None and bad.error.startswith("bad_request: ")
+    assert "maximum context length" in bad.error and "\n" not in bad.error
+    assert all(r.error is None for i, r in enumerate(results) if i != 2)
+    assert sent_contents(server).count("q2") == 1
+
+
+@pytest.mark.parametrize("kind", ["500", "503", "429", "malformed", "reset", "hang"])
+def test_transient_faults_are_retried_until_success(kind: str) -> None:
+    fault = Fault(kind, times=2, hang_s=3.0)  # type: ignore[arg-type]
+    with serve(faults=[fault]) as server:
+        results = complete(make_settings(server.base_url, timeout_s=0.3), make_requests(4))
+        counts = server.counts
+    assert [r.content for r in results] == [f"echo: q{i}" for i in range(4)]
+    assert counts[kind] == 2 and counts["ok"] == 4
+
+
+def test_retry_after_is_honoured_over_backoff() -> None:
+    # backoff_base_s=5 would make a blind retry take seconds; the server asks for 0.3 s.
+    with serve(faults=[Fault("429", retry_after=0.3, times=1)]) as server:
+        settings = make_settings(server.base_url, backoff_base_s=5.0, backoff_max_s=10.0)
+        started = time.perf_counter()
+        results = complete(settings, make_requests(1))
+        elapsed = time.perf_counter() - started
+    assert results[0].error is None and server.counts["429"] == 1
+    assert 0.3 <= elapsed < 1.5
+
+
+def test_truncated_answer_is_recorded_not_retried() -> None:
+    with serve(script=lambda body: "a long answer that gets cut", faults=[Fault("length", times=1)]) as server:
+        (result,) = complete(make_settings(server.base_url), make_requests(1))
+    assert result.truncated and result.finish_reason == "length" and result.error is None
+    assert result.content == "a long answer"
+    assert len(server.requests) == 1
+
+
+def test_retries_exhausted_is_a_row_error() -> None:
+    with serve(faults=[Fault("500", match=only_message("q1"))]) as server:
+        results = complete(make_settings(server.base_url, max_retries=2), make_requests(3))
+    assert results[1].error is not None and results[1].error.startswith("retries_exhausted: 3 attempts")
+    assert "HTTP 500" in results[1].error
+    assert results[0].error is None and results[2].error is None
+    assert sent_contents(server).count("q1") == 3
+
+
+def test_no_slot_is_held_while_backing_off() -> None:
+    # One slot. q0 fails and is told to wait 0.5 s; the other requests must use the slot
+    # meanwhile, so q0's retry arrives last.
+    fault = Fault("500", retry_after=0.5, times=1, match=only_message("q0"))
+    with serve(latency_s=0.02, faults=[fault]) as server:
+        settings = make_settings(server.base_url, max_concurrency=1, min_concurrency=1, backoff_max_s=1.0)
+        started = time.perf_counter()
+        results = complete(settings, make_requests(6))
+        elapsed = time.perf_counter() - started
+    assert all(r.error is None for r in results)
+    assert sent_contents(server) == ["q0", "q1", "q2", "q3", "q4", "q5", "q0"]
+    assert elapsed < 0.5 + 6 * 0.02 + 0.4  # not 0.5 s of idling on top of the others' work
+
+
+def test_concurrency_shrinks_on_429_and_grows_back() -> None:
+    faults = [Fault("429", retry_after=0.05, times=16)]
+    with serve(latency_s=0.01, faults=faults) as server:
+        settings = make_settings(server.base_url, max_concurrency=16)
+
+        async def go() -> tuple[int, int, int]:
+            async with HTTPProvider(settings) as provider:
+                await provider.complete(make_requests(16, "a"))
+                after_429s = provider.concurrency_limit
+                await provider.complete(make_requests(300, "b"))
+                return after_429s, provider.concurrency_limit, provider.admission.decreases
+
+        after_429s, after_successes, decreases = asyncio.run(go())
+    assert decreases >= 1
+    assert after_429s < 16  # 16 rejections sent under one limit count as one overload signal
+    assert after_429s >= 8
+    assert after_successes == 16
+    assert server.max_in_flight <= 16
+
+
+def test_only_429s_stop_with_endpoint_down() -> None:
+    with serve(faults=[Fault("429", retry_after=0.01)]) as server:
+        settings = make_settings(server.base_url, max_consecutive_failures=20, max_retries=100)
+        started = time.perf_counter()
+        with pytest.raises(EndpointDown, match="HTTP 429"):
+            complete(settings, make_requests(8))
+    assert time.perf_counter() - started < 5
+
+
+def test_endpoint_down_when_server_answers_only_500s() -> None:
+    with serve(faults=[Fault("500")]) as server:
+        settings = make_settings(server.base_url, max_consecutive_failures=30, max_retries=100)
+
+        async def go() -> HTTPProvider:
+            provider = HTTPProvider(settings)
+            try:
+                with pytest.raises(EndpointDown) as caught:
+                    await provider.complete(make_requests(16))
+            finally:
+                await provider.aclose()
+            message = str(caught.value)
+            assert server.base_url in message and "HTTP 500" in message and "consecutive attempts" in message
+            return provider
+
+        started = time.perf_counter()
+        provider = asyncio.run(go())
+    assert time.perf_counter() - started < 5
+    assert provider.admission.in_flight == 0  # cancelled requests gave their slots back
+    assert len(server.requests) < 30 + 16
+
+
+def test_endpoint_down_when_nothing_listens() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base_url = f"http://127.0.0.1:{port}/v1"
+    settings = make_settings(base_url, max_consecutive_failures=10, max_retries=100)
+    started = time.perf_counter()
+    with pytest.raises(EndpointDown, match="connect") as caught:
+        complete(settings, make_requests(4))
+    assert base_url in str(caught.value)
+    assert time.perf_counter() - started < 5
+
+
+def test_api_key_never_reaches_logs_errors_or_results(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("TEST_LLM_KEY", SECRET)
+    caplog.set_level(logging.DEBUG)
+    faults = [
+        Fault("429", times=2, retry_after=0.01),
+        Fault("500", times=2),
+        Fault("reset", times=1),
+        Fault("malformed", times=1),
+        Fault("400", match=only_message("q3")),
+    ]
+    texts: list[str] = []
+    with serve(api_key=SECRET, faults=faults) as server:
+        settings = make_settings(server.base_url, api_key_env="TEST_LLM_KEY")
+        results = complete(settings, make_requests(8))
+        texts += [r.model_dump_json() for r in results]
+        texts += [repr(settings), repr(HTTPProvider(settings))]
+    with serve(api_key="sk-other") as server:  # 401 that echoes the presented key
+        with pytest.raises(ConfigError) as caught:
+            complete(make_settings(server.base_url, api_key_env="TEST_LLM_KEY"), make_requests(2))
+        texts += [str(caught.value), repr(caught.value)]
+    assert any(r.error for r in results) and caplog.records
+    for record in caplog.records:
+        texts += [record.getMessage(), record.exc_text or "", repr(record.args)]
+    assert not [text for text in texts if SECRET in text]

@@ -1,0 +1,263 @@
+"""The response cache = ledger: no completed call is paid twice, even across a SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from llm.http import HTTPProvider
+from llm.ledger import CachedProvider, JournalLedger, MemoryLedger, read_journal
+from llm.settings import LLMSettings
+from llm.testserver import Fault, serve
+from llm.types import ChatRequest, ChatResult
+from llm.usage import summarize_usage
+
+REPO = Path(__file__).resolve().parent.parent
+SECRET = "sk-ledger-test-1a2b3c4d5e-DO-NOT-LOG"
+
+
+def make_settings(base_url: str, **overrides) -> LLMSettings:
+    values = dict(
+        base_url=base_url, model="test-model", api_key_env=None, max_concurrency=8,
+        backoff_base_s=0.01, backoff_max_s=0.1, timeout_s=5.0,
+    )
+    values.update(overrides)
+    return LLMSettings(**values)
+
+
+def make_requests(tags: list[str], stage: str = "answer") -> list[ChatRequest]:
+    return [ChatRequest(messages=[{"role": "user", "content": tag}], stage=stage) for tag in tags]
+
+
+def result(key: str, content: str = "x", stage: str = "answer", **fields) -> ChatResult:
+    return ChatResult(key=key, model="m", stage=stage, content=content, **{"finish_reason": "stop", **fields})
+
+
+class FakeProvider:
+    """Answers without a network, each request after a per-message delay."""
+
+    model = "m"
+
+    def __init__(self, delays: dict[str, float] | None = None) -> None:
+        self.delays = delays or {}
+
+    async def complete(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        out = []
+        for request in requests:
+            await asyncio.sleep(self.delays.get(request.messages[0]["content"], 0.0))
+            out.append(result(request.key(self.model), stage=request.stage))
+        return out
+
+
+def sent_counts(server) -> Counter[str]:
+    return Counter(body["messages"][-1]["content"] for body in server.requests if isinstance(body, dict))
+
+
+def run_cached(settings: LLMSettings, ledger, batches: list[list[ChatRequest]]) -> list[list[ChatResult]]:
+    return run_cached_counting(settings, ledger, batches)[0]
+
+
+def run_cached_counting(settings: LLMSettings, ledger, batches: list[list[ChatRequest]]):
+    async def go() -> tuple[list[list[ChatResult]], CachedProvider]:
+        async with HTTPProvider(settings) as http:
+            cached = CachedProvider(http, ledger)
+            return [await cached.complete(batch) for batch in batches], cached
+
+    return asyncio.run(go())
+
+
+def test_cached_calls_are_never_resent() -> None:
+    with serve() as server:
+        first = make_requests(["a", "b", "c", "d"])
+        mixed = make_requests(["a", "b", "e", "f"])
+        out, cached = run_cached_counting(make_settings(server.base_url), MemoryLedger(), [first, first, mixed])
+        counts = sent_counts(server)
+    assert counts == Counter({"a": 1, "b": 1, "c": 1, "d": 1, "e": 1, "f": 1})
+    assert (cached.hits, cached.sent) == (6, 6)
+    assert [r.content for r in out[1]] == [r.content for r in out[0]]
+    assert [r.content for r in out[2]] == ["echo: a", "echo: b", "echo: e", "echo: f"]
+
+
+def test_a_cached_answer_is_relabelled_with_the_asking_stage() -> None:
+    with serve() as server:
+        out = run_cached(
+            make_settings(server.base_url),
+            MemoryLedger(),
+            [make_requests(["a"], stage="answer"), make_requests(["a"], stage="revise")],
+        )
+        assert len(server.requests) == 1
+    assert out[1][0].stage == "revise" and out[1][0].content == out[0][0].content
+
+
+def test_duplicates_in_one_batch_are_sent_once() -> None:
+    with serve() as server:
+        (out,) = run_cached(make_settings(server.base_url), MemoryLedger(), [make_requests(["a", "a", "b"])])
+        assert sent_counts(server) == Counter({"a": 1, "b": 1})
+    assert out[0] == out[1] and out[2].content == "echo: b"
+
+
+def test_failed_results_are_not_cached_and_truncated_ones_are() -> None:
+    faults = [Fault("400", times=1, match=lambda b: b["messages"][0]["content"] == "bad"),
+              Fault("length", times=1, match=lambda b: b["messages"][0]["content"] == "long")]
+    ledger = MemoryLedger()
+    with serve(faults=faults) as server:
+        batch = make_requests(["bad", "long", "ok"])
+        first, second = run_cached(make_settings(server.base_url), ledger, [batch, batch])
+        counts = sent_counts(server)
+    assert first[0].error is not None and second[0].error is None  # tried again, then fine
+    assert first[1].truncated and second[1] == first[1]  # truncated: recorded, not re-paid
+    assert counts == Counter({"bad": 2, "long": 1, "ok": 1})
+
+
+def test_results_are_journaled_as_they_complete(tmp_path: Path) -> None:
+    journal = tmp_path / "j.jsonl"
+
+    async def go() -> int:
+        with JournalLedger(journal) as ledger:
+            cached = CachedProvider(FakeProvider({"slow": 0.3}), ledger)
+            batch = asyncio.ensure_future(cached.complete(make_requests(["fast", "slow"])))
+            await asyncio.sleep(0.15)
+            lines_mid_batch = len(read_journal(journal))
+            await batch
+            return lines_mid_batch
+
+    assert asyncio.run(go()) == 1  # "fast" was on disk while "slow" was still running
+    assert len(read_journal(journal)) == 2
+
+
+def test_journal_reopens_with_its_contents_and_preloads(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    with JournalLedger(path) as ledger:
+        ledger.append(result("k1"))
+        ledger.append(result("k2", truncated=True, finish_reason="length"))
+    with JournalLedger(path, preloaded={"k0": result("k0")}) as ledger:
+        assert set(ledger.get_many(["k0", "k1", "k2", "k3"])) == {"k0", "k1", "k2"}
+        assert ledger.get_many(["k2"])["k2"].truncated
+    assert [r.key for r in read_journal(path)] == ["k1", "k2"]  # preloaded rows are not rewritten
+
+
+def test_torn_last_line_is_skipped_and_repaired(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    with JournalLedger(path) as ledger:
+        ledger.append(result("k1"))
+    with open(path, "ab") as file:
+        file.write(result("k2").model_dump_json().encode()[:25])  # crash mid-write
+    assert [r.key for r in read_journal(path)] == ["k1"]
+    with JournalLedger(path) as ledger:
+        ledger.append(result("k3"))
+    assert [r.key for r in read_journal(path)] == ["k1", "k3"]
+
+
+def test_corrupt_line_inside_the_journal_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    path.write_bytes(result("k1").model_dump_json().encode() + b"\nnot json\n" + result("k2").model_dump_json().encode() + b"\n")
+    with pytest.raises(ValueError, match="line 2"):
+        read_journal(path)
+
+
+def test_a_journal_has_one_writer(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    with JournalLedger(path):
+        with pytest.raises(RuntimeError, match="open in another process"):
+            JournalLedger(path)
+
+
+def test_fsync_is_batched_and_a_returned_batch_is_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fsyncs: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd)))
+    with JournalLedger(tmp_path / "j.jsonl", fsync_every=20, fsync_interval_s=3600) as ledger:
+        for i in range(45):
+            ledger.append(result(f"k{i}"))
+        assert len(fsyncs) == 2
+        asyncio.run(CachedProvider(FakeProvider(), ledger).complete(make_requests(["a"])))
+        assert len(fsyncs) == 3  # complete() synced before returning
+
+
+def test_usage_is_summed_per_stage_with_cost() -> None:
+    settings = LLMSettings(model="m", price_per_1k_prompt=1.0, price_per_1k_completion=2.0)
+    results = [
+        result("a", stage="answer", prompt_tokens=1000, completion_tokens=500),
+        result("b", stage="answer", prompt_tokens=1000, completion_tokens=500, truncated=True),
+        result("c", stage="revise", prompt_tokens=500, completion_tokens=0),
+        ChatResult(key="d", model="m", stage="revise", content=None, finish_reason=None, error="bad_request: x"),
+    ]
+    usage = summarize_usage(results, settings)
+    assert usage["by_stage"]["answer"] == {
+        "calls": 2, "failed": 0, "truncated": 1, "prompt_tokens": 2000, "completion_tokens": 1000, "cost_usd": 4.0,
+    }
+    assert usage["by_stage"]["revise"]["failed"] == 1
+    assert usage["total"]["cost_usd"] == pytest.approx(4.5)
+    assert summarize_usage(results)["total"]["cost_usd"] is None
+
+
+RUN_BATCH = textwrap.dedent(
+    """
+    import asyncio, json, logging, sys
+    from llm.http import HTTPProvider
+    from llm.ledger import CachedProvider, JournalLedger, read_journal
+    from llm.settings import LLMSettings
+
+    logging.basicConfig(level=logging.DEBUG)
+    base_url, journal, preload, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    settings = LLMSettings(base_url=base_url, model="test-model", api_key_env="TEST_LLM_KEY",
+                           max_concurrency=4, backoff_base_s=0.01, backoff_max_s=0.1)
+    preloaded = {r.key: r for r in read_journal(preload)} if preload != "-" else None
+    requests = [settings.request([{"role": "user", "content": f"task {i}"}], stage="answer") for i in range(n)]
+
+    async def main():
+        async with HTTPProvider(settings) as http:
+            with JournalLedger(journal, preloaded) as ledger:
+                results = await CachedProvider(http, ledger).complete(requests)
+        print(json.dumps({"errors": sum(r.error is not None for r in results)}))
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.slow
+def test_killed_run_restarts_without_paying_twice(tmp_path: Path) -> None:
+    script = tmp_path / "run_batch.py"
+    script.write_text(RUN_BATCH)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TEST_LLM_KEY": SECRET}
+    journal1, journal2, n = tmp_path / "run1.jsonl", tmp_path / "run2.jsonl", 40
+    with serve(latency_s=0.2, api_key=SECRET) as server:
+        args = [sys.executable, str(script), server.base_url]
+        first = subprocess.Popen([*args, str(journal1), "-", str(n)], env=env, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while not journal1.exists() or journal1.read_bytes().count(b"\n") < 8:
+            assert first.poll() is None and time.monotonic() < deadline, "first run ended early"
+            time.sleep(0.01)
+        first.kill()  # SIGKILL, midway
+        _, first_log = first.communicate(timeout=10)
+        completed = {r.key: r for r in read_journal(journal1)}
+        assert 8 <= len(completed) < n
+        time.sleep(0.1)  # let anything the killed client wrote reach the server
+        sent_by_first = len(server.requests)
+
+        second = subprocess.run(
+            [*args, str(journal2), str(journal1), str(n)], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert second.returncode == 0, second.stderr[-2000:]
+        assert json.loads(second.stdout.strip().splitlines()[-1]) == {"errors": 0}
+        sends = sent_counts(server)
+        assert len(server.requests) - sent_by_first == n - len(completed)  # run 2 sent only the rest
+
+    settings = LLMSettings(model="test-model")
+    key_of = {settings.request([{"role": "user", "content": f"task {i}"}], stage="answer").key("test-model"): f"task {i}"
+              for i in range(n)}
+    resumed = {r.key for r in read_journal(journal2)}
+    assert set(completed) | resumed == set(key_of)  # everything done once across both runs
+    assert not set(completed) & resumed
+    assert {key_of[key]: sends[key_of[key]] for key in completed} == {key_of[key]: 1 for key in completed}
+    assert SECRET not in first_log and SECRET not in second.stderr and "DEBUG" in second.stderr

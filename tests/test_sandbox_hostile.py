@@ -1,0 +1,280 @@
+"""Hostile programs get fixed verdicts, and the pool keeps serving correctly after each.
+
+The programs live in ``tests/hostile/*.py``; each states its expected verdict in header
+comments (``# expect: status``, optionally ``# error_type:``, ``# value:`` and
+``# limits: name=value, ...``). Scenarios that need the test's cooperation (a listener, a
+secret in the environment, killing a worker) are written out below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sandbox import Limits, SandboxPool
+
+HOSTILE_DIR = Path(__file__).parent / "hostile"
+LIMITS = Limits(cpu_seconds=0.5)
+GOOD = "def main_solution(x):\n    return {'double': x * 2}\n"
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with SandboxPool(workers=2, limits=LIMITS) as pool:
+        yield pool
+
+
+def assert_healthy(pool: SandboxPool) -> None:
+    """The pool still gives correct verdicts, and nothing of the last job survives."""
+    results = pool.run(GOOD, [{"x": 1}, {"x": 2}])
+    assert [(r.status, r.value) for r in results] == [("ok", {"double": 2}), ("ok", {"double": 4})]
+    assert leftover_processes(pool) == []
+    assert leftover_files(pool) == []
+
+
+def leftover_processes(pool: SandboxPool) -> list[str]:
+    """Processes of the children's uids, and zombies under the workers."""
+    uids = set(pool.worker_uids)
+    workers = {str(pid) for pid in pool.worker_pids}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        uid = int(status.split("Uid:")[1].split()[0])
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+        if uid in uids or (state == "Z" and ppid in workers):
+            found.append(f"{entry.name} uid={uid} state={state} ppid={ppid}")
+    return found
+
+
+def leftover_files(pool: SandboxPool) -> list[str]:
+    root = Path(pool.temp_root)
+    return [str(p) for p in root.rglob("*") if not (p.is_dir() and p.parent == root)]
+
+
+def load_hostile(path: Path) -> dict:
+    spec = {"code": path.read_text(), "limits": LIMITS, "error_type": None, "value": None, "has_value": False}
+    for line in spec["code"].splitlines():
+        if not line.startswith("# ") or ":" not in line:
+            continue
+        key, _, text = line[2:].partition(":")
+        text = text.strip()
+        if key == "expect":
+            spec["status"] = text
+        elif key == "error_type":
+            spec["error_type"] = text
+        elif key == "value":
+            try:
+                spec["value"] = json.loads(text)
+            except ValueError:
+                spec["value"] = text
+            spec["has_value"] = True
+        elif key == "limits":
+            fields = {}
+            for item in text.split(","):
+                name, _, raw = item.strip().partition("=")
+                fields[name] = type(getattr(LIMITS, name))(raw)
+            spec["limits"] = replace(LIMITS, **fields)
+    return spec
+
+
+HOSTILE = sorted(HOSTILE_DIR.glob("*.py"))
+
+
+@pytest.mark.parametrize("path", HOSTILE, ids=[p.stem for p in HOSTILE])
+def test_hostile_program_gets_its_verdict(pool, path):
+    spec = load_hostile(path)
+    results = pool.run(spec["code"], [{}, {}], limits=spec["limits"])
+    for result in results:
+        assert result.status == spec["status"], result
+        if spec["error_type"]:
+            assert result.error_type == spec["error_type"], result
+        if spec["has_value"]:
+            assert result.value == spec["value"]
+        if result.status != "ok":
+            assert result.value is None
+            assert result.error_message is not None and len(result.error_message) <= 500
+    assert_healthy(pool)
+
+
+def test_nothing_is_written_outside_the_temp_dir(pool):
+    probe = Path("/tmp/codeio-sandbox-escape-probe")
+    probe.unlink(missing_ok=True)
+    code = (
+        "import os\n"
+        "def main_solution(path):\n"
+        "    try:\n"
+        "        with open(path, 'a') as fh:\n"
+        "            fh.write('escaped')\n"
+        "        return 'written'\n"
+        "    except OSError as exc:\n"
+        "        return type(exc).__name__\n"
+    )
+    targets = [str(probe), "/etc/passwd", "/etc/codeio-probe", f"{pool.temp_root}/x", "/dev/shm/codeio-probe"]
+    results = pool.run(code, [{"path": t} for t in targets])
+    assert [r.value for r in results] == ["PermissionError"] * len(targets)
+    assert not probe.exists() and not Path("/etc/codeio-probe").exists()
+    assert_healthy(pool)
+
+
+def test_the_environment_holds_no_secrets(pool, monkeypatch):
+    monkeypatch.setenv("CODEIO_FAKE_SECRET", "hunter2-do-not-leak")
+    code = (
+        "import os\n"
+        "def main_solution(pid):\n"
+        "    seen = dict(os.environ)\n"
+        "    for target in (pid, 1, os.getppid()):\n"
+        "        try:\n"
+        "            with open(f'/proc/{target}/environ', 'rb') as fh:\n"
+        "                seen[str(target)] = fh.read().decode('utf-8', 'replace')\n"
+        "        except OSError as exc:\n"
+        "            seen[str(target)] = type(exc).__name__\n"
+        "    return str(seen)\n"
+    )
+    result = pool.run(code, [{"pid": os.getpid()}], limits=replace(LIMITS, check_size=False))[0]
+    assert result.status == "ok", result
+    assert "hunter2" not in result.value and "CODEIO_FAKE_SECRET" not in result.value
+    assert "PermissionError" in result.value  # the pool's own environment is not readable
+    env_code = "import os\ndef main_solution():\n    return sorted(os.environ)\n"
+    names = pool.run(env_code, [{}], limits=replace(LIMITS, check_size=False))[0].value
+    assert set(names) <= {"PATH", "PYTHONHASHSEED", "TZ", "LANG", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                          "MKL_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "HOME", "TMPDIR"}
+
+
+def test_no_network_even_to_a_loopback_listener(pool):
+    if not pool.isolation.network_namespace and not pool.isolation.filesystem_confined:
+        pytest.skip("no network isolation on this machine")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    code = (
+        "import socket\n"
+        "def main_solution(port):\n"
+        "    socket.create_connection(('127.0.0.1', port), timeout=2).sendall(b'leak')\n"
+        "    return 'connected'\n"
+    )
+    result = pool.run(code, [{"port": port}])[0]
+    assert result.status == "error" and result.error_type in ("PermissionError", "OSError", "ConnectionRefusedError")
+    with pytest.raises(socket.timeout):
+        listener.accept()
+    listener.close()
+    assert_healthy(pool)
+
+
+def test_killing_the_parent_is_contained(pool):
+    code = "import os, signal\ndef main_solution():\n    os.kill(os.getppid(), signal.SIGKILL)\n    return 'alive'\n"
+    results = pool.run(code, [{}, {}, {}])
+    expected = "error" if pool.isolation.signals_scoped else "crashed"
+    assert [r.status for r in results] == [expected] * 3
+    assert_healthy(pool)
+
+
+def test_orphaned_grandchildren_are_killed(pool):
+    code = (
+        "import os, time\n"
+        "def main_solution():\n"
+        "    r, w = os.pipe()\n"
+        "    if os.fork() == 0:\n"
+        "        os.setsid()\n"
+        "        if os.fork() == 0:\n"
+        "            os.setsid()\n"
+        "            os.write(w, str(os.getpid()).encode())\n"
+        "            while True:\n"
+        "                time.sleep(1)\n"
+        "        os._exit(0)\n"
+        "    return int(os.read(r, 32))\n"
+    )
+    results = pool.run(code, [{}, {}])
+    assert [r.status for r in results] == ["ok", "ok"]
+    for result in results:
+        assert not Path(f"/proc/{result.value}").exists()
+    assert_healthy(pool)
+
+
+def test_killing_a_worker_is_survived(pool):
+    sleeper = "import time\ndef main_solution(x):\n    time.sleep(x)\n    return x\n"
+    before = pool.worker_pids
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(r=pool.run(sleeper, [{"x": 0}, {"x": 1}, {"x": 0}])))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(_has_job(pid) for pid in before):
+        time.sleep(0.02)
+    victim = next(pid for pid in before if _has_job(pid))
+    time.sleep(0.2)
+    os.kill(victim, signal.SIGKILL)
+    thread.join(30)
+    statuses = [r.status for r in outcome["r"]]
+    assert statuses[1] == "crashed" and outcome["r"][1].error_type == "WorkerLost"
+    assert statuses[2] == "ok"
+    assert victim not in pool.worker_pids
+    assert_healthy(pool)
+    assert len(pool.worker_pids) == 2
+
+
+def _has_job(worker_pid: int) -> bool:
+    try:
+        return bool(Path(f"/proc/{worker_pid}/task/{worker_pid}/children").read_text().split())
+    except OSError:
+        return any(
+            (p / "stat").read_text().split(") ")[1].split()[1] == str(worker_pid)
+            for p in Path("/proc").iterdir() if p.name.isdigit() and (p / "stat").exists()
+        )
+
+
+def test_a_deep_unremovable_tree_is_removed(pool):
+    code = (
+        "import os\n"
+        "def main_solution():\n"
+        "    for _ in range(3000):\n"
+        "        os.mkdir('d' * 200)\n"
+        "        os.chdir('d' * 200)\n"
+        "    os.chmod('.', 0)\n"
+        "    return 'deep'\n"
+    )
+    result = pool.run(code, [{}], limits=replace(LIMITS, cpu_seconds=2.0))[0]
+    assert result.status == "ok", result
+    assert_healthy(pool)
+
+
+@pytest.mark.slow
+def test_printing_a_gigabyte_through_print_with_capture(pool):
+    code = (
+        "import sys\n"
+        "def main_solution():\n"
+        "    line = 'x' * (1 << 20)\n"
+        "    for _ in range(1024):\n"
+        "        print(line)\n"
+        "        print(line, file=sys.stderr)\n"
+        "    return 'printed'\n"
+    )
+    limits = replace(LIMITS, cpu_seconds=10.0, stdio_bytes=1000)
+    result = pool.run(code, [{}], limits=limits)[0]
+    assert result.status == "ok", result
+    assert len(result.stdio) == 1000 and set(result.stdio) == {"x"}
+    assert_healthy(pool)
+
+
+@pytest.mark.slow
+def test_signal_games_stop_at_the_hard_cpu_limit(pool):
+    """With SIGPROF and SIGXCPU ignored and a long watchdog, RLIMIT_CPU's hard limit kills."""
+    code = (HOSTILE_DIR / "signals_ignored.py").read_text()
+    result = pool.run(code, [{}], limits=replace(LIMITS, wall_factor=20.0))[0]
+    assert result.status == "timeout", result
+    assert result.cpu_seconds >= LIMITS.cpu_seconds
+    assert_healthy(pool)

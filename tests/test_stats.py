@@ -1,0 +1,110 @@
+"""Funnel, response types (figure 7) and token usage, checked to the exact numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from storage.stats import format_report, funnel, funnel_markdown, response_types, token_usage
+from storage.store import Store
+from test_export_fixtures import KEYS, build_store
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Store:
+    s = build_store(tmp_path / "codeio.duckdb")
+    yield s
+    s.close()
+
+
+CURRENT_FUNNEL = [
+    ("ingest", "ok", None, 3),
+    ("ingest", "duplicate", "duplicate_content", 1),
+    ("ingest", "rejected", "too_large", 1),
+    ("transform", "ok", None, 2),
+    ("transform", "dropped", "parse_failure", 1),
+    ("sample_io", "ok", None, 1),
+    ("sample_io", "dropped", "non_deterministic", 1),
+    ("prompts", "ok", None, 5),
+    ("answer", "ok", None, 5),  # four tasks + the other config's task, all under the current answer key
+    ("answer", "dropped", "call_failed", 1),
+    ("revise1", "ok", None, 2),
+    ("revise1", "dropped", "call_failed", 1),
+    ("revise2", "ok", None, 1),
+]
+
+
+def test_funnel_for_the_current_keys(store):
+    frame = funnel(store, KEYS)
+    assert frame.columns == ["stage", "status", "reason", "count"]
+    assert frame.rows() == CURRENT_FUNNEL
+
+
+def test_funnel_without_keys_counts_every_config(store):
+    rows = funnel(store).rows()
+    assert ("transform", "dropped", "not_executable", 1) in rows  # the older transform config
+    assert len(rows) == len(CURRENT_FUNNEL) + 1
+
+
+def test_funnel_with_only_ingest_key(store):
+    assert funnel(store, {"ingest": "k-ingest"}).rows() == CURRENT_FUNNEL[:3]
+
+
+def test_response_types_per_turn_and_kind(store):
+    frame = response_types(store, KEYS)
+    assert frame.columns == ["turn", "kind", "type", "count", "share"]
+    got = {(t, k, ty): (n, s) for t, k, ty, n, s in frame.rows()}
+    # turn 1: input = task-b wrong, task-d no_answer; output = task-a correct, task-c wrong,
+    # task-e call_failed (error). The other config's task is not counted.
+    assert got[(1, "input", "correct")] == (0, 0.0)
+    assert got[(1, "input", "wrong")] == (1, 0.5)
+    assert got[(1, "input", "no_answer")] == (1, 0.5)
+    assert got[(1, "input", "error")] == (0, 0.0)
+    assert got[(1, "output", "correct")] == (1, pytest.approx(1 / 3))
+    assert got[(1, "output", "wrong")] == (1, pytest.approx(1 / 3))
+    assert got[(1, "output", "error")] == (1, pytest.approx(1 / 3))
+    # turn 2: input = task-b correct, task-d call_failed; output = task-c wrong
+    assert got[(2, "input", "correct")] == (1, 0.5)
+    assert got[(2, "input", "error")] == (1, 0.5)
+    assert got[(2, "output", "wrong")] == (1, 1.0)
+    # turn 3: task-c correct
+    assert got[(3, "output", "correct")] == (1, 1.0)
+    assert len(frame) == 5 * 4  # five (turn, kind) groups, four types each
+    assert [r[:3] for r in frame.rows()[:4]] == [(1, "input", t) for t in ("correct", "wrong", "no_answer", "error")]
+
+
+def test_response_types_for_unknown_keys_is_empty(store):
+    assert response_types(store, {"prompts": "nope", "answer": "nope"}).height == 0
+    assert response_types(store, {}).height == 0
+
+
+def test_token_usage_per_stage(store):
+    assert token_usage(store).rows() == [
+        ("transform", 1, 100, 50, 0),
+        ("answer", 2, 22, 4126, 1),
+    ]
+
+
+def test_format_report_and_markdown(store):
+    report = format_report(store, KEYS)
+    lines = report.splitlines()
+    assert lines[0].startswith("Funnel")
+    assert any(line.split() == ["transform", "total", "2", "kept", "of", "3", "3"] for line in lines)
+    assert any(line.split() == ["dropped", "non_deterministic", "1"] for line in lines)
+    assert any(line.split()[:3] == ["1", "input", "2"] and "50.0% (1)" in line for line in lines)
+    assert any(line.split() == ["total", "3", "122", "4176", "1"] for line in lines)
+
+    md = funnel_markdown(store, KEYS).splitlines()
+    assert md[:2] == ["| stage | status | reason | count |", "|---|---|---|---:|"]
+    assert md[2] == "| ingest | ok |  | 3 |"
+    assert "| transform | dropped | parse_failure | 1 |" in md
+    assert len(md) == 2 + len(CURRENT_FUNNEL)
+
+
+def test_empty_store(tmp_path):
+    with Store(tmp_path / "empty.duckdb") as store:
+        assert funnel(store, KEYS).height == 0
+        assert token_usage(store).height == 0
+        report = format_report(store, KEYS)
+        assert "(no attempts)" in report and "(no LLM calls)" in report
