@@ -65,10 +65,12 @@ def atomic_write(path: str | Path, writer: Callable[[BinaryIO], None]) -> None:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``, all or nothing."""
     atomic_write(path, lambda handle: handle.write(data))
 
 
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> None:
+    """Replace ``path`` with ``text`` encoded as ``encoding``, all or nothing."""
     atomic_write_bytes(path, text.encode(encoding))
 
 

@@ -32,8 +32,8 @@ appends to the last turn a corrected final answer taken from the I/O pair::
 so the response's last JSON object (the one the answer parser reads) is the ground truth; that
 turn's feedback, which judged the replaced answer, is set to null and left out of the response.
 
-Rows stream from DuckDB in Arrow batches ordered by task id, and every file is written through
-``storage.atomic``; the same store content gives byte-identical files (no timestamps; stable
+Rows are read a page of task ids at a time (``batch_rows``), in task id order, so memory stays
+bounded however large the build; every file is written through ``storage.atomic``; the same store content gives byte-identical files (no timestamps; stable
 key order; fixed Parquet settings). A file is whole or absent: a failed export leaves the
 previous files as they were.
 """
@@ -74,7 +74,8 @@ _TURN_COLUMNS = ("response", "verdict", "feedback", "model")
 
 # Samples are read a page of task ids at a time: a narrow sorted scan of the ids gives the page
 # bounds, then each page's wide rows (prompts and responses) are joined and sorted on their own,
-# so neither DuckDB nor Python ever holds more than one page of text.
+# so no query result holds more than one page of text (one ORDER BY over every response would
+# make DuckDB materialise them all).
 _PAGE_BOUNDS_SQL = """
 SELECT id FROM (
     SELECT id, row_number() OVER (ORDER BY id) - 1 AS position
@@ -90,12 +91,10 @@ tasks AS (
 ),
 {turn_ctes}
 SELECT tasks.id, tasks.kind, tasks.messages_json, tasks.function_id, tasks.pair_id,
-       pairs.input_json, pairs.output_json,
-       {turn_columns}
+       {columns}
 FROM tasks
 JOIN turn1 ON turn1.task_id = tasks.id
-LEFT JOIN io_pairs AS pairs ON pairs.id = tasks.pair_id
-{turn_joins}
+{joins}
 ORDER BY {order}
 """
 
@@ -145,7 +144,7 @@ def export_datasets(
     'revise2' supply turns 2 and 3). ``revision_turns`` (0-2) caps the CODEI/O++ turns after
     the first. ``decontam`` checks the prompt and every response of a sample; 'drop' leaves a
     contaminated sample out of both sets, 'flag' keeps it with ``"contaminated": true``.
-    ``batch_rows`` is the Arrow batch and Parquet row-group size.
+    ``batch_rows`` is the page size of the reads and the Parquet row-group size.
     """
     from prompts.render import assemble_multiturn  # the prompt package owns the ++ wording
 
@@ -182,7 +181,7 @@ def export_datasets(
         # A cursor of its own, so the store's connection is left as it was.
         cursor = store.con.cursor()
         stack.callback(cursor.close)
-        for row in _sample_rows(cursor, keys, revision_turns, batch_rows):
+        for row in _sample_rows(cursor, keys, revision_turns, batch_rows, mode == "ground_truth"):
             counts["tasks"] += 1
             prompt = _prompt(row["messages_json"])
             if prompt is None:
@@ -234,13 +233,17 @@ def _columns(revision_turns: int, ground_truth: bool, flag: bool) -> list[str]:
 
 
 def _sample_rows(
-    cursor: Any, keys: dict[str, str], revision_turns: int, page: int
+    cursor: Any, keys: dict[str, str], revision_turns: int, page: int, with_pairs: bool
 ) -> Iterator[dict[str, Any]]:
     """One row per task of keys['prompts'] with a turn-1 attempt, in task id order: the task,
-    its I/O pair, and ``<column>_<turn>`` for each turn's attempt (None when absent)."""
+    ``<column>_<turn>`` for each turn's attempt (None when absent), and with ``with_pairs`` its
+    I/O pair's input_json and output_json."""
     turns = range(1, revision_turns + 2)
     params: dict[str, Any] = {"prompts": keys["prompts"]}
     ctes, cols, joins = [], [], []
+    if with_pairs:
+        cols.append("pairs.input_json, pairs.output_json")
+        joins.append("LEFT JOIN io_pairs AS pairs ON pairs.id = tasks.pair_id")
     for turn in turns:
         key = _TURN_KEYS[turn]
         params[key] = keys.get(key)
@@ -250,8 +253,8 @@ def _sample_rows(
             joins.append(f"LEFT JOIN turn{turn} ON turn{turn}.task_id = tasks.id")
     sql = _PAGE_SQL.format(
         turn_ctes=",\n".join(ctes),
-        turn_columns=", ".join(cols),
-        turn_joins="\n".join(joins),
+        columns=", ".join(cols),
+        joins="\n".join(joins),
         order=", ".join(["tasks.id", *(f"turn{t}.id" for t in turns)]),
     )
     bounds = [r[0] for r in cursor.execute(_PAGE_BOUNDS_SQL, {"prompts": keys["prompts"], "page": page}).fetchall()]

@@ -251,3 +251,22 @@ def test_empty_build_writes_empty_files(store, tmp_path):
     assert result.counts == {f: 0 for f in FILES if f != "stats.json"}
     assert (out / "codeio.jsonl").read_bytes() == b""
     assert pq.read_table(out / "codeio_pp.parquet").column_names == BASE_COLUMNS
+
+
+def test_duplicate_attempts_give_one_sample(store, tmp_path):
+    # a second turn-1 attempt for task-a under the same key (another call): the smaller id wins
+    row = store.query_dicts("SELECT * EXCLUDE (created_at) FROM attempts WHERE task_id = 'task-a'")[0]
+    with store.transaction():
+        store.insert_rows("attempts", [{**row, "id": "0-first", "response": "duplicate response"}])
+    out = tmp_path / "out"
+    export_datasets(store, KEYS, out, batch_rows=2)
+    rows = read_jsonl(out / "codeio.jsonl")
+    assert [r["id"] for r in rows] == EXPORTED
+    assert rows[0]["turn_1"] == "duplicate response"
+
+
+def test_build_without_revisions(store, tmp_path):
+    keys = {k: v for k, v in KEYS.items() if k not in ("revise1", "revise2")}
+    out = tmp_path / "out"
+    export_datasets(store, keys, out)
+    assert all(r["turn_2"] is None for r in read_jsonl(out / "codeio_pp.jsonl"))
