@@ -15,12 +15,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def prefect_harness():
-    """One temporary Prefect server (and database) for the whole session."""
+def prefect_harness(tmp_path_factory):
+    """One temporary Prefect server (and database) for the whole session, with its own result
+    storage, so shard results cached by an earlier session never stand in for real work."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    storage = tmp_path_factory.mktemp("prefect-results")
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
 
 
 @pytest.fixture
