@@ -21,6 +21,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
+from flows.artifacts import publish_stage_progress, publish_summary
 from flows.config import BuildConfig
 from flows.errors import UserError
 from storage.ids import content_id
@@ -242,6 +243,7 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
         return
     total = (len(pending) + cfg.shard_size - 1) // cfg.shard_size
     logger.info("%s: %d rows pending in %d shard(s)", stage.name, len(pending), total)
+    publish_stage_progress(stage.name, 0, total)
     journal_dir = Path(cfg.db_path).parent / "ledger"
     task_fn = stage_shard.with_options(retries=cfg.task_retries)
 
@@ -278,6 +280,7 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
             "%s: shard %d/%d written (%d ok, %d dropped)",
             stage.name, done, total, ok, len(result.outcomes) - ok,
         )
+        publish_stage_progress(stage.name, done, total)
 
     rep.shards += _drive(shards(), submit, on_done, cfg.max_parallel_shards * 2)
     rep.seconds += time.perf_counter() - t0
@@ -350,6 +353,7 @@ def build(cfg: BuildConfig) -> BuildReport:
             run_stage(store, cfg, stage, keys, report)
         report.exports = export_all(store, cfg, keys)
         report.seconds = time.perf_counter() - t0
+        publish_summary(store, keys, report.as_dict(), cfg.llm if cfg.provider == "http" else None)
         store.finish_run(run_id, "completed", report.as_dict())
         return report
     except BaseException as exc:

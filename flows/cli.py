@@ -55,6 +55,23 @@ def _parser() -> argparse.ArgumentParser:
     common(ex)
     ex.add_argument("--out", help="export directory")
     ex.add_argument("--mode", choices=["keep_all", "rejection", "ground_truth"])
+
+    dr = sub.add_parser("doctor", help="check the sandbox, Prefect, the LLM endpoint and the database",
+                        description="One line per check: [ok|warn|fail|skip] name: detail - how to fix. "
+                        "Exits non-zero when a check fails.")
+    common(dr)
+    dr.add_argument("--out", help="export directory")
+    dr.add_argument("--provider", choices=["offline", "http"])
+    dr.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    dr.add_argument("--model", help="model name at the endpoint")
+    dr.add_argument("--api-key-env", help="environment variable holding the API key")
+
+    from deployments.serve import DESCRIPTION as SERVE_DESCRIPTION
+    from deployments.serve import add_arguments as serve_arguments
+
+    sv = sub.add_parser("serve", help="serve the build-dataset and incremental-ingest deployments",
+                        description=SERVE_DESCRIPTION)
+    serve_arguments(sv)
     return p
 
 
@@ -166,13 +183,26 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from flows.doctor import main as doctor_main
+
+    return doctor_main(_load(args))
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from deployments.serve import serve
+
+    return serve(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from flows.errors import UserError
     from llm.errors import ConfigError, EndpointDown
     from storage.store import StoreError
 
-    handlers = {"run": _cmd_run, "stats": _cmd_stats, "export": _cmd_export}
+    handlers = {"run": _cmd_run, "stats": _cmd_stats, "export": _cmd_export,
+                "doctor": _cmd_doctor, "serve": _cmd_serve}
     try:
         return handlers[args.command](args)
     except (UserError, StoreError, ConfigError) as exc:

@@ -94,10 +94,15 @@ def _gather_inputs(s: _Sampling, cfg: "BuildConfig") -> int:
     if not s.row["input_generator"] and "def input_generator" not in s.row["refcode"]:
         return 0
     pool = get_pool(cfg.sandbox)
-    gen = pool.generate(
-        s.code, entry="input_generator", count=cfg.sampling.generator_calls,
-        budget_seconds=cfg.sampling.function_budget_s / 2,
-    )
+    for _attempt in range(2):
+        gen = pool.generate(
+            s.code, entry="input_generator", count=cfg.sampling.generator_calls,
+            budget_seconds=cfg.sampling.function_budget_s / 2,
+        )
+        # A crashed child may be the code's doing or the machine's (a worker lost to the OOM
+        # killer): one more try keeps a passing infrastructure failure from becoming a drop.
+        if gen.status != "crashed" or gen.values:
+            break
     if gen.status not in ("ok",) and not gen.values:
         s.fatal = (f"generator_{gen.status}", (gen.error or "")[:300])
         return 1
@@ -122,6 +127,18 @@ def _gather_inputs(s: _Sampling, cfg: "BuildConfig") -> int:
 
 
 _NOT_RECORDED = object()
+
+
+def _run_with_retry(pool: Any, jobs: list[Job], hash_seed: int | None = None) -> list[list[Any]]:
+    """``run_many``, re-running once the calls that came back ``crashed``."""
+    results = pool.run_many(jobs, hash_seed=hash_seed)
+    again = [(j, k) for j, res in enumerate(results) for k, r in enumerate(res) if r.status == "crashed"]
+    if again:
+        retry_jobs = [Job(code=jobs[j].code, calls=[jobs[j].calls[k]], entry=jobs[j].entry, limits=jobs[j].limits)
+                      for j, k in again]
+        for (j, k), res in zip(again, pool.run_many(retry_jobs, hash_seed=hash_seed)):
+            results[j][k] = res[0]
+    return results
 
 
 def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext) -> ShardResult:
@@ -149,7 +166,7 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
                 batch.append((s, start, take))
         if not jobs:
             break
-        results = pool.run_many(jobs)
+        results = _run_with_retry(pool, jobs)
         executions += sum(len(j.calls) for j in jobs)
         for (s, start, take), res in zip(batch, results):
             for i, (inp, r) in enumerate(zip(take, res)):
@@ -172,7 +189,7 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
         checks = [s for s in states if s.fatal is None and len(s.kept) >= cfg.sampling.min_pairs]
         if checks:
             jobs = [Job(code=s.code, calls=[i for i, _ in s.kept], entry=s.row["entry"], limits=limits) for s in checks]
-            results = pool.run_many(jobs, hash_seed=SECOND_SEED)
+            results = _run_with_retry(pool, jobs, hash_seed=SECOND_SEED)
             executions += sum(len(j.calls) for j in jobs)
             for s, res in zip(checks, results):
                 for (inp, out), r in zip(s.kept, res):

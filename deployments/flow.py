@@ -1,0 +1,240 @@
+"""The `codeio` flow behind both deployments: a flat parameter form over ``BuildConfig``.
+
+Prefect renders a ``config: BuildConfig`` parameter as one required nested object of ~50
+fields whose defaults (``default_factory``) are missing from the schema, so the UI's run form
+starts empty and an untouched ``sources`` list fails validation. This flow exposes the fields
+people change (as `codeio run` does on the command line) as flat, typed parameters; the rest
+comes from ``config_file``. It then runs the `build-dataset` flow as a subflow, with the task
+runner the config asks for.
+
+Two runs must never write one DuckDB file at once: each run holds a Prefect global
+concurrency slot named after the database (limit 1) for as long as it touches it, so a
+UI-triggered build and a scheduled ingest on the same store queue instead of failing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from prefect import flow, get_run_logger
+from pydantic import Field
+
+from flows.config import BuildConfig, load_config
+from flows.errors import UserError
+from llm.settings import LLMSettings
+
+_DEFAULT = BuildConfig()
+_DEFAULT_LLM = LLMSettings()
+_ID_CHUNK = 1000
+
+
+def form_config(
+    corpus: list[str] | None = None,
+    kind: str = "mixed",
+    unified: bool = False,
+    config_file: str = "",
+    db_path: str = _DEFAULT.db_path,
+    output_dir: str = _DEFAULT.output_dir,
+    provider: str = _DEFAULT.provider,
+    base_url: str = _DEFAULT_LLM.base_url,
+    model: str = _DEFAULT_LLM.model,
+    api_key_env: str = _DEFAULT_LLM.api_key_env or "",
+    revision_turns: int = _DEFAULT.prediction.revision_turns,
+    export_mode: str = _DEFAULT.export.mode,
+    shard_size: int = _DEFAULT.shard_size,
+    max_parallel_shards: int = _DEFAULT.max_parallel_shards,
+) -> BuildConfig:
+    """The build config of a form: ``config_file`` (if any) with every form field written
+    over it; an empty ``corpus`` keeps the file's sources (or the bundled sample)."""
+    base = load_config(config_file or None)
+    data = json.loads(base.model_dump_json())
+    if corpus:
+        data["sources"] = [
+            {"path": path, "kind": kind, **({"format": "unified"} if unified else {})} for path in corpus
+        ]
+    data.update(db_path=db_path, output_dir=output_dir, provider=provider, shard_size=shard_size,
+                max_parallel_shards=max_parallel_shards)
+    data["llm"] = {**data["llm"], "base_url": base_url, "model": model, "api_key_env": api_key_env or None}
+    data["prediction"] = {**data["prediction"], "revision_turns": revision_turns}
+    data["export"] = {**data["export"], "mode": export_mode}
+    return load_config(None, data)
+
+
+def form_parameters(cfg: BuildConfig, config_file: str = "", corpus: list[str] | None = None,
+                    kind: str = "mixed", unified: bool = False) -> dict[str, Any]:
+    """The form values that reproduce ``cfg`` (the inverse of ``form_config``): what a
+    deployment shows, and runs with, until someone edits the form."""
+    return {
+        "corpus": list(corpus or []),
+        "kind": kind,
+        "unified": unified,
+        "config_file": config_file,
+        "db_path": cfg.db_path,
+        "output_dir": cfg.output_dir,
+        "provider": cfg.provider,
+        "base_url": cfg.llm.base_url,
+        "model": cfg.llm.model,
+        "api_key_env": cfg.llm.api_key_env or "",
+        "revision_turns": cfg.prediction.revision_turns,
+        "export_mode": cfg.export.mode,
+        "shard_size": cfg.shard_size,
+        "max_parallel_shards": cfg.max_parallel_shards,
+    }
+
+
+@dataclass(frozen=True)
+class PendingWork:
+    """What a scan of the sources found: new items, and why a build is due regardless."""
+
+    new_items: int
+    reason: str | None  # e.g. 'no build yet', 'last build failed', 'settings changed'
+
+    @property
+    def due(self) -> bool:
+        return self.new_items > 0 or self.reason is not None
+
+
+def scan_sources(cfg: BuildConfig) -> PendingWork:
+    """Count source items the store has not ingested, without writing anything.
+
+    A build is due when there are new items, or when the store's last run did not complete
+    or ran with other settings (its unfinished or outdated work would otherwise wait for the
+    next new file).
+    """
+    from storage.store import Store
+    from tasks import ingest as ingest_mod
+
+    if not Path(cfg.db_path).exists():
+        return PendingWork(_count_items(cfg), "no store yet")
+    with Store(cfg.db_path, read_only=True) as store:
+        last = store.query("SELECT status, config_json FROM runs ORDER BY started_at DESC LIMIT 1")
+        reason = None
+        if not last:
+            reason = "no build yet"
+        elif last[0][0] == "running":
+            reason = "last build interrupted"
+        elif last[0][0] != "completed":
+            reason = f"last build {last[0][0]}"
+        elif json.loads(last[0][1]) != json.loads(cfg.model_dump_json()):
+            reason = "settings changed"
+        new = 0
+        for chunk in _chunked(_ingest_ids(cfg, ingest_mod), _ID_CHUNK):
+            new += len(chunk) - len(store.known_ids("ingest_log", chunk))
+    return PendingWork(new, reason)
+
+
+def _ingest_ids(cfg: BuildConfig, ingest_mod: Any) -> Iterator[str]:
+    for spec in cfg.sources:
+        try:
+            for item in ingest_mod.iter_source(spec.path, spec.source_name, spec.kind, spec.format):
+                yield item.ingest_id
+        except (ingest_mod.SourceError, OSError) as exc:
+            raise UserError(str(exc)) from None
+
+
+def _count_items(cfg: BuildConfig) -> int:
+    from tasks import ingest as ingest_mod
+
+    return sum(1 for _ in _ingest_ids(cfg, ingest_mod))
+
+
+def _chunked(items: Iterator[str], size: int) -> Iterator[list[str]]:
+    buf: list[str] = []
+    for item in items:
+        buf.append(item)
+        if len(buf) == size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def store_lock_name(db_path: str) -> str:
+    """The global concurrency limit that serialises runs on one DuckDB file."""
+    digest = hashlib.sha256(str(Path(db_path).resolve()).encode()).hexdigest()[:12]
+    return f"codeio-store-{digest}"
+
+
+@contextmanager
+def store_lock(db_path: str) -> Iterator[None]:
+    """Hold the database's slot (limit 1, created on first use) while the block runs."""
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+
+    name = store_lock_name(db_path)
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(name, limit=1)
+    # A build runs for hours; a transient API error while renewing the lease must not kill it.
+    with concurrency(name, occupy=1, strict=True, raise_on_lease_renewal_failure=False):
+        yield
+
+
+@flow(name="codeio", validate_parameters=True, log_prints=False)
+def codeio(
+    corpus: list[str] = [],  # noqa: B006 - never mutated; a list default renders as one in the UI
+    kind: Literal["mixed", "educational", "curated"] = "mixed",
+    unified: bool = False,
+    config_file: str = "",
+    db_path: str = _DEFAULT.db_path,
+    output_dir: str = _DEFAULT.output_dir,
+    provider: Literal["offline", "http"] = _DEFAULT.provider,
+    base_url: str = _DEFAULT_LLM.base_url,
+    model: str = _DEFAULT_LLM.model,
+    api_key_env: str = _DEFAULT_LLM.api_key_env or "",
+    revision_turns: Annotated[int, Field(ge=0, le=2)] = _DEFAULT.prediction.revision_turns,
+    export_mode: Literal["keep_all", "rejection", "ground_truth"] = _DEFAULT.export.mode,
+    shard_size: Annotated[int, Field(ge=1, le=100_000)] = _DEFAULT.shard_size,
+    max_parallel_shards: Annotated[int, Field(ge=1, le=256)] = _DEFAULT.max_parallel_shards,
+    only_if_new: bool = False,
+) -> dict[str, Any]:
+    """Build CODEI/O and CODEI/O++ data; only new or unfinished work is done.
+
+    Args:
+        corpus: Directories, globs, or .jsonl/.parquet files to read. Empty: the sources of
+            the config file, or the bundled sample corpus.
+        kind: Kind of the corpus above; decides I/O pairs per function (mixed 3, educational
+            6, curated 10).
+        unified: The corpus above holds already-unified records (refcode, ios, ...).
+        config_file: TOML or JSON build config on the serving machine for every other
+            setting (sampling, sandbox, LLM limits, decontamination). The fields of this
+            form override the same settings in it.
+        db_path: DuckDB file: the system of record, and what makes re-runs incremental.
+        output_dir: Where the CODEI/O and CODEI/O++ JSONL, chat JSONL and Parquet files go.
+        provider: offline (no LLM; the bundled stand-in) or http (an OpenAI-compatible endpoint).
+        base_url: OpenAI-compatible endpoint for provider http, e.g. http://127.0.0.1:8000/v1.
+        model: Model name at the endpoint.
+        api_key_env: Environment variable (of the serving process) holding the API key;
+            empty for none. The key itself never goes into a parameter.
+        revision_turns: CODEI/O++ revision turns with execution feedback (0 to 2).
+        export_mode: keep_all (every response), rejection (drop wrong ones), or ground_truth
+            (replace wrong answers with the ground truth).
+        shard_size: Rows per shard task.
+        max_parallel_shards: Shard tasks running at once.
+        only_if_new: Scan the sources first and skip the build when nothing is new and the
+            last build completed with these settings (the scheduled ingest sets this).
+    """
+    logger = get_run_logger()
+    cfg = form_config(
+        corpus=corpus, kind=kind, unified=unified, config_file=config_file, db_path=db_path,
+        output_dir=output_dir, provider=provider, base_url=base_url, model=model,
+        api_key_env=api_key_env, revision_turns=revision_turns, export_mode=export_mode,
+        shard_size=shard_size, max_parallel_shards=max_parallel_shards,
+    )
+    from flows.build import run_build
+
+    with store_lock(cfg.db_path):
+        if only_if_new:
+            pending = scan_sources(cfg)
+            if not pending.due:
+                logger.info("nothing new in %d source(s); build skipped", len(cfg.sources))
+                return {"skipped": True, "new_items": 0, "db_path": cfg.db_path}
+            logger.info("%d new item(s)%s; building", pending.new_items,
+                        f" ({pending.reason})" if pending.reason else "")
+        summary = run_build(cfg)
+    return {"skipped": False, **summary}

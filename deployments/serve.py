@@ -1,0 +1,175 @@
+"""`python -m deployments.serve` (and `codeio serve`): serve both deployments of the `codeio`
+flow against a Prefect server until interrupted.
+
+* ``codeio/build-dataset``: run from the UI (or `prefect deployment run`); its form starts
+  with the settings given here. Runs queue one at a time.
+* ``codeio/incremental-ingest``: on a cron schedule (hourly by default), scans the sources
+  and builds only when something is new or unfinished. A run due while one is still going is
+  cancelled, not queued: the next one catches up.
+
+With ``PREFECT_API_URL`` set, that server is used; otherwise a local one is started on
+127.0.0.1 (or one already answering there is reused), with its UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DESCRIPTION = ("Serve the build-dataset (run from the UI) and incremental-ingest (scheduled) deployments "
+               "against a Prefect server; a local one is started when PREFECT_API_URL is unset.")
+DEFAULT_CRON = "0 * * * *"
+DEFAULT_PORT = 4200
+API_WAIT_S = 120.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `codeio serve` (shared by ``main``)."""
+    p.add_argument("--config", help="TOML or JSON build config both deployments start from")
+    p.add_argument("--corpus", action="append", help="directory, glob, or .jsonl/.parquet file (repeatable)")
+    p.add_argument("--kind", choices=["mixed", "educational", "curated"], help="source kind for --corpus")
+    p.add_argument("--unified", action="store_true", help="--corpus holds already-unified records")
+    p.add_argument("--db", help="DuckDB file")
+    p.add_argument("--out", help="export directory")
+    p.add_argument("--provider", choices=["offline", "http"])
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--model", help="model name at the endpoint")
+    p.add_argument("--api-key-env", help="environment variable holding the API key")
+    p.add_argument("--cron", default=DEFAULT_CRON,
+                   help=f"schedule of incremental-ingest (default: '{DEFAULT_CRON}', hourly; '' for none)")
+    p.add_argument("--timezone", default="UTC", help="time zone of --cron (default: UTC)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"port of the local Prefect server when PREFECT_API_URL is unset (default: {DEFAULT_PORT})")
+
+
+def deployment_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    """The form values both deployments start with; validated now, so a bad setting fails
+    here rather than in the first scheduled run."""
+    from deployments.flow import form_config, form_parameters
+    from flows.config import load_config
+
+    given = {
+        "db_path": _abs(args.db), "output_dir": _abs(args.out), "provider": args.provider,
+        "base_url": args.base_url, "model": args.model, "api_key_env": args.api_key_env,
+    }
+    config_file = _abs(args.config) or ""
+    # Settings not given on the command line come from the config file, then the defaults.
+    params = form_parameters(load_config(config_file or None))
+    params.update({k: v for k, v in given.items() if v is not None})
+    params.update(corpus=[_abs(c) for c in args.corpus or []], kind=args.kind or "mixed",
+                  unified=args.unified, config_file=config_file)
+    params.update(db_path=_abs(params["db_path"]), output_dir=_abs(params["output_dir"]))
+    form_config(**params)  # raises UserError on an invalid combination
+    return params
+
+
+def build_deployments(params: dict[str, Any], cron: str = DEFAULT_CRON, timezone: str = "UTC") -> list[Any]:
+    """The two RunnerDeployments of the `codeio` flow."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.schedules import Cron
+
+    from deployments.flow import codeio
+    from flows.errors import UserError
+
+    schedules = []
+    if cron:
+        try:
+            ZoneInfo(timezone)
+            schedules = [Cron(cron, timezone=timezone)]
+        except (ValueError, ZoneInfoNotFoundError) as exc:
+            raise UserError(f"invalid schedule --cron {cron!r} --timezone {timezone!r}: {exc}") from None
+    build = codeio.to_deployment(
+        name="build-dataset",
+        description="Build CODEI/O and CODEI/O++ training data; only new or unfinished work is done.",
+        parameters=params,
+        concurrency_limit=1,
+        tags=["codeio"],
+    )
+    ingest = codeio.to_deployment(
+        name="incremental-ingest",
+        description="Scan the sources on a schedule; build only what is new.",
+        parameters={**params, "only_if_new": True},
+        schedules=schedules,
+        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+        tags=["codeio"],
+    )
+    return [build, ingest]
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Serve until interrupted; start a local Prefect server first when none is configured."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_UI_URL, temporary_settings
+
+    from deployments.server import LocalPrefectServer, ServerError, api_healthy, wait_healthy
+    from flows.errors import UserError
+
+    params = deployment_parameters(args)
+    deployments = build_deployments(params, args.cron, args.timezone)
+    api_url = PREFECT_API_URL.value()
+    if api_url:
+        if not wait_healthy(api_url, API_WAIT_S):  # a server started alongside may still be booting
+            raise UserError(f"the Prefect API at {api_url} (PREFECT_API_URL) did not answer within "
+                            f"{API_WAIT_S:.0f}s; start that server, or unset PREFECT_API_URL to get a local one")
+        return _serve(deployments, params, args)
+    api_url = f"http://127.0.0.1:{args.port}/api"
+    ui_url = f"http://127.0.0.1:{args.port}"
+    server = None
+    if api_healthy(api_url):
+        print(f"codeio: using the Prefect server already at {ui_url}", file=sys.stderr)
+    else:
+        print(f"codeio: starting a local Prefect server at {ui_url} ...", file=sys.stderr)
+        log_path = PREFECT_HOME.value() / f"codeio-server-{args.port}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            server = LocalPrefectServer(args.port, log_path=log_path).start()
+        except ServerError as exc:
+            raise UserError(f"cannot start a Prefect server on port {args.port}: {exc} "
+                            "(use --port, or set PREFECT_API_URL)") from None
+    try:
+        os.environ["PREFECT_API_URL"] = api_url  # for the flow-run processes the runner starts
+        with temporary_settings({PREFECT_API_URL: api_url, PREFECT_UI_URL: ui_url}):
+            return _serve(deployments, params, args)
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        if server is not None:
+            server.stop()
+
+
+def _serve(deployments: list[Any], params: dict[str, Any], args: argparse.Namespace) -> int:
+    from prefect import serve as prefect_serve
+
+    when = f"'{args.cron}' ({args.timezone})" if args.cron else "no schedule"
+    print(f"codeio: serving codeio/build-dataset and codeio/incremental-ingest ({when}); "
+          f"database {params['db_path']}; Ctrl-C stops", file=sys.stderr)
+    prefect_serve(*deployments)
+    return 0
+
+
+def _abs(path: str | None) -> str | None:
+    return os.path.abspath(path) if path else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m deployments.serve`; `codeio serve` calls it too."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    parser = argparse.ArgumentParser(prog="codeio serve", description=DESCRIPTION)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    from flows.errors import UserError
+    from storage.store import StoreError
+
+    try:
+        return serve(args)
+    except (UserError, StoreError) as exc:
+        print(f"codeio: error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""`codeio doctor`: check what a build depends on before it starts, and say how to fix it.
+
+One line per check, ``[ok|warn|fail|skip] name: detail — how to fix``; the exit code is
+non-zero when any check fails. Checks never print secrets (the API key is sent, never shown).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from flows.config import BuildConfig
+
+Status = Literal["ok", "warn", "fail", "skip"]
+HTTP_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome of one check; ``fix`` says what to do when it is not ok."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"[{self.status}] {self.name}: {self.detail}"
+        return f"{text} — {self.fix}" if self.fix and self.status in ("warn", "fail") else text
+
+
+def check_python() -> Check:
+    version = ".".join(str(v) for v in sys.version_info[:3])
+    if sys.version_info[:2] == (3, 11):
+        return Check("python", "ok", f"{version} ({sys.executable})")
+    return Check("python", "fail", f"{version}; the project supports 3.11 only",
+                 "create the venv with python3.11 (see README, Set up)")
+
+
+def check_sandbox(cfg: BuildConfig) -> Check:
+    """Start a one-worker pool and report what isolation its children get."""
+    from sandbox import SandboxPool
+    from tasks.runtime import limits_for
+
+    try:
+        pool = SandboxPool(workers=1, limits=limits_for(cfg.sandbox))
+    except Exception as exc:  # noqa: BLE001 - any failure to start is the finding
+        return Check("sandbox", "fail", f"the worker pool does not start: {type(exc).__name__}: {exc}",
+                     "run on Linux with /proc and fork; see the sandbox package docstring")
+    try:
+        iso = pool.isolation
+    finally:
+        pool.close()
+    facts = {
+        "network namespace": iso.network_namespace,
+        "unprivileged user": iso.unprivileged_user,
+        "filesystem confined": iso.filesystem_confined,
+        "signals scoped": iso.signals_scoped,
+    }
+    have = ", ".join(k for k, v in facts.items() if v) or "none"
+    missing = [k for k, v in facts.items() if not v]
+    notes = f" ({'; '.join(iso.notes)})" if iso.notes else ""
+    if not missing:
+        return Check("sandbox", "ok", f"{have}{notes}")
+    fixes = []
+    if not iso.network_namespace:
+        fixes.append("allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1) or run as root")
+    if not iso.unprivileged_user:
+        fixes.append("run as root so children get a uid of their own")
+    if not iso.filesystem_confined or not iso.signals_scoped:
+        fixes.append("use a kernel with Landlock enabled (5.13+; ABI 6 for signal scoping)")
+    # Builds still run (the design asks for each guard "where the kernel allows it"), with
+    # less between untrusted code and this machine: a warning, not a failure.
+    return Check("sandbox", "warn", f"missing: {', '.join(missing)}; in force: {have}{notes}", "; ".join(fixes))
+
+
+def check_prefect() -> Check:
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return Check("prefect", "ok", "PREFECT_API_URL is not set: each run starts a temporary local server "
+                     "(run history ends with the run; `codeio serve` keeps one)")
+    try:
+        resp = httpx.get(f"{url.rstrip('/')}/health", timeout=HTTP_TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        return Check("prefect", "fail", f"API {url} unreachable ({type(exc).__name__})",
+                     "start it (`prefect server start`) or unset PREFECT_API_URL to use a temporary server")
+    if resp.status_code != 200:
+        return Check("prefect", "fail", f"API {url}/health answered HTTP {resp.status_code}",
+                     "check PREFECT_API_URL (it ends in /api) and the server's log")
+    return Check("prefect", "ok", f"API {url} healthy")
+
+
+def check_llm(cfg: BuildConfig) -> Check:
+    """GET {base_url}/models with the configured key; the model must be listed."""
+    if cfg.provider == "offline":
+        return Check("llm", "skip", "provider offline: no endpoint needed")
+    s = cfg.llm
+    headers = {}
+    key_note = ""
+    if s.api_key_env:
+        key = os.environ.get(s.api_key_env)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        else:
+            key_note = f"; ${s.api_key_env} is not set"
+    url = f"{s.base_url}/models"
+    try:
+        resp = httpx.get(url, headers=headers, timeout=min(HTTP_TIMEOUT_S, s.connect_timeout_s + 5))
+    except httpx.HTTPError as exc:
+        return Check("llm", "fail", f"{url} unreachable ({type(exc).__name__}){key_note}",
+                     "start the server (vLLM, SGLang, Ollama ...) or fix llm.base_url / --base-url")
+    if resp.status_code in (401, 403):
+        return Check("llm", "fail", f"{url} refused the key (HTTP {resp.status_code}){key_note}",
+                     f"export a valid key in ${s.api_key_env}" if s.api_key_env else "set llm.api_key_env")
+    if resp.status_code == 404:
+        return Check("llm", "warn", f"{url} answered 404: the endpoint does not list models, "
+                     f"so {s.model!r} cannot be checked{key_note}", "make sure llm.base_url ends in /v1")
+    if resp.status_code != 200:
+        return Check("llm", "fail", f"{url} answered HTTP {resp.status_code}{key_note}",
+                     "check the endpoint's log")
+    try:
+        models = [m.get("id") for m in resp.json().get("data", []) if isinstance(m, dict)]
+    except (ValueError, AttributeError):
+        return Check("llm", "fail", f"{url} did not answer an OpenAI model list",
+                     "point llm.base_url at an OpenAI-compatible API (…/v1)")
+    if s.model not in models:
+        shown = ", ".join(str(m) for m in models[:8]) or "none"
+        return Check("llm", "fail", f"model {s.model!r} is not served at {s.base_url} (listed: {shown})",
+                     "set llm.model / --model to a listed model")
+    status: Status = "warn" if key_note else "ok"
+    return Check("llm", status, f"{s.base_url} serves {s.model!r}{key_note}",
+                 f"export ${s.api_key_env}, or set llm.api_key_env to none if the endpoint needs no key")
+
+
+def check_database(cfg: BuildConfig) -> Check:
+    """The DuckDB file: open it read-only if it exists, else create a scratch one beside it."""
+    import duckdb
+
+    from storage.store import Store, StoreError, StoreLocked
+
+    path = Path(cfg.db_path)
+    if path.is_dir():
+        return Check("database", "fail", f"{path} is a directory", "set db_path / --db to a file path")
+    if path.exists():
+        try:
+            with Store(path, read_only=True) as store:
+                version = store.schema_version()
+                runs = store.query("SELECT count(*) FROM runs")[0][0]
+        except StoreLocked:
+            return Check("database", "warn", f"{path} is in use by another process (a running build?)",
+                         "wait for it to finish, or use another --db")
+        except StoreError as exc:
+            return Check("database", "fail", str(exc), "point --db at a codeio database or a new path")
+        if not os.access(path, os.W_OK) or _not_writable_dir(path.parent):
+            return Check("database", "fail", f"{path} exists but is not writable",
+                         "fix its permissions or use another --db")
+        return Check("database", "ok", f"{path} (schema {version}, {runs} run(s))")
+    problem = _not_writable_dir(path.parent)
+    if problem:
+        return Check("database", "fail", problem, "set db_path / --db to a path under a writable directory")
+    if not path.parent.exists():
+        return Check("database", "ok", f"{path} will be created (with {path.parent})")
+    scratch = path.parent / f".codeio-doctor-{uuid.uuid4().hex}.duckdb"
+    try:
+        duckdb.connect(str(scratch)).close()
+    except duckdb.Error as exc:
+        return Check("database", "fail", f"cannot create a DuckDB file in {path.parent}: {str(exc).splitlines()[0]}",
+                     "use a local, writable filesystem for --db")
+    finally:
+        for leftover in (scratch, Path(f"{scratch}.wal")):
+            leftover.unlink(missing_ok=True)
+    return Check("database", "ok", f"{path} will be created; {path.parent} is writable")
+
+
+def check_output(cfg: BuildConfig) -> Check:
+    path = Path(cfg.output_dir)
+    if path.exists() and not path.is_dir():
+        return Check("export", "fail", f"{path} is a file", "set output_dir / --out to a directory")
+    problem = _not_writable_dir(path if path.exists() else path.parent)
+    if problem:
+        return Check("export", "fail", problem, "set output_dir / --out under a writable directory")
+    return Check("export", "ok", f"{path} is writable" if path.exists() else f"{path} will be created")
+
+
+def _not_writable_dir(directory: Path) -> str | None:
+    """Why files cannot be created in ``directory`` (or, when it does not exist yet, in the
+    nearest existing ancestor); None when they can. Tries a real file: as root, access()
+    says yes even on a read-only mount."""
+    probe = directory
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a directory" + (f" (needed for {directory})" if probe != directory else "")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".codeio-doctor-"):
+            pass
+    except OSError as exc:
+        return f"cannot create files in {probe}: {exc.strerror or exc}"
+    return None
+
+
+def run_doctor(cfg: BuildConfig) -> list[Check]:
+    """Every check, in the order a build meets them."""
+    return [
+        check_python(),
+        check_database(cfg),
+        check_output(cfg),
+        check_sandbox(cfg),
+        check_prefect(),
+        check_llm(cfg),
+    ]
+
+
+def main(cfg: BuildConfig) -> int:
+    """Print one line per check; 1 if any failed, else 0."""
+    checks = run_doctor(cfg)
+    for check in checks:
+        print(check.line())
+    failed = [c.name for c in checks if c.status == "fail"]
+    if failed:
+        print(f"doctor: {len(failed)} check(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0

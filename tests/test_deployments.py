@@ -1,0 +1,205 @@
+"""The served deployments against a real Prefect server on loopback: a UI-style trigger of
+`build-dataset` completes and exports; the scheduled `incremental-ingest` is declared with a
+cron schedule and a concurrency limit of 1, and skips when nothing is new. Plus the form's
+mapping onto BuildConfig, without a server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flows.config import SAMPLE_CORPUS, BuildConfig
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _corpus(tmp_path: Path, n: int = 3) -> Path:
+    dst = tmp_path / "corpus"
+    dst.mkdir()
+    for f in sorted(SAMPLE_CORPUS.glob("*.py"))[:n]:
+        shutil.copy(f, dst / f.name)
+    return dst
+
+
+# -- the form, without a server ------------------------------------------------------------------
+
+
+def test_form_enums_and_defaults_match_build_config():
+    """The flat form may not drift from BuildConfig: same choices, same defaults."""
+    from prefect.utilities.callables import parameter_schema
+
+    from deployments.flow import codeio, form_config
+
+    props = parameter_schema(codeio.fn).model_dump()["properties"]
+    schema = BuildConfig.model_json_schema()
+    defs = schema["$defs"]
+    assert props["provider"]["enum"] == schema["properties"]["provider"]["enum"]
+    assert props["export_mode"]["enum"] == defs["ExportSettings"]["properties"]["mode"]["enum"]
+    assert props["kind"]["enum"] == defs["SourceSpec"]["properties"]["kind"]["enum"]
+    assert all(p.get("description") for p in props.values()), "every form field needs a description"
+    assert form_config() == BuildConfig()
+
+
+def test_form_overrides_the_config_file(tmp_path):
+    from deployments.flow import form_config
+
+    cfg_file = tmp_path / "build.toml"
+    cfg_file.write_text(
+        '[llm]\nprice_per_1k_prompt = 0.5\nmodel = "from-file"\n[sampling]\ngenerator_calls = 7\n'
+        '[[sources]]\npath = "x"\nkind = "curated"\n'
+    )
+    cfg = form_config(config_file=str(cfg_file), model="from-form", api_key_env="", revision_turns=2)
+    assert cfg.sampling.generator_calls == 7  # kept from the file
+    assert cfg.llm.price_per_1k_prompt == 0.5
+    assert cfg.llm.model == "from-form" and cfg.llm.api_key_env is None
+    assert cfg.prediction.revision_turns == 2
+    assert [s.kind for s in cfg.sources] == ["curated"]  # an empty corpus keeps the file's sources
+    cfg = form_config(config_file=str(cfg_file), corpus=["a", "b"], kind="educational", unified=True)
+    assert [(s.path, s.kind, s.format) for s in cfg.sources] == [("a", "educational", "unified"), ("b", "educational", "unified")]
+
+
+def test_invalid_form_is_a_user_error(tmp_path):
+    from deployments.flow import form_config
+    from flows.errors import UserError
+
+    with pytest.raises(UserError, match="base_url"):
+        form_config(provider="http", base_url="localhost:8000")
+    with pytest.raises(UserError, match="not found"):
+        form_config(config_file=str(tmp_path / "missing.toml"))
+
+
+def test_serve_rejects_bad_settings_before_serving(tmp_path, capsys):
+    from deployments.serve import main
+
+    assert main(["--config", str(tmp_path / "missing.toml")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["--cron", "every tuesday", "--db", str(tmp_path / "x.duckdb")]) == 2
+    assert "invalid schedule" in capsys.readouterr().err
+    assert main(["--timezone", "Mars/Olympus", "--db", str(tmp_path / "x.duckdb")]) == 2
+
+
+def test_scan_finds_new_and_unfinished_work(tmp_path):
+    from deployments.flow import scan_sources
+    from storage.models import ShardResult
+    from storage.store import Store
+    from tasks import ingest as ingest_mod
+
+    corpus = _corpus(tmp_path, 2)
+    cfg = BuildConfig.model_validate({
+        "sources": [{"path": str(corpus), "kind": "mixed"}],
+        "db_path": str(tmp_path / "db" / "c.duckdb"),
+        "output_dir": str(tmp_path / "out"),
+    })
+    assert scan_sources(cfg).new_items == 2 and scan_sources(cfg).reason == "no store yet"
+    with Store(cfg.db_path) as s:  # a build that died after ingest: nothing new, but unfinished
+        s.start_run("r1", json.loads(cfg.model_dump_json()))
+        items = [it.as_row() for it in ingest_mod.iter_source(str(corpus), cfg.sources[0].source_name, "mixed")]
+        log_rows, raw_rows = ingest_mod.validate_items(items, cfg.max_file_bytes)
+        s.write_ingest(ShardResult(stage="ingest", config_key="k", rows={"ingest_log": log_rows, "raw_files": raw_rows}))
+    pending = scan_sources(cfg)
+    assert (pending.new_items, pending.reason, pending.due) == (0, "last build interrupted", True)
+    with Store(cfg.db_path) as s:
+        s.finish_run("r1", "completed", {})
+    assert not scan_sources(cfg).due
+    shutil.copy(sorted(SAMPLE_CORPUS.glob("*.py"))[5], corpus / "new.py")
+    assert scan_sources(cfg).new_items == 1
+    other = cfg.model_copy(update={"shard_size": 7})
+    (corpus / "new.py").unlink()
+    assert scan_sources(other).reason == "settings changed"
+
+
+# -- served against a real server ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_served_build_dataset_runs_from_the_api(tmp_path):
+    from deployments.server import LocalPrefectServer, stop_process_group
+
+    corpus = _corpus(tmp_path, 3)
+    db = tmp_path / "db" / "codeio.duckdb"
+    out = tmp_path / "out"
+    config = tmp_path / "build.json"
+    config.write_text(json.dumps({"sandbox": {"workers": 1}, "sampling": {"generator_calls": 100}, "shard_size": 8}))
+    home = tmp_path / "prefect-home"
+    env = {
+        "PREFECT_HOME": str(home),
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
+    }
+    server = LocalPrefectServer(_free_port(), env=env, log_path=tmp_path / "server.log")
+    serve_log = tmp_path / "serve.log"
+    serving = None
+    try:
+        # Boot both at once: serving waits for the API, and imports meanwhile.
+        with open(serve_log, "wb") as log:
+            serving = subprocess.Popen(
+                [sys.executable, "-m", "deployments.serve", "--config", str(config), "--corpus", str(corpus),
+                 "--kind", "mixed", "--db", str(db), "--out", str(out), "--cron", "0 3 * * *"],
+                cwd=tmp_path, env={**os.environ, **env, "PREFECT_API_URL": server.api_url},
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        server.start(timeout_s=120)
+        _check_served(server.api_url, serving, serve_log, db, out)
+    finally:
+        if serving is not None:
+            stop_process_group(serving, grace_s=5, first=signal.SIGINT)  # what Ctrl-C sends
+        server.stop(grace_s=5)
+
+
+def _check_served(api_url: str, serving: subprocess.Popen, serve_log: Path, db: Path, out: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.flow import store_lock_name
+    from storage.store import Store
+
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        deadline = time.monotonic() + 30
+        while True:  # the runner registers its deployments when it starts
+            try:
+                build_dep = client.read_deployment_by_name("codeio/build-dataset")
+                ingest_dep = client.read_deployment_by_name("codeio/incremental-ingest")
+                break
+            except Exception:  # noqa: BLE001 - ObjectNotFound until registered
+                assert serving.poll() is None, serve_log.read_text()
+                assert time.monotonic() < deadline, "deployments not registered: " + serve_log.read_text()
+                time.sleep(0.5)
+        assert build_dep.parameters["db_path"] == str(db)
+        assert build_dep.global_concurrency_limit is not None and build_dep.global_concurrency_limit.limit == 1
+        assert ingest_dep.global_concurrency_limit is not None and ingest_dep.global_concurrency_limit.limit == 1
+        assert ingest_dep.parameters["only_if_new"] is True
+        assert ingest_dep.concurrency_options.collision_strategy == "CANCEL_NEW"
+        assert [s.schedule.cron for s in ingest_dep.schedules] == ["0 3 * * *"]
+        assert "output_dir" in build_dep.parameter_openapi_schema["properties"]
+
+        run = run_deployment("codeio/build-dataset", timeout=90, poll_interval=1)
+        assert run.state is not None and run.state.is_completed(), (run.state, serve_log.read_text()[-3000:])
+        assert (out / "codeio.jsonl").stat().st_size > 0
+        assert (out / "codeio_pp.jsonl").stat().st_size > 0
+        assert client.read_global_concurrency_limit_by_name(store_lock_name(str(db))).limit == 1
+
+        # Nothing new since: the scheduled ingest skips the build (no second run in the store).
+        run = run_deployment("codeio/incremental-ingest", timeout=60, poll_interval=1)
+        assert run.state is not None and run.state.is_completed(), (run.state, serve_log.read_text()[-3000:])
+    with Store(db, read_only=True) as s:
+        assert s.query("SELECT status, count(*) FROM runs GROUP BY ALL") == [("completed", 1)]
+        assert s.query("SELECT count(*) FROM ingest_log")[0][0] == 3

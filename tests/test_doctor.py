@@ -1,0 +1,139 @@
+"""`codeio doctor`: each check against the real thing (a live test LLM server, a closed port,
+a path blocked by a file, a database held by another process), and the exit code."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from flows.config import BuildConfig
+from flows.doctor import Check, check_database, check_llm, check_output, check_prefect, main, run_doctor
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the block ends: nothing listens there
+
+
+def _http_cfg(base_url: str, model: str = "test-model", api_key_env: str | None = None) -> BuildConfig:
+    return BuildConfig.model_validate(
+        {"provider": "http", "llm": {"base_url": base_url, "model": model, "api_key_env": api_key_env}}
+    )
+
+
+def test_llm_endpoint_up_and_model_listed(monkeypatch):
+    from llm.testserver import serve
+
+    monkeypatch.setenv("CODEIO_TEST_KEY", "sk-very-secret")
+    with serve(model="coder-7b", api_key="sk-very-secret") as server:
+        ok = check_llm(_http_cfg(server.base_url, "coder-7b", "CODEIO_TEST_KEY"))
+        missing = check_llm(_http_cfg(server.base_url, "other-model", "CODEIO_TEST_KEY"))
+    assert ok.status == "ok", ok.line()
+    assert "coder-7b" in ok.detail
+    assert "sk-very-secret" not in ok.line()
+    assert missing.status == "fail"
+    assert "listed: coder-7b" in missing.detail and "--model" in missing.fix
+
+
+def test_llm_key_variable_unset_is_a_warning(monkeypatch):
+    from llm.testserver import serve
+
+    monkeypatch.delenv("CODEIO_UNSET_KEY", raising=False)
+    with serve() as server:
+        check = check_llm(_http_cfg(server.base_url, api_key_env="CODEIO_UNSET_KEY"))
+    assert check.status == "warn" and "$CODEIO_UNSET_KEY is not set" in check.line()
+
+
+def test_llm_endpoint_down_fails_with_a_fix():
+    check = check_llm(_http_cfg(f"http://127.0.0.1:{_closed_port()}/v1"))
+    assert check.status == "fail"
+    assert "unreachable" in check.detail
+    assert check.fix and "--base-url" in check.fix
+    assert check.line().startswith("[fail] llm: ") and " — start the server" in check.line()
+
+
+def test_llm_skipped_offline():
+    assert check_llm(BuildConfig()).status == "skip"
+
+
+def test_database_dir_blocked_by_a_file(tmp_path):
+    (tmp_path / "data").write_text("not a directory")
+    cfg = BuildConfig(db_path=str(tmp_path / "data" / "sub" / "codeio.duckdb"), output_dir=str(tmp_path / "data" / "out"))
+    db = check_database(cfg)
+    assert db.status == "fail"
+    assert "is a file, not a directory" in db.detail and db.fix
+    assert check_output(cfg).status == "fail"
+
+
+def test_database_new_existing_and_locked(tmp_path):
+    from storage.store import Store
+
+    cfg = BuildConfig(db_path=str(tmp_path / "codeio.duckdb"))
+    new = check_database(cfg)
+    assert new.status == "ok" and "will be created" in new.detail
+    assert list(tmp_path.iterdir()) == []  # the scratch file is gone
+    Store(cfg.db_path).close()
+    assert check_database(cfg).status == "ok"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)",
+         cfg.db_path],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        locked = check_database(cfg)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert locked.status == "warn" and "in use by another process" in locked.detail
+
+
+def test_prefect_api(monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{_closed_port()}/api"}):
+        down = check_prefect()
+    assert down.status == "fail" and "unset PREFECT_API_URL" in down.fix
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        unset = check_prefect()
+    assert unset.status == "ok" and "temporary local server" in unset.detail
+
+
+def test_prefect_api_healthy(prefect_harness):
+    check = check_prefect()
+    assert check.status == "ok" and "healthy" in check.detail
+
+
+def test_run_doctor_and_exit_code(tmp_path, capsys):
+    cfg = BuildConfig(db_path=str(tmp_path / "db" / "codeio.duckdb"), output_dir=str(tmp_path / "out"))
+    checks = run_doctor(cfg)
+    assert [c.name for c in checks] == ["python", "database", "export", "sandbox", "prefect", "llm"]
+    sandbox = checks[3]
+    assert sandbox.status in ("ok", "warn") and "network namespace" in sandbox.detail
+    assert main(cfg) == (1 if any(c.status == "fail" for c in checks) else 0)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(checks) and all(line.startswith(("[ok]", "[warn]", "[fail]", "[skip]")) for line in lines)
+
+    blocked = BuildConfig(provider="http", llm={"base_url": f"http://127.0.0.1:{_closed_port()}/v1"},
+                          db_path=str(tmp_path / "db" / "codeio.duckdb"))
+    assert main(blocked) == 1
+    assert "[fail] llm:" in capsys.readouterr().out
+
+
+def test_check_line_shows_the_fix_only_when_needed():
+    assert Check("x", "ok", "fine", "never shown").line() == "[ok] x: fine"
+    assert Check("x", "fail", "broken", "do this").line() == "[fail] x: broken — do this"
+
+
+@pytest.mark.parametrize("status", ["warn", "fail"])
+def test_fix_hint_present_for_every_problem(tmp_path, status):
+    (tmp_path / "f").write_text("")
+    cfg = BuildConfig(provider="http", llm={"base_url": f"http://127.0.0.1:{_closed_port()}/v1"},
+                      db_path=str(tmp_path / "f" / "x.duckdb"), output_dir=str(tmp_path / "f" / "out"))
+    for check in run_doctor(cfg):
+        if check.status == status:
+            assert check.fix, check.line()
