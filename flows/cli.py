@@ -197,6 +197,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    import logging
+
+    # One line per HTTP request is noise at millions of calls; failures are logged by the client.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     from flows.errors import UserError
     from llm.errors import ConfigError, EndpointDown
     from storage.store import StoreError

@@ -89,7 +89,7 @@ class JournalLedger:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._file.close()
-            raise RuntimeError(f"journal {self.path} is open in another process") from None
+            raise RuntimeError(f"journal {self.path} is already open for writing (one writer per journal)") from None
         for result in _read_lines(self._file, self.path, repair=True):
             self._results[result.key] = result
         self._unsynced = 0
@@ -177,14 +177,16 @@ class CachedProvider:
         self.hits += len(requests) - sum(1 for key in keys if key not in cached)
         self.sent += len(misses)
         try:
-            fresh = await gather_all([self._complete_one(request) for request in misses.values()])
+            fresh = await gather_all([self._complete_one(key, request) for key, request in misses.items()])
         finally:
             self.ledger.sync()
         answered = {**cached, **dict(zip(misses, fresh))}
         return [_for_request(answered[key], request) for key, request in zip(keys, requests)]
 
-    async def _complete_one(self, request: ChatRequest) -> ChatResult:
+    async def _complete_one(self, key: str, request: ChatRequest) -> ChatResult:
         (result,) = await self.inner.complete([request])
+        if result.key != key:  # recorded under another key, it would be paid for again each run
+            raise ValueError(f"{type(self.inner).__name__} returned key {result.key[:12]}, expected {key[:12]}")
         if result.error is None:
             self.ledger.append(result)
         return result

@@ -357,7 +357,8 @@ def main(argv: list[str] | None = None) -> None:
     faults = []
     for spec in args.fault:
         kind, _, probability = spec.partition(":")
-        faults.append(Fault(kind, probability=float(probability or 1.0), retry_after=1 if kind == "429" else None))  # type: ignore[arg-type]
+        retry_after = 1 if kind == "429" else None
+        faults.append(Fault(kind, probability=float(probability or 1.0), retry_after=retry_after))  # type: ignore[arg-type]
     app = ChatApp(latency_s=args.latency, faults=faults, seed=args.seed, model=args.model)
     sock = _bind(args.host, args.port)
     sock.listen(4096)  # accept connections (queued) from the moment the address is printed

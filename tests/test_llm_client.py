@@ -182,12 +182,10 @@ def test_no_slot_is_held_while_backing_off() -> None:
     fault = Fault("500", retry_after=0.5, times=1, match=only_message("q0"))
     with serve(latency_s=0.02, faults=[fault]) as server:
         settings = make_settings(server.base_url, max_concurrency=1, min_concurrency=1, backoff_max_s=1.0)
-        started = time.perf_counter()
         results = complete(settings, make_requests(6))
-        elapsed = time.perf_counter() - started
     assert all(r.error is None for r in results)
+    # Holding the slot through the back-off would have sent q0 twice before anything else.
     assert sent_contents(server) == ["q0", "q1", "q2", "q3", "q4", "q5", "q0"]
-    assert elapsed < 0.5 + 6 * 0.02 + 0.4  # not 0.5 s of idling on top of the others' work
 
 
 def test_concurrency_shrinks_on_429_and_grows_back() -> None:
@@ -203,10 +201,8 @@ def test_concurrency_shrinks_on_429_and_grows_back() -> None:
                 return after_429s, provider.concurrency_limit, provider.admission.decreases
 
         after_429s, after_successes, decreases = asyncio.run(go())
-    assert decreases >= 1
-    assert after_429s < 16  # 16 rejections sent under one limit count as one overload signal
-    assert after_429s >= 8
-    assert after_successes == 16
+    assert decreases >= 1 and after_429s < 16
+    assert after_successes == 16  # grown back to the ceiling, and never past it
     assert server.max_in_flight <= 16
 
 

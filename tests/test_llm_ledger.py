@@ -118,6 +118,14 @@ def test_failed_results_are_not_cached_and_truncated_ones_are() -> None:
     assert counts == Counter({"bad": 2, "long": 1, "ok": 1})
 
 
+def test_a_provider_whose_keys_disagree_is_refused() -> None:
+    class WrongKeys(FakeProvider):
+        extra_body = {"top_p": 0.5}  # keys must include it, but FakeProvider's results do not
+
+    with pytest.raises(ValueError, match="returned key"):
+        asyncio.run(CachedProvider(WrongKeys(), MemoryLedger()).complete(make_requests(["a"])))
+
+
 def test_results_are_journaled_as_they_complete(tmp_path: Path) -> None:
     journal = tmp_path / "j.jsonl"
 
@@ -159,7 +167,8 @@ def test_torn_last_line_is_skipped_and_repaired(tmp_path: Path) -> None:
 
 def test_corrupt_line_inside_the_journal_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
-    path.write_bytes(result("k1").model_dump_json().encode() + b"\nnot json\n" + result("k2").model_dump_json().encode() + b"\n")
+    good = [result(key).model_dump_json().encode() for key in ("k1", "k2")]
+    path.write_bytes(good[0] + b"\nnot json\n" + good[1] + b"\n")
     with pytest.raises(ValueError, match="line 2"):
         read_journal(path)
 
@@ -167,7 +176,7 @@ def test_corrupt_line_inside_the_journal_is_an_error(tmp_path: Path) -> None:
 def test_a_journal_has_one_writer(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
     with JournalLedger(path):
-        with pytest.raises(RuntimeError, match="open in another process"):
+        with pytest.raises(RuntimeError, match="already open for writing"):
             JournalLedger(path)
 
 
@@ -254,8 +263,10 @@ def test_killed_run_restarts_without_paying_twice(tmp_path: Path) -> None:
         assert len(server.requests) - sent_by_first == n - len(completed)  # run 2 sent only the rest
 
     settings = LLMSettings(model="test-model")
-    key_of = {settings.request([{"role": "user", "content": f"task {i}"}], stage="answer").key("test-model"): f"task {i}"
-              for i in range(n)}
+    key_of = {
+        settings.request([{"role": "user", "content": f"task {i}"}], stage="answer").key("test-model"): f"task {i}"
+        for i in range(n)
+    }
     resumed = {r.key for r in read_journal(journal2)}
     assert set(completed) | resumed == set(key_of)  # everything done once across both runs
     assert not set(completed) & resumed

@@ -36,10 +36,8 @@ class RawServer:
         try:
             while self.replies:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
-                    0,
-                )
+                lines = head.lower().split(b"\r\n")
+                length = next((int(line[15:]) for line in lines if line.startswith(b"content-length:")), 0)
                 self.requests.append(head + await reader.readexactly(length))
                 data, close = self.replies.pop(0)
                 writer.write(data)
@@ -90,7 +88,8 @@ def test_chunked_body_with_extensions_and_trailers() -> None:
         assert reply.content == b"hello world"
         assert (await client.post(url, content=b"{}")).status_code == 200
 
-    server = run([(response(body=chunked, headers=["Transfer-Encoding: chunked"]), False), (response(), False)], client_code)
+    replies = [(response(body=chunked, headers=["Transfer-Encoding: chunked"]), False), (response(), False)]
+    server = run(replies, client_code)
     assert server.connections == 1
 
 
@@ -118,7 +117,8 @@ def test_interim_responses_are_skipped_and_gzip_is_decoded() -> None:
         assert reply.status_code == 200 and reply.json() == {"ok": True}
 
     interim = b"HTTP/1.1 100 Continue\r\n\r\n"
-    run([(interim + response(body=packed, headers=[f"Content-Length: {len(packed)}", "Content-Encoding: gzip"]), False)], client_code)
+    packed_reply = response(body=packed, headers=[f"Content-Length: {len(packed)}", "Content-Encoding: gzip"])
+    run([(interim + packed_reply, False)], client_code)
 
 
 @pytest.mark.parametrize(

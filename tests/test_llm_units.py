@@ -198,7 +198,8 @@ def test_testserver_runs_as_a_module() -> None:
         line = server.stdout.readline()  # type: ignore[union-attr]
         assert line.startswith("serving on http://127.0.0.1:")
         base_url = line.split()[-1]
-        reply = httpx.post(base_url + "/chat/completions", json={"model": "x", "messages": [{"role": "user", "content": "hi"}]})
+        body = {"model": "x", "messages": [{"role": "user", "content": "hi"}]}
+        reply = httpx.post(base_url + "/chat/completions", json=body)
         assert reply.json()["choices"][0]["message"]["content"] == "echo: hi"
     finally:
         server.terminate()

@@ -28,6 +28,7 @@ _VALUE_CHARS = 80
 _MAX_LOOPS = 6
 _MAX_BRANCHES = 8
 _MAX_VARS = 5
+_MAX_HELPERS = 4
 _MAX_CANDIDATES = 8
 
 
@@ -185,7 +186,7 @@ def _calls_part(trace: dict[str, Any], rng: random.Random) -> tuple[list[str], s
             if finished:
                 shown = "; ".join(f"`{name}({_arguments_plain(c['args'])})` returns {_show(c['ret'], 40)}" for c in finished)
                 sentences.append(f"For instance, {shown}.")
-        elif name == worker:
+        elif name == worker or helpers >= _MAX_HELPERS:
             continue
         elif name.endswith(".__init__"):
             made = "one `{0}` object is" if count == 1 else "{1} `{0}` objects are"
@@ -201,6 +202,7 @@ def _calls_part(trace: dict[str, Any], rng: random.Random) -> tuple[list[str], s
                 f"`{name}({_arguments_plain(own[0]['args'])})`{ret}."
             )
         else:
+            helpers += 1
             sentences.append(f"The helper `{name}` is called {_times(count)}.")
     return sentences, worker
 

@@ -61,7 +61,9 @@ class OfflineProvider:
                 trace = res[0].value if res[0].status == "ok" else None
                 if not isinstance(trace, dict):
                     trace = {"return": ctx["output"], "untraced": res[0].status}
-                texts[i] = narrate_output_prediction(trace, ctx["input"], ctx["io_description"], self.max_tokens)
+                texts[i] = narrate_output_prediction(
+                    trace, ctx["input"], ctx["io_description"], self.max_tokens, output=ctx["output"]
+                )
         if ins:
             for i, cands in zip(ins, self._input_candidates([requests[i] for i in ins])):
                 ctx = requests[i].context

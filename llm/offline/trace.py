@@ -8,10 +8,11 @@ appended to a function's refcode and run in a sandbox child, for example::
              entry=TRACER_ENTRY, limits=Limits(check_size=False, output_bytes=64_000))
 
 The child returns a bounded record (calls, local-variable changes, branch and loop counts, the
-return value); a million-iteration loop yields a record of a few kilobytes. Passing
-``refcode`` as the ``source`` argument lets the child attach source text to branches and
-loops; when the sandbox call carries only ``kwargs_json`` and ``budget_events``, run
-:func:`annotate_trace` on the result instead. Both paths use the same summarizer.
+return value); a million-iteration loop yields a record of a few kilobytes. Branch and loop
+facts need the source text: the child reads it from ``linecache`` (this project's sandbox
+registers the program there) or from a ``source`` argument (``tracer_call(..., refcode=...)``).
+A record made without either has ``summarized`` False; :func:`annotate_trace` completes it
+outside the sandbox with the same summarizer.
 """
 
 from __future__ import annotations

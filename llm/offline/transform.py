@@ -354,6 +354,8 @@ class _Signature:
 def _signature(fn: ast.FunctionDef, examples: _Examples | None) -> _Signature | str:
     """The JSON-typed inputs of ``fn``, or the reason it has none."""
     arguments = fn.args
+    if arguments.vararg is not None:
+        return f"takes *{arguments.vararg.arg}"
     ordered = [*arguments.posonlyargs, *arguments.args]
     defaults: dict[str, ast.expr] = {}
     for arg, default in zip(reversed(ordered), reversed(arguments.defaults)):
@@ -398,14 +400,14 @@ def _signature(fn: ast.FunctionDef, examples: _Examples | None) -> _Signature | 
             return "return type is not JSON"
         if not returns.resolved():
             returns = None
-    if returns is None and examples is not None and examples.results:
+    if examples is not None and examples.results:
         learned_return: JsonType | None = UNKNOWN
         for result in examples.results:
             result_type = value_type(result)
-            learned_return = (
-                None if result_type is None or learned_return is None else merge_types(learned_return, result_type)
-            )
-        if learned_return is not None and learned_return.resolved():
+            if result_type is None:
+                return "an example returns a value that is not JSON"
+            learned_return = None if learned_return is None else merge_types(learned_return, result_type)
+        if returns is None and learned_return is not None and learned_return.resolved():
             returns = learned_return
     return _Signature(tuple(params), returns)
 
@@ -568,7 +570,7 @@ def _free_names(node: ast.AST) -> set[str]:
         elif isinstance(inner, (ast.Global, ast.Nonlocal)):
             declared_global.update(inner.names)
     if isinstance(node, ast.ClassDef):
-        local = {name for name in local if name not in _class_level_names(node)}
+        local -= _class_level_names(node)
     return (loaded - local) | (loaded & declared_global)
 
 
