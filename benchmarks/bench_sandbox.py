@@ -2,8 +2,10 @@
 
 The naive way is what a pipeline without a pool would do: ``python -c`` per call, importing
 the same modules (numpy included), running the function and printing its JSON. Both sides
-run the same calls with the same concurrency (one per worker). Prints calls/s and the ratio;
-``--json PATH`` also writes the figures.
+run the same calls with the same concurrency (one per worker). Prints calls/s and the ratio,
+and also the CPU time per call summed over every process involved (pool, workers, job
+processes, children), which other load on the machine distorts far less than wall-clock
+rates; ``--json PATH`` also writes the figures.
 
     .venv/bin/python benchmarks/bench_sandbox.py [--calls 2000] [--naive-calls 40] [--json out.json]
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -58,6 +61,23 @@ def bench_pool(pool: SandboxPool, calls: list[dict], per_job: int) -> tuple[floa
     return len(calls) / elapsed, ok
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of every descendant reaped so far."""
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def pool_cpu_per_call(workers: int | None, calls: list[dict], per_job: int) -> float:
+    """CPU per call of a whole pool lifetime, less that of an idle pool's lifetime (startup)."""
+    start = cpu_seconds()
+    SandboxPool(workers=workers).close()
+    idle = cpu_seconds() - start
+    start = cpu_seconds()
+    with SandboxPool(workers=workers) as pool:
+        bench_pool(pool, calls, per_job)
+    return (cpu_seconds() - start - idle) / len(calls)
+
+
 def bench_naive(calls: list[dict], workers: int) -> tuple[float, int]:
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -91,7 +111,10 @@ def main() -> None:
         single_rate, single_ok = bench_pool(pool, make_calls(single), 1)
         workers = pool.workers
         isolation = pool.isolation
+    cpu_start = cpu_seconds()
     naive_rate, naive_ok = bench_naive(make_calls(args.naive_calls), workers)
+    naive_cpu = (cpu_seconds() - cpu_start) / args.naive_calls
+    pool_cpu = pool_cpu_per_call(args.workers, make_calls(args.calls), args.calls_per_job)
 
     figures = {
         "workers": workers,
@@ -104,6 +127,9 @@ def main() -> None:
         "naive_calls_per_second": round(naive_rate, 2),
         "speedup": round(pool_rate / naive_rate, 1),
         "speedup_single_call_jobs": round(single_rate / naive_rate, 1),
+        "pool_cpu_ms_per_call": round(pool_cpu * 1000, 3),
+        "naive_cpu_ms_per_call": round(naive_cpu * 1000, 2),
+        "cpu_speedup": round(naive_cpu / pool_cpu, 1),
         "all_ok": pool_ok == args.calls and single_ok == single and naive_ok == args.naive_calls,
         "isolation": {"network_namespace": isolation.network_namespace,
                       "unprivileged_user": isolation.unprivileged_user,
@@ -115,6 +141,8 @@ def main() -> None:
     print(f"pool   : {single_rate:8.1f} calls/s  (one call per job)")
     print(f"naive  : {naive_rate:8.2f} calls/s  ({args.naive_calls} fresh interpreters, {workers} at a time)")
     print(f"speedup: {figures['speedup']}x  ({figures['speedup_single_call_jobs']}x with one call per job)")
+    print(f"cpu    : {pool_cpu * 1000:.2f} ms/call (pool, all processes) vs {naive_cpu * 1000:.1f} ms/call (naive): "
+          f"{figures['cpu_speedup']}x   [load average {figures['load_average']:.1f}]")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 

@@ -297,12 +297,7 @@ def merge_journals(store: Store, cfg: BuildConfig) -> int:
     n = 0
     for path in sorted(journal_dir.glob("*.jsonl")):
         calls = [
-            LLMCall(
-                key=r.key, model=r.model, stage=r.stage, content=r.content,
-                finish_reason=r.finish_reason, truncated=r.truncated,
-                prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
-                latency_s=r.latency_s,
-            )
+            LLMCall(**r.model_dump(exclude={"error"}))
             for r in read_journal(path)
             if r.error is None and r.content is not None
         ]

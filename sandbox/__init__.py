@@ -1,55 +1,74 @@
 """Execution sandbox: runs untrusted Python functions, collects JSON results, compares them.
 
-Process model (three levels, each a fork of the one above)::
+Process model (each level a fork of the one above, except the worker, which is started)::
 
-    pool (P, your process)
-     └─ worker W  (one per core; `python -s -P -B`, clean env, PYTHONHASHSEED fixed;
-        │          own network namespace; modules preloaded; trusted: never runs user code)
-        └─ job process J  (one per job: confines itself, then compiles and runs the program once)
-           └─ call child C  (one per call: runs entry(**call) in a fresh fork of J)
+    pool (P, the pipeline's process)
+     └─ worker W  "sandbox-worker": one per core; `python -s -P -B` with a clean environment
+        │   (PATH, PYTHONHASHSEED, TZ=UTC, LANG, *_NUM_THREADS=1); own network and mount
+        │   namespaces; modules preloaded; trusted: it never runs user code
+        └─ job process J  "sandbox-job": one per job; confines itself, then compiles and
+           │   runs the program once
+           └─ call child C  "sandbox-call": one per call: entry(**call) in a fresh fork of J
 
-* W talks to P over two private pipes (length-prefixed JSON frames; stdout is never used).
+* P and W talk over two private pipes (length-prefixed JSON frames); stdout is never used.
   A different hash seed is served by another W started with that PYTHONHASHSEED, because a
-  fork inherits its parent's seed. ``random`` and ``numpy.random`` are seeded from the hash
-  seed in every child, so the same seed reproduces the same draws and another seed changes
-  them, which is how non-determinism shows up.
-* J (and so C) drops to an unprivileged uid when the pool runs as root: uid = 2**30 + the
-  worker's pid, a uid no other process uses. Before that J takes the rlimits (address space,
-  file size, open files, processes per uid, no core files); after it J sets the parent-death
-  signal, no_new_privs and a Landlock domain (writes only in the worker's temp dir; from
-  Landlock ABI 6, no signals to processes outside the domain) and becomes a child subreaper.
-* C starts its own session, narrows Landlock to its own temp dir (its cwd, removed after the
-  call, even if chmod-ed), points fds 0-2 at /dev/null (or a capped stdio pipe), keeps only the
-  result pipe (at a high fd number), and gets the CPU limit twice: ITIMER_PROF at the limit
-  (SIGPROF kills at once, even inside a C loop) and RLIMIT_CPU soft/hard just above it for code
-  that blocks SIGPROF. The verdict comes from the CPU time wait4() measures, never from the
-  clock: >= the limit is ``timeout``; the wall-clock watchdog (cpu * wall_factor + 1) only
+  fork inherits its parent's seed. ``random`` and ``numpy.random`` start from the hash seed
+  in every job, so the same seed reproduces the same draws and another seed changes them.
+* As root, W's temp dir is a size-capped tmpfs (128 MiB) private to its mount namespace, and
+  directories other users cannot enter (pyenv under /root) are covered by an empty tmpfs
+  that only lets the interpreter's own files through.
+* J takes the rlimits (address space, file size, open files, processes, no core files),
+  then, when the pool runs as root, drops to its worker's own unprivileged uid
+  (2**30 + the worker's pid, no supplementary groups), sets the parent-death signal,
+  no_new_privs and a Landlock domain (writes only in the worker's temp dir, no TCP when the
+  network is off; from Landlock ABI 6 no signals to processes outside the domain), and
+  becomes a child subreaper.
+* C starts its own session, narrows Landlock to its own temp dir (its cwd, emptied after the
+  call even if chmod-ed), keeps fds 0-2 on /dev/null (or a capped stdio pipe) and only its
+  result pipe (at fd 1010), and gets the CPU limit twice: ITIMER_PROF at the limit (SIGPROF
+  kills at once, even inside a C loop) and RLIMIT_CPU (SIGXCPU, then SIGKILL) for code that
+  blocks SIGPROF. The verdict comes from CPU time (wait4) and those signals, never from the
+  clock: over the limit is ``timeout``; the wall-clock watchdog (cpu * wall_factor + 1) only
   catches sleepers.
 
-Killing everything: J is a child subreaper, so every descendant of a call, including
-grandchildren that called setsid() or double-forked, is reparented to J rather than to init.
+Killing everything: J is a child subreaper, so every descendant of a call, grandchildren
+that called setsid() or double-forked included, is reparented to J rather than to init.
 After each call J checks whether it still has children; if so it calls kill(-1, SIGKILL),
 which reaches every process of the worker's own uid (and only those: the uid is unique to
 the worker, and Landlock's signal scope fences it further) in one pass of the kernel's task
-list, so a fork bomb cannot outrun it, then reaps them all. RLIMIT_NPROC caps the uid at
-``Limits.processes`` meanwhile. When J itself dies or hangs, W (also a subreaper) kills the
-uid the same way through a helper that takes on that uid, then reaps; when W dies, J and C
-die by their parent-death signal and the pool kills what is left of that uid. Without root
-(no uid of its own) the sweep kills the subreaper's children found in /proc until none are
-left, and ``isolation`` says what is missing.
+list, so a fork bomb cannot outrun it; RLIMIT_NPROC caps the uid meanwhile. Then J reaps.
+When J itself dies or hangs, W (a subreaper too) kills the uid the same way through a helper
+that takes on the uid, and reaps. When W dies, J and C die by their parent-death signal and
+the pool kills what is left of that uid. Without a uid of its own (not root, or the uid
+range is not mapped) the subreaper kills its children found in /proc until none are left,
+and ``SandboxPool.isolation`` says what is missing.
 
-Threat model of the result channel: see ``sandbox.harness``. The parent (W) decodes each
-result with its own ``json``, accepts only the exact message shapes, caps their size,
+Result channel: each child writes one message on its own result pipe; J relays it to W in
+frames with the call's index, exit status and CPU time, so calls cannot mix. W decodes the
+message with its own ``json``, accepts only the exact message shapes, caps their size,
 re-checks item counts and string lengths, and requires a clean exit after the message: an
-exit code alone never means success. The comparison (``outputs_match``) runs in the parent.
+exit code alone never means success. Threat model of the child side: ``sandbox.harness``.
+The comparison (``outputs_match``) runs in the parent.
 
-JSON conversion policy and the paper's size check: see ``sandbox.values``.
+JSON conversion policy and the paper's size check: ``sandbox.values``.
 """
 
+from typing import Any
+
 from .compare import outputs_match
-from .pool import SandboxPool, WorkerLost
 from .records import STATUSES, CallResult, GenerateResult, Isolation, Job, Limits
 from .values import NotJSONError, canonical_json, size_violation, to_json_value
+
+
+def __getattr__(name: str) -> Any:
+    # The pool (threads, subprocess, logging) loads on first use, so the worker processes,
+    # which import this package too, stay smaller and fork faster.
+    if name in ("SandboxPool", "WorkerLost"):
+        from . import pool
+
+        return getattr(pool, name)
+    raise AttributeError(f"module 'sandbox' has no attribute {name!r}")
+
 
 __all__ = [
     "STATUSES",

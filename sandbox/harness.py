@@ -2,14 +2,16 @@
 
 Both are forks of a worker (see ``sandbox.worker``). J confines itself (session, rlimits,
 unprivileged uid, parent-death signal, no_new_privs, Landlock, child subreaper), executes the
-program once, then forks one C per call and reports each call's exit status and CPU time to
-the worker on a control pipe. C narrows the confinement to its own temp dir, runs the entry
-point, checks and encodes the value, and writes one result message to the result pipe.
+program once, then forks one C per call. Each C gets fresh pipes for its result and (when
+captured) its stdout/stderr; J relays what arrives on them to the worker as framed chunks on
+its control pipe, followed by the call's exit status and CPU time, so one call's output can
+never be mistaken for another's. C narrows the confinement to its own temp dir, runs the
+entry point, checks and encodes the value, and writes one result message.
 
-Untrusted code runs in this process too, so everything the harness needs after user code has
-run is bound before it runs: the os functions (``from os import ...``), the C JSON encoder
-and numpy types (``sandbox.values``), the result fd number, and a snapshot of the builtins
-that C restores before checking a value. Casual monkeypatching (``json.dumps = ...``,
+Untrusted code runs in these processes too, so everything the harness needs after user code
+has run is bound before it runs: the os functions (``from os import ...``), the C JSON
+encoder and numpy types (``sandbox.values``), the result fd number, and a snapshot of the
+builtins that C restores before checking a value. Casual monkeypatching (``json.dumps = ...``,
 ``builtins.len = ...``, replacing ``sys.stdout``, closing fds 0-2) therefore cannot forge or
 break a result; a deliberately malicious function can at most misreport its own value, which
 the worker validates (message schema, size cap, item counts and string lengths) and which
@@ -19,18 +21,18 @@ concerns that call alone.
 from __future__ import annotations
 
 import builtins
+import gc
 import importlib
 import linecache
 import math
 import resource
+import select
 import signal
 import struct
 import sys
-import tempfile
 from dataclasses import dataclass
 from os import (
     O_RDWR,
-    WNOHANG,
     _exit,
     chdir,
     close,
@@ -41,10 +43,17 @@ from os import (
     fork,
     getpid,
     getppid,
+    chmod,
     kill,
     killpg,
+    lstat,
     mkdir,
     open as os_open,
+    pidfd_open,
+    pipe,
+    read,
+    scandir,
+    set_blocking,
     setsid,
     wait4,
     write,
@@ -64,18 +73,26 @@ PRELOADED_MODULES = (
 for _name in PRELOADED_MODULES:
     importlib.import_module(_name)
 
-import numpy  # noqa: E402  (preloaded above; bound here for the per-call reseed)
+import numpy  # noqa: E402  (preloaded above; bound here to seed it once per worker)
 import random  # noqa: E402
 
-#: Control events J sends to the worker: kind, call index, wait status, flags, CPU seconds.
-CONTROL = struct.Struct("<BiiBd")
-EXEC_OK, EXEC_FAILED, CALL_DONE, RESTART = 1, 2, 3, 4
+#: Frames J sends to the worker: kind, call index, wait status, flags, CPU seconds, payload size.
+CONTROL = struct.Struct("<BiiBdI")
+EXEC_OK, EXEC_FAILED, RESULT_DATA, STDIO_DATA, CALL_DONE, RESTART = 1, 2, 3, 4, 5, 6
 FLAG_WATCHDOG = 1
+#: Where the result pipe sits in a child: far above the fds user code plays with. J's own fd
+#: limit stays just above it, so the child can put it there before lowering its own.
+RESULT_FD = 1010
+JOB_FD_LIMIT = 1024
+_CHUNK = 1 << 16
 
 PROGRAM_FILENAME = "<codeio>"
+CALLDIR = "call"  # each child's temp dir, inside the worker's
 _PROBE_ITEMS = 4096
 EXIT_SENT, EXIT_NOT_SENT, EXIT_SETUP_FAILED = 0, 3, 4
 
+_random_state_after_program: list[Any] = [None]
+_restore_random = random.setstate
 _restore_builtins = builtins.__dict__.update
 _builtins_snapshot = dict(builtins.__dict__)
 _pthread_sigmask = signal.pthread_sigmask
@@ -83,6 +100,7 @@ _sigtimedwait = signal.sigtimedwait
 _set_signal = signal.signal
 _setitimer = signal.setitimer
 _setrlimit = resource.setrlimit
+_poll = select.poll
 _SIGCHLD = {signal.SIGCHLD}
 # Every fd J or C can hold is below the worker's own hard limit (J only ever lowers it).
 _hard_nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -101,6 +119,7 @@ class JobSpec:
     count: int  # generate: how many calls
     budget_seconds: float  # generate: total CPU
     limits: Limits
+    result_cap: int  # bytes of a child's result stream J relays (one more reveals an overflow)
     hash_seed: int
     worker_pid: int
     workdir: str
@@ -110,8 +129,19 @@ class JobSpec:
     deny_network: bool
     keep_paths: tuple[str, ...]  # sys.path entries of the sandbox package, hidden from user code
     control_fd: int
-    result_fd: int
-    stdio_fd: int  # -1: discard stdout/stderr
+
+
+def prepare_worker(hash_seed: int) -> None:
+    """Once per worker: seed numpy's global generator (every fork inherits it), and fill the
+    lazy caches the children use (pympler's type table, the encoder): a cache filled in a
+    child is thrown away with it, so each call would pay again."""
+    numpy.random.seed(hash_seed & 0xFFFFFFFF)
+    sample = {"ints": [1, -(2**70)], "floats": (0.5, float("nan")), "text": "é", "none": None, "flag": True,
+              "array": numpy.arange(3), "scalar": numpy.float64(1.0), "nested": {"k": [[1, 2], (3,)]}}
+    for limits in (Limits(), Limits(check_size=False)):
+        _value_message(sample, limits)
+        _value_message({1, 2}, limits)
+    _failure_message(ValueError("warm-up"))
 
 
 def run_job(spec: JobSpec) -> NoReturn:
@@ -121,14 +151,10 @@ def run_job(spec: JobSpec) -> NoReturn:
         _confine_job_process(spec)
         status = EXIT_NOT_SENT
         entry = _execute_program(spec)
-        if entry is not None:
-            if spec.mode == "run":
-                for index in range(spec.first, len(spec.calls)):
-                    if not _serve_call(spec, index, entry, spec.calls[index]):
-                        _send(spec, RESTART, index + 1, 0, 0, 0.0)
-                        break
-            else:
-                _serve_generate(spec, entry)
+        if entry is not None and spec.mode == "run":
+            _serve_calls(spec, entry)
+        elif entry is not None:
+            _serve_generate(spec, entry)
         _sweep(spec)
         status = EXIT_SENT
     finally:
@@ -137,19 +163,20 @@ def run_job(spec: JobSpec) -> NoReturn:
 
 def _confine_job_process(spec: JobSpec) -> None:
     setsid()
+    isolation.set_process_name("sandbox-job")
     null = os_open(devnull, O_RDWR)
     for fd in (0, 1, 2):  # the program's top level prints nowhere
         dup2(null, fd)
-    _close_all_but(0, 1, 2, spec.control_fd, spec.result_fd, spec.stdio_fd)
+    _close_all_but(0, 1, 2, spec.control_fd)
     limits = spec.limits
     for rlimit, value in (
-        (resource.RLIMIT_AS, limits.memory_bytes),
-        (resource.RLIMIT_FSIZE, limits.file_size_bytes),
-        (resource.RLIMIT_NOFILE, limits.open_files),
-        (resource.RLIMIT_NPROC, limits.processes),
-        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes)),
+        (resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes)),
+        (resource.RLIMIT_NOFILE, (limits.open_files, JOB_FD_LIMIT)),  # J raises its soft limit later
+        (resource.RLIMIT_NPROC, (limits.processes, limits.processes)),
+        (resource.RLIMIT_CORE, (0, 0)),
     ):
-        _setrlimit(rlimit, (value, value))
+        _setrlimit(rlimit, value)
     chdir(spec.workdir)
     if spec.uid is not None:
         isolation.drop_privileges(spec.uid)
@@ -158,21 +185,27 @@ def _confine_job_process(spec: JobSpec) -> None:
         _exit(EXIT_SETUP_FAILED)
     isolation.set_no_new_privs()
     if spec.landlock_abi:
-        problem = isolation.confine_writes(spec.landlock_abi, spec.workdir, spec.deny_network)
-        if problem:
-            raise OSError(problem)
+        ruleset = isolation.writes_ruleset(spec.landlock_abi, spec.workdir, spec.deny_network)
+        isolation.enforce_ruleset(ruleset)
+        close(ruleset)
     isolation.set_child_subreaper()
     _pthread_sigmask(signal.SIG_BLOCK, _SIGCHLD)
     _set_signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write raises instead of killing
     environ["HOME"] = environ["TMPDIR"] = spec.workdir
-    tempfile.tempdir = spec.workdir
     sys.path[:] = [p for p in sys.path if p not in spec.keep_paths]
     for name in [m for m in sys.modules if m == "sandbox" or m.startswith("sandbox.")]:
         del sys.modules[name]
 
 
 def _execute_program(spec: JobSpec) -> Callable[..., Any] | None:
-    """Compile and run the program under the CPU limit; the entry point, or None if it failed."""
+    """Compile and run the program under the CPU limit; the entry point, or None if it failed.
+
+    ``random`` and ``numpy.random`` start from the hash seed (numpy's global state was seeded
+    by the worker and is inherited by fork; ``random`` reseeds itself at fork, so it is seeded
+    again here), so a program that seeds them itself keeps its own seed, and every call starts
+    from the state the program left (the child restores ``random``'s, which fork reseeds).
+    """
+    random.seed(spec.hash_seed)
     _set_signal(signal.SIGPROF, signal.SIG_DFL)
     _setitimer(signal.ITIMER_PROF, spec.limits.cpu_seconds)
     try:
@@ -187,78 +220,172 @@ def _execute_program(spec: JobSpec) -> Callable[..., Any] | None:
             raise TypeError(f"entry point {spec.entry!r} is not callable")
     except BaseException as exc:  # noqa: BLE001 - every failure of the program is a verdict
         _setitimer(signal.ITIMER_PROF, 0)
-        _write_all(spec.result_fd, _failure_message(exc))
-        _send(spec, EXEC_FAILED, -1, 0, 0, 0.0)
+        _send(spec, EXEC_FAILED, -1, payload=_failure_message(exc))
         return None
     _setitimer(signal.ITIMER_PROF, 0)
+    _random_state_after_program[0] = random.getstate()
+    gc.freeze()  # the program's objects, like the worker's, stay out of the children's collections
+    _setrlimit(resource.RLIMIT_NOFILE, (JOB_FD_LIMIT, JOB_FD_LIMIT))  # room for RESULT_FD
     _sweep(spec)  # anything the program's top level started
-    _send(spec, EXEC_OK, -1, 0, 0, 0.0)
+    _send(spec, EXEC_OK, -1)
     return entry
 
 
-def _serve_call(spec: JobSpec, index: int, entry: Callable[..., Any], kwargs: dict) -> bool:
-    """Run one call in a fresh child; False when its temp dir could not be removed (the
-    worker then wipes it as root and starts a new J for the remaining calls)."""
-    calldir = spec.workdir + "/call"
-    mkdir(calldir, 0o700)
-    pid = fork()
-    if pid == 0:
-        _child(spec, calldir, spec.limits.cpu_seconds, lambda: _one_value(spec, entry, kwargs))
-    wait_status, cpu, flags = _await(pid, spec.limits.wall_seconds)
-    _sweep(spec)
-    _send(spec, CALL_DONE, index, wait_status, flags, cpu)
-    try:
-        isolation.remove_tree(calldir)
-    except OSError:
-        return False
-    return True
+def _serve_calls(spec: JobSpec, entry: Callable[..., Any]) -> None:
+    """One fresh child per call, in order, each starting from an empty temp dir."""
+    ruleset = _prepare_children(spec)
+    for index in range(spec.first, len(spec.calls)):
+        kwargs = spec.calls[index]
+        _run_child(spec, index, ruleset, spec.limits.cpu_seconds, spec.limits.wall_seconds,
+                   lambda: _one_value(spec, entry, kwargs))
+        try:
+            _empty_calldir()
+        except OSError:  # the worker wipes the dir as root and starts a new J for the rest
+            _send(spec, RESTART, index + 1)
+            return
 
 
 def _serve_generate(spec: JobSpec, entry: Callable[..., Any]) -> None:
-    calldir = spec.workdir + "/call"
-    mkdir(calldir, 0o700)
+    ruleset = _prepare_children(spec)
+    wall = spec.budget_seconds * spec.limits.wall_factor + 1.0
+    _run_child(spec, 0, ruleset, spec.budget_seconds, wall, lambda: _many_values(spec, entry))
+
+
+def _prepare_children(spec: JobSpec) -> int:
+    """Once per job, what every child of it shares, so each fork has less to do: the temp dir
+    (J's cwd, emptied after each call), the environment, the signal dispositions (the
+    program's top level may have changed them), and the Landlock ruleset that confines writes
+    to the temp dir, which each child enforces on itself. Returns the ruleset fd, or -1."""
+    mkdir(CALLDIR, 0o700)
+    chdir(CALLDIR)
+    environ["HOME"] = environ["TMPDIR"] = spec.workdir + "/" + CALLDIR  # tempfile reads TMPDIR on first use
+    for signum, handler in (
+        (signal.SIGPROF, signal.SIG_DFL),
+        (signal.SIGXCPU, signal.SIG_DFL),
+        (signal.SIGCHLD, signal.SIG_DFL),
+        (signal.SIGXFSZ, signal.SIG_IGN),
+    ):
+        _set_signal(signum, handler)
+    if not spec.landlock_abi:
+        return -1
+    return isolation.writes_ruleset(spec.landlock_abi, ".", spec.deny_network)
+
+
+def _empty_calldir() -> None:
+    """Remove whatever the last call left in the temp dir (J's cwd), whatever its modes."""
+    if lstat(".").st_mode & 0o700 != 0o700:
+        chmod(".", 0o700)
+    with scandir(".") as entries:
+        leftovers = [entry.name for entry in entries]
+    for name in leftovers:
+        isolation.remove_tree(name)
+
+
+def _run_child(spec: JobSpec, index: int, ruleset: int, cpu_seconds: float, wall_seconds: float,
+               body: Callable[[], None]) -> None:
+    """Fork C for ``body``, relay its output while it runs, kill what it leaves, report."""
+    result_r, result_w = pipe()
+    stdio_r, stdio_w = pipe() if spec.limits.stdio_bytes else (-1, -1)
     pid = fork()
     if pid == 0:
-        _child(spec, calldir, spec.budget_seconds, lambda: _many_values(spec, entry))
-    wall = spec.budget_seconds * spec.limits.wall_factor + 1.0
-    wait_status, cpu, flags = _await(pid, wall)
-    _sweep(spec)
-    _send(spec, CALL_DONE, 0, wait_status, flags, cpu)
+        _child(spec, ruleset, cpu_seconds, result_w, stdio_w, body)
+    close(result_w)
+    if stdio_w >= 0:
+        close(stdio_w)
+    relay = _Relay(spec, index, result_r, stdio_r)
+    wait_status, cpu, flags = relay.until_exit(pid, wall_seconds)
+    _sweep(spec)  # after this no process can hold the pipes' write ends: drain them to the end
+    relay.drain()
+    _send(spec, CALL_DONE, index, wait_status, flags, cpu)
 
 
-def _child(spec: JobSpec, calldir: str, cpu_seconds: float, body: Callable[[], None]) -> NoReturn:
-    """C: confine to ``calldir`` and the CPU budget, then run ``body``; never returns."""
+class _Relay:
+    """Forwards a child's result and stdio pipes to the worker as framed chunks, capped."""
+
+    def __init__(self, spec: JobSpec, index: int, result_r: int, stdio_r: int) -> None:
+        self.spec, self.index = spec, index
+        self.left = {result_r: spec.result_cap + 1}  # one byte past the cap reveals an overflow
+        self.kind = {result_r: RESULT_DATA}
+        if stdio_r >= 0:
+            self.left[stdio_r] = spec.limits.stdio_bytes
+            self.kind[stdio_r] = STDIO_DATA
+
+    def until_exit(self, pid: int, wall_seconds: float) -> tuple[int, float, int]:
+        """Relay until C exits; (wait status, CPU seconds, flags). The watchdog kills sleepers."""
+        pidfd = pidfd_open(pid)
+        poller = _poll()
+        for fd in (pidfd, *self.left):
+            poller.register(fd, select.POLLIN)
+        deadline = monotonic() + wall_seconds
+        flags = 0
+        try:
+            while True:
+                remaining = deadline - monotonic()
+                if remaining <= 0:
+                    flags = FLAG_WATCHDOG
+                    for killer in (killpg, kill):
+                        try:
+                            killer(pid, signal.SIGKILL)
+                        except (ProcessLookupError, PermissionError):
+                            pass
+                    break
+                ready = poller.poll(remaining * 1000)
+                if any(fd == pidfd for fd, _ in ready):
+                    break
+                for fd, _event in ready:
+                    if not self._forward(fd):
+                        poller.unregister(fd)
+        finally:
+            close(pidfd)
+        _pid, wait_status, usage = wait4(pid, 0)
+        return wait_status, usage.ru_utime + usage.ru_stime, flags
+
+    def drain(self) -> None:
+        for fd in list(self.left):
+            set_blocking(fd, False)
+            try:
+                while self._forward(fd):
+                    pass
+            except BlockingIOError:
+                pass
+            close(fd)
+
+    def _forward(self, fd: int) -> bool:
+        """Move one chunk from ``fd`` to the worker; False at end of stream."""
+        chunk = read(fd, _CHUNK)
+        if not chunk:
+            return False
+        room = self.left[fd]
+        if room > 0:
+            self.left[fd] = room - len(chunk)
+            _send(self.spec, self.kind[fd], self.index, payload=chunk[:room])
+        return True
+
+
+def _child(spec: JobSpec, ruleset: int, cpu_seconds: float, result_w: int, stdio_w: int,
+           body: Callable[[], None]) -> NoReturn:
+    """C: its own session, fds 0-2 on /dev/null (or the stdio pipe), only the result pipe kept
+    (at RESULT_FD), writes confined to the temp dir, CPU and fd limits; then ``body``."""
     status = EXIT_SETUP_FAILED
     try:
         setsid()
+        isolation.set_process_name("sandbox-call")
         isolation.set_parent_death_signal(signal.SIGKILL)
         _pthread_sigmask(signal.SIG_SETMASK, ())
-        for signum, handler in (
-            (signal.SIGPROF, signal.SIG_DFL),
-            (signal.SIGXCPU, signal.SIG_DFL),
-            (signal.SIGCHLD, signal.SIG_DFL),
-            (signal.SIGXFSZ, signal.SIG_IGN),
-        ):
-            _set_signal(signum, handler)
-        null = os_open(devnull, O_RDWR)
-        dup2(null, 0)
-        out = spec.stdio_fd if spec.stdio_fd >= 0 else null
-        dup2(out, 1)
-        dup2(out, 2)
-        _close_all_but(0, 1, 2, spec.result_fd)
-        chdir(calldir)
-        environ["HOME"] = environ["TMPDIR"] = calldir
-        tempfile.tempdir = calldir
-        if spec.landlock_abi:
-            problem = isolation.confine_writes(spec.landlock_abi, calldir, spec.deny_network)
-            if problem:
-                raise OSError(problem)
+        dup2(result_w, RESULT_FD)
+        if stdio_w >= 0:
+            dup2(stdio_w, 1)
+            dup2(stdio_w, 2)
+        _close_all_but(0, 1, 2, RESULT_FD, ruleset)
+        if ruleset >= 0:
+            isolation.enforce_ruleset(ruleset)
+            close(ruleset)
+        _setrlimit(resource.RLIMIT_NOFILE, (spec.limits.open_files, spec.limits.open_files))
         # Backstops for code that blocks SIGPROF: SIGXCPU at the next whole second, SIGKILL
-        # well past the limit (rusage runs a few percent behind the kernel's timer clock, and
-        # a SIGKILL must still read as over the limit).
+        # well past the limit (rusage can trail the kernel's timer clock by up to ~20%, and a
+        # SIGKILL must still read as over the limit).
         _setrlimit(resource.RLIMIT_CPU, (math.ceil(cpu_seconds), math.ceil(cpu_seconds * 1.25) + 1))
-        random.seed(spec.hash_seed)
-        numpy.random.seed(spec.hash_seed & 0xFFFFFFFF)
+        _restore_random(_random_state_after_program[0])  # undo the fork-time reseed of `random`
         status = EXIT_NOT_SENT
         _setitimer(signal.ITIMER_PROF, cpu_seconds)
         body()
@@ -282,7 +409,7 @@ def _one_value(spec: JobSpec, entry: Callable[..., Any], kwargs: dict) -> None:
         _restore_builtins(_builtins_snapshot)
         message = _value_message(value, spec.limits)
     _flush_stdio(spec)
-    _write_all(spec.result_fd, message)
+    _write_all(RESULT_FD, message)
 
 
 def _many_values(spec: JobSpec, entry: Callable[..., Any]) -> None:
@@ -306,9 +433,9 @@ def _many_values(spec: JobSpec, entry: Callable[..., Any]) -> None:
             if reported_failure:  # only the first failure carries its details
                 message = message[: message.index(b",")] + b"}"
             reported_failure = True
-        _write_all(spec.result_fd, message + b"\n")
+        _write_all(RESULT_FD, message + b"\n")
     _flush_stdio(spec)
-    _write_all(spec.result_fd, b'{"s":"end"}\n')
+    _write_all(RESULT_FD, b'{"s":"end"}\n')
 
 
 def _value_message(value: Any, limits: Limits) -> bytes:
@@ -358,36 +485,12 @@ def _message(status: str, error_type: str, error_message: str) -> bytes:
 
 
 def _flush_stdio(spec: JobSpec) -> None:
-    if spec.stdio_fd < 0:
+    if not spec.limits.stdio_bytes:
         return
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except BaseException:  # noqa: BLE001 - the user may have closed or replaced it
-            pass
-
-
-def _await(pid: int, wall_seconds: float) -> tuple[int, float, int]:
-    """Wait for C: (wait status, CPU seconds, flags); kill it when the watchdog expires."""
-    deadline = monotonic() + wall_seconds
-    flags = 0
-    while True:
-        done, wait_status, usage = wait4(pid, 0 if flags else WNOHANG)
-        if done == pid:
-            return wait_status, usage.ru_utime + usage.ru_stime, flags
-        remaining = deadline - monotonic()
-        if remaining <= 0:
-            flags = FLAG_WATCHDOG
-            _kill_group(pid)
-            continue
-        _sigtimedwait(_SIGCHLD, min(remaining, 0.25))
-
-
-def _kill_group(pid: int) -> None:
-    for killer in (killpg, kill):
-        try:
-            killer(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
             pass
 
 
@@ -407,8 +510,9 @@ def _sweep(spec: JobSpec) -> None:
         _sigtimedwait(_SIGCHLD, 0.01)
 
 
-def _send(spec: JobSpec, kind: int, index: int, wait_status: int, flags: int, cpu: float) -> None:
-    _write_all(spec.control_fd, CONTROL.pack(kind, index, wait_status, flags, cpu))
+def _send(spec: JobSpec, kind: int, index: int, wait_status: int = 0, flags: int = 0, cpu: float = 0.0,
+          payload: bytes = b"") -> None:
+    _write_all(spec.control_fd, CONTROL.pack(kind, index, wait_status, flags, cpu, len(payload)) + payload)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -424,4 +528,3 @@ def _close_all_but(*keep: int) -> None:
             closerange(low, fd)
         low = fd + 1
     closerange(low, _MAX_FD)
-

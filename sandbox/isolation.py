@@ -14,6 +14,7 @@ import struct
 CLONE_NEWNET = 0x40000000
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -81,6 +82,19 @@ def set_parent_death_signal(signum: int) -> None:
     _prctl(_PR_SET_PDEATHSIG, signum)
 
 
+def set_process_name(name: str) -> None:
+    """The name ps and top show (15 bytes at most), so each sandbox role is recognisable."""
+    _libc.prctl(ctypes.c_int(_PR_SET_NAME), ctypes.c_char_p(name.encode()[:15]), _arg(0), _arg(0), _arg(0))
+
+
+def trim_heap() -> None:
+    """Give free malloc memory back to the kernel (fork copies page tables of what is mapped)."""
+    try:
+        _libc.malloc_trim(_arg(0))
+    except AttributeError:  # not glibc
+        pass
+
+
 def set_no_new_privs() -> None:
     """No exec can ever grant privileges again (set-uid binaries stop working); Landlock needs it."""
     _prctl(_PR_SET_NO_NEW_PRIVS, 1)
@@ -92,17 +106,16 @@ def landlock_abi() -> int:
     return max(int(version), 0)
 
 
-def confine_writes(abi: int, writable_dir: str, deny_tcp: bool) -> str | None:
-    """Landlock this process: writes only beneath ``writable_dir`` (and to /dev/null).
+def writes_ruleset(abi: int, writable_dir: str, deny_tcp: bool) -> int:
+    """A Landlock ruleset fd: writes only beneath ``writable_dir`` (and to /dev/null).
 
     Reading and executing stay allowed everywhere (file permissions still apply). From ABI 6
-    on, signals to processes outside this domain and abstract unix sockets are scoped too;
+    on, signals to processes outside the domain and abstract unix sockets are scoped too;
     from ABI 4 on, ``deny_tcp`` forbids TCP bind/connect as a second line behind the network
-    namespace. Domains stack, so a child can narrow its parent's. Needs no_new_privs.
-    Returns None on success, else why not.
+    namespace. The rule holds the directory itself (its inode), not its name. Raises OSError.
     """
     if abi < 1:
-        return "Landlock not available"
+        raise OSError("Landlock not available")
     write = _FS_WRITE_FILE | _FS_REMOVE_DIR | _FS_REMOVE_FILE | _FS_MAKE_ALL
     if abi >= 2:
         write |= _FS_REFER
@@ -118,7 +131,7 @@ def confine_writes(abi: int, writable_dir: str, deny_tcp: bool) -> str | None:
         attr = struct.pack("=Q", write)
     ruleset = _syscall(_SYS_LANDLOCK_CREATE_RULESET, attr, len(attr), 0)
     if ruleset < 0:
-        return f"landlock_create_ruleset failed: {_errno_text()}"
+        raise OSError(f"landlock_create_ruleset failed: {_errno_text()}")
     try:
         file_write = _FS_WRITE_FILE | (_FS_TRUNCATE if abi >= 3 else 0)
         for path, allowed in ((writable_dir, write), (os.devnull, file_write)):
@@ -126,14 +139,20 @@ def confine_writes(abi: int, writable_dir: str, deny_tcp: bool) -> str | None:
             try:
                 rule = struct.pack("=Qi", allowed, fd)
                 if _syscall(_SYS_LANDLOCK_ADD_RULE, ruleset, _LANDLOCK_RULE_PATH_BENEATH, rule, 0) != 0:
-                    return f"landlock_add_rule({path}) failed: {_errno_text()}"
+                    raise OSError(f"landlock_add_rule({path}) failed: {_errno_text()}")
             finally:
                 os.close(fd)
-        if _syscall(_SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0) != 0:
-            return f"landlock_restrict_self failed: {_errno_text()}"
-    finally:
+    except OSError:
         os.close(ruleset)
-    return None
+        raise
+    return ruleset
+
+
+def enforce_ruleset(ruleset: int) -> None:
+    """Put this process (and its future children) under ``ruleset``; domains only narrow.
+    Needs no_new_privs. Raises OSError."""
+    if _syscall(_SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0) != 0:
+        raise OSError(f"landlock_restrict_self failed: {_errno_text()}")
 
 
 def worker_uid(worker_pid: int) -> int | None:
@@ -238,6 +257,7 @@ _MS_BIND = 4096
 _MS_MOVE = 8192
 _MS_REC = 16384
 _MS_PRIVATE = 1 << 18
+_MNT_DETACH = 2
 CLONE_NEWNS = 0x00020000
 
 
@@ -249,7 +269,7 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
         raise OSError(ctypes.get_errno(), f"mount {source} -> {target}: {_errno_text()}")
 
 
-def _first_blocked(path: str) -> tuple[str, str] | None:
+def first_blocked(path: str) -> tuple[str, str] | None:
     """(ancestor that other users cannot traverse, the entry below it on the way to ``path``)."""
     parts = [p for p in os.path.realpath(path).split("/") if p]
     current = "/"
@@ -264,26 +284,46 @@ def _first_blocked(path: str) -> tuple[str, str] | None:
     return None
 
 
+def enter_mount_namespace() -> str | None:
+    """A private mount namespace: mounts made from now on are invisible outside and vanish
+    with the last process in it. None on success, else why not."""
+    if _libc.unshare(ctypes.c_int(CLONE_NEWNS)) != 0:
+        return f"unshare(CLONE_NEWNS) failed: {_errno_text()}"
+    try:
+        _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+    except OSError as exc:
+        return str(exc)
+    return None
+
+
+def mount_private_tmpfs(path: str, uid: int, size_bytes: int, inodes: int) -> None:
+    """A size-capped tmpfs at ``path`` owned by ``uid``, mode 0700 (inside the mount namespace)."""
+    options = f"mode=0700,uid={uid},gid={uid},size={size_bytes},nr_inodes={inodes}"
+    _mount("tmpfs", path, "tmpfs", _MS_NOSUID | _MS_NODEV, options)
+
+
+def unmount(path: str) -> None:
+    """Detach the mount at ``path`` (lazily, so busy files cannot keep it)."""
+    if _libc.umount2(os.fsencode(path), ctypes.c_int(_MNT_DETACH)) != 0:
+        raise OSError(ctypes.get_errno(), f"umount {path}: {_errno_text()}")
+
+
 def expose_to_other_users(paths: list[str], staging_root: str) -> tuple[list[str], str | None]:
-    """Make ``paths`` reachable for an unprivileged uid, in a private mount namespace.
+    """Make ``paths`` reachable for an unprivileged uid (inside a private mount namespace).
 
     When the interpreter lives under a directory other users cannot enter (pyenv in /root,
-    mode 0700), this process enters a new mount namespace, mounts a small root-owned tmpfs
-    (mode 0755) over each such directory and moves back only the entries on the way to
-    ``paths``. Everything else there stays hidden from the children, and the mounts vanish
-    with the namespace. Returns (directories covered, problem or None).
+    mode 0700), mount a small root-owned tmpfs (mode 0755) over each such directory and move
+    back only the entries on the way to ``paths``. Everything else there stays hidden from
+    the children. Returns (directories covered, problem or None).
     """
     blocked: dict[str, set[str]] = {}
     for path in paths:
-        hit = _first_blocked(path)
+        hit = first_blocked(path)
         if hit is not None:
             blocked.setdefault(hit[0], set()).add(hit[1])
     if not blocked:
         return [], None
-    if _libc.unshare(ctypes.c_int(CLONE_NEWNS)) != 0:
-        return [], f"unshare(CLONE_NEWNS) failed: {_errno_text()}"
     try:
-        _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
         for directory in sorted(blocked, key=len):
             staged = []
             for name in sorted(blocked[directory]):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import isolation
-from .protocol import ChannelClosed, read_frame, write_frame
+from .protocol import ChannelClosed, FrameReader, write_frame
 from .records import CallResult, GenerateResult, Isolation, Job, Limits
 from .values import to_json_value
 
@@ -56,15 +56,19 @@ class SandboxPool:
         self.limits = limits
         self.hash_seed = hash_seed
         self.network = network
-        self.temp_root = tempfile.mkdtemp(prefix="codeio-sandbox-")
+        base = tempfile.gettempdir()
+        if isolation.first_blocked(base) is not None:  # the children's uid could not reach it
+            base = "/tmp"
+        self.temp_root = tempfile.mkdtemp(prefix="codeio-sandbox-", dir=base)
         os.chmod(self.temp_root, 0o711)
         self._state = _PoolState()
         self._finalizer = weakref.finalize(self, self._state.shutdown, self.temp_root)
         self._state.live[hash_seed] = self.workers
+        started: list[_WorkerProcess] = []
         try:
-            started = [_WorkerProcess(hash_seed, network, self.temp_root) for _ in range(self.workers)]
-            for worker in started:
-                self._state.everyone.add(worker)
+            for _ in range(self.workers):  # started side by side, then awaited
+                started.append(_WorkerProcess(hash_seed, network, self.temp_root))
+                self._state.everyone.add(started[-1])
             for worker in started:
                 worker.wait_ready()
         except BaseException:
@@ -236,6 +240,7 @@ class _WorkerProcess:
         self.progress = 0  # index of the call being served (for WorkerLost)
         requests_r, self.requests = os.pipe()
         self.replies, replies_w = os.pipe()
+        self.reader = FrameReader(self.replies)
         config = {"requests_fd": requests_r, "replies_fd": replies_w, "hash_seed": seed, "network": network,
                   "temp_root": temp_root, "keep_paths": [_PACKAGE_PARENT]}
         try:
@@ -251,7 +256,7 @@ class _WorkerProcess:
 
     def wait_ready(self) -> None:
         try:
-            ready = read_frame(self.replies, _START_TIMEOUT)
+            ready = self.reader.read(_START_TIMEOUT)
         except ChannelClosed as exc:
             self.kill()
             raise RuntimeError(f"sandbox worker failed to start: {exc}") from exc
@@ -292,7 +297,7 @@ class _WorkerProcess:
 
     def _receive(self, wall_seconds: float) -> dict[str, Any]:
         try:
-            return read_frame(self.replies, 2 * (wall_seconds + 2.0) + _FRAME_SLACK)
+            return self.reader.read(2 * (wall_seconds + 2.0) + _FRAME_SLACK)
         except ChannelClosed as exc:
             code = self.process.poll()
             how = f"exit status {code}" if code is not None else "hung, killed"

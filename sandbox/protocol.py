@@ -38,37 +38,44 @@ def write_frame(fd: int, message: dict[str, Any]) -> None:
         raise ChannelClosed(str(exc)) from exc
 
 
-def read_frame(fd: int, timeout: float | None = None) -> dict[str, Any]:
-    """The next frame from ``fd``; ChannelClosed on EOF, on a bad frame or after ``timeout``."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    (length,) = _LENGTH.unpack(_read_exactly(fd, _LENGTH.size, deadline))
-    if length > MAX_FRAME_BYTES:
-        raise ChannelClosed(f"frame of {length} bytes")
-    try:
-        message = json.loads(_read_exactly(fd, length, deadline))
-    except ValueError as exc:
-        raise ChannelClosed(f"undecodable frame: {exc}") from exc
-    if not isinstance(message, dict):
-        raise ChannelClosed("frame is not an object")
-    return message
+class FrameReader:
+    """Reads frames from one fd, buffered, so a burst of small frames costs one read."""
 
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = bytearray()
 
-def _read_exactly(fd: int, size: int, deadline: float | None) -> bytes:
-    chunks: list[bytes] = []
-    while size:
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                raise ChannelClosed("no answer in time")
+    def read(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next frame; ChannelClosed on EOF, on a bad frame or after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._fill(_LENGTH.size, deadline)
+        (length,) = _LENGTH.unpack_from(self.buffer)
+        if length > MAX_FRAME_BYTES:
+            raise ChannelClosed(f"frame of {length} bytes")
+        self._fill(_LENGTH.size + length, deadline)
+        body = bytes(self.buffer[_LENGTH.size : _LENGTH.size + length])
+        del self.buffer[: _LENGTH.size + length]
         try:
-            chunk = os.read(fd, min(size, 1 << 20))
-        except OSError as exc:
-            raise ChannelClosed(str(exc)) from exc
-        if not chunk:
-            raise ChannelClosed("end of stream")
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
+            message = json.loads(body)
+        except ValueError as exc:
+            raise ChannelClosed(f"undecodable frame: {exc}") from exc
+        if not isinstance(message, dict):
+            raise ChannelClosed("frame is not an object")
+        return message
+
+    def _fill(self, size: int, deadline: float | None) -> None:
+        while len(self.buffer) < size:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
+                    raise ChannelClosed("no answer in time")
+            try:
+                chunk = os.read(self.fd, max(size - len(self.buffer), 1 << 16))
+            except OSError as exc:
+                raise ChannelClosed(str(exc)) from exc
+            if not chunk:
+                raise ChannelClosed("end of stream")
+            self.buffer += chunk
 
 
 def parse_child_message(data: bytes | bytearray) -> dict[str, Any] | None:

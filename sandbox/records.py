@@ -24,10 +24,10 @@ class Limits:
     memory_bytes: int = 2 * 1024**3
     file_size_bytes: int = 1024**2
     open_files: int = 64
-    processes: int = 64
-    output_bytes: int = 64 * 1024
-    stdio_bytes: int = 0
-    check_size: bool = True
+    processes: int = 64  # RLIMIT_NPROC of the worker's uid: holds only when the pool runs as root
+    output_bytes: int = 64 * 1024  # JSON of the returned value; beyond it the call is 'output_limit'
+    stdio_bytes: int = 0  # stdout+stderr kept per call (CallResult.stdio); 0 discards them
+    check_size: bool = True  # the paper's appendix-A size check on the returned value
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.cpu_seconds) and self.cpu_seconds > 0):
@@ -67,7 +67,10 @@ class CallResult:
     status: str
     value: Any = None
     error_type: str | None = None
-    error_message: str | None = None
+    error_message: str | None = None  # at most 500 characters
+    # CPU time of the call's process as rusage reports it. The limit itself is enforced by the
+    # kernel's CPU timers, which rusage can trail by several percent (up to ~20% on a busy
+    # virtual machine), so a 'timeout' may show a little less than the limit here.
     cpu_seconds: float = 0.0
     stdio: str = ""  # captured stdout+stderr, only when Limits.stdio_bytes > 0
 

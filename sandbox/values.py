@@ -32,18 +32,17 @@ a sequence along its first axis) has fewer than 20 items, every string (dict key
 has fewer than 100 characters, and every other leaf has ``asizeof < 128`` bytes, recursively.
 
 The child runs this module after untrusted code may have monkeypatched ``json``, ``numpy``'s
-module attributes or ``pympler``: everything used there is bound at import time (the
-C JSON encoder, the numpy types, ``asizeof``), and the child restores the builtins before
-calling in.
+module attributes or ``pympler``: everything used there is bound before any user code runs
+(the C JSON encoder at import; the numpy types and ``asizeof`` when the worker warms up), and
+the child restores the builtins before calling in.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
-import numpy
-from pympler.asizeof import asizeof as _asizeof
 
 try:  # the C encoder, bound now so that later patches of the json module cannot reach it
     from _json import encode_basestring as _c_encode_str
@@ -59,15 +58,41 @@ MAX_LEAF_BYTES = 128
 # is over MAX_OBJECT_BYTES anyway; the bound keeps the walk's recursion shallow.
 _MAX_SIZE_DEPTH = 32
 _MAX_CONVERT_DEPTH = 500
+# An int of at most this many bits has asizeof <= 72 bytes (24 + 4 per 30-bit digit, rounded up
+# to 8), so it passes the leaf limit without asking pympler; tests hold the two to agreement.
+_SMALL_INT_BITS = 300
 
-_NP_GENERIC = numpy.generic
-_NP_NDARRAY = numpy.ndarray
-_NP_BOOL = numpy.bool_
-_NP_INTEGER = numpy.integer
-_NP_FLOATING = numpy.floating
-_NP_STR = numpy.str_
-_NP_LONGDOUBLE = numpy.longdouble
-_EXACT_FLOAT_KINDS = frozenset({numpy.dtype(numpy.float16), numpy.dtype(numpy.float32), numpy.dtype(numpy.float64)})
+
+
+class _NumpyTypes:
+    """numpy's types, bound once (a value can only be a numpy object once numpy is imported,
+    so a process that never imports numpy, like the pipeline's, does not pay for it)."""
+
+    def __init__(self, numpy: Any) -> None:
+        self.generic, self.ndarray, self.bool_ = numpy.generic, numpy.ndarray, numpy.bool_
+        self.integer, self.floating, self.str_ = numpy.integer, numpy.floating, numpy.str_
+        self.longdouble = numpy.longdouble
+        self.exact_float_dtypes = frozenset(numpy.dtype(t) for t in (numpy.float16, numpy.float32, numpy.float64))
+
+
+_numpy_types: list[_NumpyTypes] = []
+_asizeof_function: list[Any] = []
+
+
+def _asizeof(obj: Any) -> int:
+    """pympler's ``asizeof``, imported on first use (it imports numpy, which the pool's own
+    process does not need) and bound from then on."""
+    if not _asizeof_function:
+        from pympler.asizeof import asizeof
+
+        _asizeof_function.append(asizeof)
+    return _asizeof_function[0](obj)
+
+
+def _numpy() -> _NumpyTypes | None:
+    if not _numpy_types and "numpy" in sys.modules:
+        _numpy_types.append(_NumpyTypes(sys.modules["numpy"]))
+    return _numpy_types[0] if _numpy_types else None
 
 
 class NotJSONError(ValueError):
@@ -158,7 +183,8 @@ def _members(obj: Any) -> tuple[int, Any] | None:
     for base in (list, tuple, set, frozenset):
         if isinstance(obj, base):
             return base.__len__(obj), base.__iter__(obj)
-    if isinstance(obj, _NP_NDARRAY) and obj.ndim > 0:
+    np = _numpy()
+    if np is not None and isinstance(obj, np.ndarray) and obj.ndim > 0:
         return obj.shape[0], iter(obj)
     return None
 
@@ -171,6 +197,10 @@ def _shape_violation(obj: Any, seen: set[int], depth: int) -> str | None:
         return None if n < MAX_STRING_CHARS else f"string of {n} chars (limit {MAX_STRING_CHARS})"
     members = _members(obj)
     if members is None:
+        if obj is None or obj is True or obj is False or type(obj) is float:
+            return None  # asizeof 16-24 bytes: always within MAX_LEAF_BYTES
+        if type(obj) is int and int.bit_length(obj) <= _SMALL_INT_BITS:
+            return None
         size = _asizeof(obj)
         if size < MAX_LEAF_BYTES:
             return None
@@ -194,6 +224,7 @@ class _Converter:
     def __init__(self, max_items: int | None) -> None:
         self.budget = max_items
         self.active: set[int] = set()
+        self.np = _numpy()
 
     def _spend(self, n: int) -> None:
         if self.budget is not None:
@@ -214,8 +245,9 @@ class _Converter:
             return int.__index__(obj)
         if isinstance(obj, float):
             return float.__float__(obj)
-        if isinstance(obj, _NP_GENERIC):
-            return _numpy_scalar(obj)
+        np = self.np
+        if np is not None and isinstance(obj, np.generic):
+            return _numpy_scalar(np, obj)
         if depth >= _MAX_CONVERT_DEPTH:
             raise NotJSONError(f"nested deeper than {_MAX_CONVERT_DEPTH} levels")
         if isinstance(obj, (dict, list, tuple)):
@@ -230,14 +262,14 @@ class _Converter:
                 return [self.convert(item, depth + 1) for item in base.__iter__(obj)]
             finally:
                 self.active.discard(key)
-        if isinstance(obj, _NP_NDARRAY):
+        if np is not None and isinstance(obj, np.ndarray):
             return self._array(obj, depth)
         raise NotJSONError(f"{type(obj).__name__} is not JSON-convertible")
 
     def _dict(self, obj: dict, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in dict.items(obj):
-            name = _json_key(key)
+            name = _json_key(key, self.np)
             if name in out:
                 raise NotJSONError(f"dict keys collide as JSON keys: {name!r}")
             out[name] = self.convert(value, depth + 1)
@@ -246,7 +278,7 @@ class _Converter:
     def _array(self, arr: Any, depth: int) -> Any:
         dtype = arr.dtype
         self._spend(int(arr.size))
-        if dtype.kind in "biu" or dtype in _EXACT_FLOAT_KINDS:
+        if dtype.kind in "biu" or dtype in self.np.exact_float_dtypes:  # type: ignore[union-attr]
             return arr.tolist()
         if dtype.kind in "OU":
             return self._nested_objects(arr.tolist(), arr.ndim, depth)
@@ -258,14 +290,14 @@ class _Converter:
         return [self._nested_objects(item, ndim - 1, depth + 1) for item in items]
 
 
-def _numpy_scalar(obj: Any) -> Any:
-    if isinstance(obj, _NP_BOOL):
+def _numpy_scalar(np: _NumpyTypes, obj: Any) -> Any:
+    if isinstance(obj, np.bool_):
         return bool(obj)
-    if isinstance(obj, _NP_INTEGER):
+    if isinstance(obj, np.integer):
         return int(obj)
-    if isinstance(obj, _NP_FLOATING) and not isinstance(obj, _NP_LONGDOUBLE):
+    if isinstance(obj, np.floating) and not isinstance(obj, np.longdouble):
         return float(obj)
-    if isinstance(obj, _NP_STR):
+    if isinstance(obj, np.str_):
         return _text(obj)
     raise NotJSONError(f"numpy {type(obj).__name__} is not JSON-convertible")
 
@@ -281,12 +313,12 @@ def _text(text: str) -> str:
     return text
 
 
-def _json_key(key: Any) -> str:
+def _json_key(key: Any, np: _NumpyTypes | None) -> str:
     if isinstance(key, str):
         return _text(key)
     if isinstance(key, int) and not isinstance(key, bool):
         return int.__repr__(int.__index__(key))
-    if isinstance(key, _NP_INTEGER):
+    if np is not None and isinstance(key, np.integer):
         return int.__repr__(int(key))
     raise NotJSONError(f"dict key of type {type(key).__name__} is not JSON-convertible")
 

@@ -3,10 +3,11 @@
 Started by the pool with a clean environment, W enters a new network namespace (unless the
 pool allows the network), preloads the common modules, and serves one request at a time from
 its private request pipe. For each job it forks a job process J (``sandbox.harness``) that
-confines itself and runs the program; W watches J's control pipe and its children's result
-and stdio pipes, turns each call's exit status, CPU time and message into a verdict, and
-streams the verdicts back on its private reply pipe. When J dies or stops answering, W kills
-everything J left behind, wipes the temp dir as root, and starts a new J for the calls left.
+confines itself and runs the program; W reads the frames J sends (each call's result and
+stdio bytes, then its exit status and CPU time), turns them into a verdict with its own
+``json``, and streams the verdicts back on its private reply pipe. When J dies or stops
+answering, W kills everything of the job, wipes the temp dir as root, and starts a new J
+for the calls left.
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ import os
 import resource
 import select
 import signal
-import subprocess
 import sys
 import time
 from typing import Any, Callable
 
 from . import harness, isolation
-from .harness import CALL_DONE, CONTROL, EXEC_FAILED, EXEC_OK, FLAG_WATCHDOG, RESTART
-from .protocol import ChannelClosed, parse_child_message, parse_generated_line, read_frame, write_frame
+from .harness import CALL_DONE, CONTROL, EXEC_FAILED, EXEC_OK, FLAG_WATCHDOG, RESTART, RESULT_DATA, STDIO_DATA
+from .protocol import ChannelClosed, FrameReader, parse_child_message, parse_generated_line, write_frame
 from .records import Limits
 from .values import json_shape_violation
 
@@ -33,7 +33,11 @@ from .values import json_shape_violation
 GRACE_SECONDS = 2.0
 #: The most a generator may stream back, whatever the count.
 GENERATE_MAX_BYTES = 64 * 1024 * 1024
+#: Size and file-count caps of each worker's temp dir (a tmpfs when the pool runs as root).
+TEMP_DIR_BYTES = 128 * 1024 * 1024
+TEMP_DIR_INODES = 16384
 _HIGH_FD = 1000
+_MAX_PAYLOAD = 1 << 20
 _SHARED_UID = 65534
 
 
@@ -44,11 +48,12 @@ def main(config_text: str) -> None:
 
 class Worker:
     def __init__(self, config: dict[str, Any]) -> None:
-        self.requests_fd: int = config["requests_fd"]
+        self.requests = FrameReader(config["requests_fd"])
         self.replies_fd: int = config["replies_fd"]
         self.hash_seed: int = config["hash_seed"]
         self.keep_paths = tuple(config["keep_paths"])
         self.pid = os.getpid()
+        isolation.set_process_name("sandbox-worker")
         isolation.set_child_subreaper()
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         sys.dont_write_bytecode = True
@@ -66,12 +71,16 @@ class Worker:
 
         self.uid: int | None = None
         self.unique_uid = False
+        self.tmpfs = False
         if os.geteuid() == 0:
-            covered, problem = isolation.expose_to_other_users(_interpreter_paths(), config["temp_root"])
+            problem = isolation.enter_mount_namespace()
+            if problem is None:
+                covered, problem = isolation.expose_to_other_users(_interpreter_paths(), config["temp_root"])
+                if covered:
+                    notes.append(f"hidden from children, except the interpreter: {', '.join(covered)}")
             if problem:
-                notes.append(f"the interpreter may be unreadable for children: {problem}")
-            elif covered:
-                notes.append(f"hidden from children, except the interpreter: {', '.join(covered)}")
+                notes.append(f"mount namespace: {problem}")
+            self.tmpfs = problem is None
             self.uid = isolation.worker_uid(self.pid)
             self.unique_uid = self.uid is not None
             if self.uid is None:
@@ -88,14 +97,15 @@ class Worker:
             notes.append(f"Landlock ABI {self.landlock_abi} < 6: signals to outside processes not scoped")
 
         self.workdir = os.path.join(config["temp_root"], f"w{self.pid}")
-        os.mkdir(self.workdir, 0o700)
         self._prepare_workdir()
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        wanted = _HIGH_FD + 64
+        wanted = harness.JOB_FD_LIMIT + 64
         if soft < wanted and (hard == resource.RLIM_INFINITY or hard >= wanted):
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        harness.prepare_worker(self.hash_seed)
         gc.collect()
         gc.freeze()  # forks then share the preloaded heap instead of copying it on first GC
+        isolation.trim_heap()  # fewer populated pages: cheaper forks
         self.isolation = {
             "network_namespace": network_namespace,
             "unprivileged_user": self.uid is not None,
@@ -109,7 +119,7 @@ class Worker:
             write_frame(self.replies_fd, {"type": "ready", "pid": self.pid, "uid": self.uid,
                                           "unique_uid": self.unique_uid, "isolation": self.isolation})
             while True:
-                request = read_frame(self.requests_fd)
+                request = self.requests.read()
                 if request["type"] == "run":
                     self._serve_run(request)
                 elif request["type"] == "generate":
@@ -118,10 +128,16 @@ class Worker:
             pass
         finally:
             self._kill_descendants()
+            if self.tmpfs and os.path.ismount(self.workdir):
+                isolation.unmount(self.workdir)
             try:
                 isolation.remove_tree(self.workdir)
             except OSError:
                 _remove_as_root(self.workdir)
+            try:  # the last worker out removes the pool's temp root, even if the pool was killed
+                os.rmdir(os.path.dirname(self.workdir))
+            except OSError:
+                pass
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -156,35 +172,32 @@ class Worker:
     def _job(self, mode: str, request: dict[str, Any], limits: Limits, first: int, total: int,
              emit: Callable[[int, dict[str, Any]], None]) -> int:
         """Run calls ``first..total-1`` in one J; returns the index of the first call left over."""
-        self._prepare_workdir()
         control_r, control_w = _pipe()
-        result_r, result_w = _pipe()
-        stdio_r, stdio_w = _pipe() if limits.stdio_bytes else (-1, -1)
+        if mode == "run":
+            result_cap = limits.output_bytes + 2048
+        else:
+            result_cap = min(GENERATE_MAX_BYTES, max(1, request["count"]) * (limits.output_bytes + 64))
         spec = harness.JobSpec(
             mode=mode, code=request["code"], entry=request["entry"], calls=request.get("calls", []),
             first=first, count=request.get("count", 0), budget_seconds=request.get("budget_seconds", 0.0),
-            limits=limits, hash_seed=self.hash_seed, worker_pid=self.pid, workdir=self.workdir,
-            uid=self.uid, unique_uid=self.unique_uid, landlock_abi=self.landlock_abi,
-            deny_network=self.deny_network, keep_paths=self.keep_paths,
-            control_fd=control_w, result_fd=result_w, stdio_fd=stdio_w,
+            limits=limits, result_cap=result_cap, hash_seed=self.hash_seed, worker_pid=self.pid,
+            workdir=self.workdir, uid=self.uid, unique_uid=self.unique_uid, landlock_abi=self.landlock_abi,
+            deny_network=self.deny_network, keep_paths=self.keep_paths, control_fd=control_w,
         )
         pid = os.fork()
         if pid == 0:
             harness.run_job(spec)
-        for fd in (control_w, result_w, stdio_w):
-            if fd >= 0:
-                os.close(fd)
+        os.close(control_w)
         pidfd = os.pidfd_open(pid)
-        watch = _JobWatch(self, mode, spec, pid, pidfd, control_r, result_r, stdio_r, total, emit)
+        watch = _JobWatch(self, spec, pid, pidfd, control_r, total, emit)
         try:
             return watch.run()
         finally:
             watch.reap()
-            for fd in (pidfd, control_r, result_r, stdio_r):
-                if fd >= 0:
-                    os.close(fd)
+            os.close(pidfd)
+            os.close(control_r)
             self._kill_descendants()
-            self._prepare_workdir()
+            self._prepare_workdir()  # empty again for the next J
 
     # -- cleaning up ----------------------------------------------------------------------------
 
@@ -199,13 +212,21 @@ class Worker:
             signal.sigtimedwait({signal.SIGCHLD}, 0.01)
 
     def _prepare_workdir(self) -> None:
-        """The worker's temp dir: present, empty, 0700 and owned by the children's uid."""
-        try:
-            with os.scandir(self.workdir) as entries:
-                leftovers = [entry.path for entry in entries]
-        except FileNotFoundError:
+        """The worker's temp dir: present, empty, 0700 and owned by the children's uid.
+
+        As root it is a size-capped tmpfs private to this worker's mount namespace: fast,
+        no disk to fill, and gone with the worker. Whatever a job leaves there that plain
+        removal cannot take (a tree deeper than PATH_MAX) goes with the whole tmpfs.
+        """
+        if not os.path.isdir(self.workdir):
             os.mkdir(self.workdir, 0o700)
-            leftovers = []
+        with os.scandir(self.workdir) as entries:
+            leftovers = [entry.path for entry in entries]
+        if self.tmpfs and (leftovers or not os.path.ismount(self.workdir)):
+            if os.path.ismount(self.workdir):
+                isolation.unmount(self.workdir)
+            isolation.mount_private_tmpfs(self.workdir, self.uid, TEMP_DIR_BYTES, TEMP_DIR_INODES)  # type: ignore[arg-type]
+            return
         for path in leftovers:
             try:
                 isolation.remove_tree(path)
@@ -217,37 +238,35 @@ class Worker:
 
 
 class _JobWatch:
-    """W's view of one J: reads its pipes, applies its events, enforces the backstop deadline."""
+    """W's view of one J: reads its frames, applies them, enforces the backstop deadline."""
 
-    def __init__(self, worker: Worker, mode: str, spec: harness.JobSpec, pid: int, pidfd: int,
-                 control_r: int, result_r: int, stdio_r: int, total: int,
+    def __init__(self, worker: Worker, spec: harness.JobSpec, pid: int, pidfd: int, control_r: int, total: int,
                  emit: Callable[[int, dict[str, Any]], None]) -> None:
-        self.worker, self.mode, self.spec, self.pid = worker, mode, spec, pid
+        self.worker, self.spec, self.pid, self.pidfd, self.control_r = worker, spec, pid, pidfd, control_r
         self.limits = spec.limits
-        self.pidfd, self.control_r, self.result_r, self.stdio_r = pidfd, control_r, result_r, stdio_r
         self.total, self.emit = total, emit
         self.index = spec.first
         self.exec_done = False
         self.control = bytearray()
         self.result = bytearray()
-        self.result_overflow = False
         self.stdio = bytearray()
-        if mode == "run":
-            self.result_cap = self.limits.output_bytes + 2048
+        if spec.mode == "run":
             self.child_wall = self.limits.wall_seconds
         else:
-            self.result_cap = min(GENERATE_MAX_BYTES, max(1, spec.count) * (self.limits.output_bytes + 64))
             self.child_wall = spec.budget_seconds * self.limits.wall_factor + 1.0
         self.exited = False
         self.wait_status: int | None = None
         self.job_cpu = 0.0
         self.deadline = time.monotonic() + self.limits.wall_seconds + GRACE_SECONDS
 
+    @property
+    def result_overflow(self) -> bool:
+        return len(self.result) > self.spec.result_cap
+
     def run(self) -> int:
         poller = select.poll()
-        for fd in (self.pidfd, self.control_r, self.result_r, self.stdio_r):
-            if fd >= 0:
-                poller.register(fd, select.POLLIN)
+        poller.register(self.pidfd, select.POLLIN)
+        poller.register(self.control_r, select.POLLIN)
         while True:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
@@ -255,72 +274,66 @@ class _JobWatch:
             for fd, _event in poller.poll(remaining * 1000):
                 if fd == self.pidfd:
                     self.exited = True
-                else:
-                    self._drain(fd)
-            if self.exited:  # everything J wrote is in the pipes now; read it all first
-                for fd in (self.control_r, self.result_r, self.stdio_r):
-                    if fd >= 0:
-                        self._drain(fd)
-            finished = self._apply_events()
+            self._read_control()  # after an exit too: everything J wrote is in the pipe by now
+            finished = self._apply_frames()
             if finished is not None:
                 return finished
             if self.exited:
                 return self._died()
 
-    def _drain(self, fd: int) -> None:
+    def _read_control(self) -> None:
         while True:
             try:
-                chunk = os.read(fd, 1 << 16)
+                chunk = os.read(self.control_r, 1 << 20)
             except BlockingIOError:
                 return
             if not chunk:
                 return
-            if fd == self.control_r:
-                self.control += chunk
-            elif fd == self.result_r:
-                room = self.result_cap - len(self.result)
-                if len(chunk) > room:
-                    self.result_overflow = True
-                self.result += chunk[: max(room, 0)]
-            else:
-                room = self.limits.stdio_bytes - len(self.stdio)
-                self.stdio += chunk[: max(room, 0)]
+            self.control += chunk
 
-    def _apply_events(self) -> int | None:
-        """Act on every complete control event; the next index once this J is done with."""
+    def _apply_frames(self) -> int | None:
+        """Act on every complete frame; the next index once this J is done with."""
         while len(self.control) >= CONTROL.size:
-            kind, index, wait_status, flags, cpu = CONTROL.unpack_from(self.control)
-            del self.control[: CONTROL.size]
-            if kind == EXEC_OK and not self.exec_done:
+            kind, index, wait_status, flags, cpu, size = CONTROL.unpack_from(self.control)
+            if size > _MAX_PAYLOAD:
+                return self._protocol_error()
+            if len(self.control) < CONTROL.size + size:
+                return None
+            payload = bytes(self.control[CONTROL.size : CONTROL.size + size])
+            del self.control[: CONTROL.size + size]
+            current = self.exec_done and index == self.index
+            if kind == RESULT_DATA and current:
+                self.result += payload[: max(self.spec.result_cap + 1 - len(self.result), 0)]
+            elif kind == STDIO_DATA and current:
+                self.stdio += payload[: max(self.limits.stdio_bytes - len(self.stdio), 0)]
+            elif kind == EXEC_OK and not self.exec_done:
                 self.exec_done = True
-                self._clear_buffers()
                 self.deadline = time.monotonic() + self.child_wall + GRACE_SECONDS
             elif kind == EXEC_FAILED and not self.exec_done:
-                failure = parse_child_message(self.result)
+                failure = parse_child_message(payload)
                 if failure is None or failure["s"] == "ok":
                     failure = {"s": "crashed", "t": "ProtocolError", "m": "unreadable report from the job process"}
                 return self._fail_rest(failure["s"], failure["t"], failure["m"], 0.0)
-            elif kind == CALL_DONE and self.exec_done and index == self.index and cpu >= 0:
-                if self.mode == "run":
+            elif kind == CALL_DONE and current and cpu >= 0:
+                if self.spec.mode == "run":
                     self.emit(index, self._call_verdict(wait_status, flags, cpu))
                 else:
                     self.emit(index, self._generate_verdict(wait_status, flags, cpu))
                 self.index += 1
-                self._clear_buffers()
+                self.result.clear()
+                self.stdio.clear()
                 self.deadline = time.monotonic() + self.child_wall + GRACE_SECONDS
                 if self.index >= self.total:
                     return self.index
-            elif kind == RESTART and self.exec_done and index == self.index:
+            elif kind == RESTART and current:
                 return self.index
             else:
-                self._kill_job()
-                return self._fail_current("crashed", "ProtocolError", "the job process sent an invalid event")
+                return self._protocol_error()
         return None
 
-    def _clear_buffers(self) -> None:
-        self.result.clear()
-        self.result_overflow = False
-        self.stdio.clear()
+    def _protocol_error(self) -> int:
+        self._kill_job()
+        return self._fail_current("crashed", "ProtocolError", "the job process sent an invalid frame")
 
     def _call_verdict(self, wait_status: int, flags: int, cpu: float) -> dict[str, Any]:
         limits = self.limits
@@ -336,7 +349,7 @@ class _JobWatch:
                     "error_message": f"CPU time limit of {limits.cpu_seconds:g}s exceeded"}
         if self.result_overflow:
             return {**verdict, "status": "output_limit", "error_type": "OutputLimit",
-                    "error_message": f"result message over {self.result_cap} bytes"}
+                    "error_message": f"result message over {self.spec.result_cap} bytes"}
         message = parse_child_message(self.result)
         if message is None or not (os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == 0):
             return {**verdict, "error_type": "Crashed", "error_message": _describe_exit(wait_status, message)}
@@ -441,7 +454,8 @@ def _over_cpu(wait_status: int, cpu: float, limit: float) -> bool:
     """The CPU verdict: at or over the limit by rusage, or stopped by one of our CPU timers.
 
     SIGPROF (ITIMER_PROF at the limit) and SIGXCPU (RLIMIT_CPU) fire on the kernel's own CPU
-    clock, which rusage trails by a few percent, so the signal is the more exact witness.
+    clock, which rusage can trail by up to ~20% on a busy virtual machine, so the signal is
+    the more exact witness.
     """
     if os.WIFSIGNALED(wait_status) and os.WTERMSIG(wait_status) in (signal.SIGPROF, signal.SIGXCPU):
         return True
@@ -472,7 +486,8 @@ def _interpreter_paths() -> list[str]:
 
 
 def _pipe() -> tuple[int, int]:
-    """A pipe whose write end sits at a high fd, out of the way of fds 0-63 of the children."""
+    """(read end, write end) of a pipe whose write end (J's) sits at a high fd, out of the way
+    of the fds user code plays with; W's read end is non-blocking."""
     read_end, write_end = os.pipe()
     high = fcntl.fcntl(write_end, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD)
     os.close(write_end)
@@ -482,6 +497,8 @@ def _pipe() -> tuple[int, int]:
 
 def _remove_as_root(path: str) -> None:
     """Last resort for trees too deep for path-based removal: coreutils' rm works by fd."""
+    import subprocess  # rarely needed; kept out of the worker's preloaded (forked) memory
+
     subprocess.run(["rm", "-rf", "--one-file-system", "--", path], check=False,
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -56,11 +56,7 @@ def complete(
 
     results = asyncio.run(go())
     new_rows = [
-        LLMCall(
-            key=r.key, model=r.model, stage=r.stage, content=r.content, finish_reason=r.finish_reason,
-            truncated=r.truncated, prompt_tokens=r.prompt_tokens,
-            completion_tokens=r.completion_tokens, latency_s=r.latency_s,
-        ).model_dump()
+        LLMCall(**r.model_dump(exclude={"error"})).model_dump()
         for r in results
         if r.key not in preloaded and r.error is None and r.content is not None
     ]

@@ -217,3 +217,13 @@ def test_total_size_limit_applies_to_the_whole_object():
     value = [["abcdefghij" * 9] for _ in range(15)]  # every part passes, the whole is >= 1024 bytes
     assert size_violation(value) is not None
     assert "object of" in size_violation(value)
+
+
+def test_size_check_shortcuts_agree_with_pympler():
+    from pympler.asizeof import asizeof
+
+    for bits in range(0, 1200, 7):
+        for number in (2**bits, -(2**bits)):
+            assert (size_violation(number) is None) == (asizeof(number) < 128), bits
+    for leaf in (None, True, False, 0.0, -1.5e300, NAN):
+        assert size_violation(leaf) is None and asizeof(leaf) < 128

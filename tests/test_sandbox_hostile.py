@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import Limits, SandboxPool
+from sandbox import Job, Limits, SandboxPool
 
 HOSTILE_DIR = Path(__file__).parent / "hostile"
 LIMITS = Limits(cpu_seconds=0.5)
@@ -42,8 +42,11 @@ def assert_healthy(pool: SandboxPool) -> None:
 
 def leftover_processes(pool: SandboxPool) -> list[str]:
     """Processes of the children's uids, and zombies under the workers."""
-    uids = set(pool.worker_uids)
-    workers = {str(pid) for pid in pool.worker_pids}
+    return processes_of(set(pool.worker_uids), {str(pid) for pid in pool.worker_pids})
+
+
+def processes_of(uids: set[int], workers: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """Processes running as one of ``uids``, and zombies whose parent is one of ``workers``."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -61,8 +64,13 @@ def leftover_processes(pool: SandboxPool) -> list[str]:
 
 
 def leftover_files(pool: SandboxPool) -> list[str]:
+    """Anything under the temp root but the workers' own (empty) dirs, seen from the host and
+    from inside each worker's mount namespace (where its temp dir is a private tmpfs)."""
     root = Path(pool.temp_root)
-    return [str(p) for p in root.rglob("*") if not (p.is_dir() and p.parent == root)]
+    found = [str(p) for p in root.rglob("*") if not (p.is_dir() and p.parent == root)]
+    for pid in pool.worker_pids:
+        found += [str(p) for p in Path(f"/proc/{pid}/root{root}/w{pid}").rglob("*")]
+    return found
 
 
 def load_hostile(path: Path) -> dict:
@@ -207,8 +215,17 @@ def test_orphaned_grandchildren_are_killed(pool):
 
 
 def test_killing_a_worker_is_survived(pool):
-    sleeper = "import time\ndef main_solution(x):\n    time.sleep(x)\n    return x\n"
+    sleeper = (
+        "import os, time\n"
+        "def main_solution(x):\n"
+        "    if x and os.fork() == 0:\n"
+        "        os.setsid()\n"
+        "        time.sleep(60)\n"
+        "    time.sleep(x)\n"
+        "    return x\n"
+    )
     before = pool.worker_pids
+    uids_before = set(pool.worker_uids)
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.update(r=pool.run(sleeper, [{"x": 0}, {"x": 1}, {"x": 0}])))
     thread.start()
@@ -223,7 +240,14 @@ def test_killing_a_worker_is_survived(pool):
     assert statuses[1] == "crashed" and outcome["r"][1].error_type == "WorkerLost"
     assert statuses[2] == "ok"
     assert victim not in pool.worker_pids
+    gone = uids_before - set(pool.worker_uids)  # the dead worker's children's uid
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and processes_of(gone):
+        time.sleep(0.1)  # init reaps what the worker's death orphaned
+    assert processes_of(gone) == []
     assert_healthy(pool)
+    both = pool.run_many([Job(sleeper, [{"x": 0.3}]), Job(sleeper, [{"x": 0.3}])])  # the lost worker comes back
+    assert [r[0].status for r in both] == ["ok", "ok"]
     assert len(pool.worker_pids) == 2
 
 

@@ -1,4 +1,5 @@
 # expect: timeout
+# limits: wall_factor=1.0
 # Ignores every signal a sandbox might use short of SIGKILL, then spins.
 import signal
 
