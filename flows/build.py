@@ -182,7 +182,11 @@ def _drive(
         if not window.inflight:
             return n
         fut = window.next_done()
-        on_done(fut.result(), meta.pop(id(fut)))
+        extra = meta.pop(id(fut))
+        # A shard served from Prefect's result cache did no work in this run: its counters
+        # (calls sent, executions) belong to the run that computed it.
+        extra["cached"] = getattr(fut.state, "name", "") == "Cached"
+        on_done(fut.result(), extra)
 
 
 def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -273,8 +277,11 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
         if extra.get("journal"):
             Path(extra["journal"]).unlink(missing_ok=True)
         done += 1
-        for k, v in result.counters.items():
-            rep.counters[k] = rep.counters.get(k, 0) + v
+        if extra.get("cached"):
+            rep.counters["cached_shards"] = rep.counters.get("cached_shards", 0) + 1
+        else:
+            for k, v in result.counters.items():
+                rep.counters[k] = rep.counters.get(k, 0) + v
         ok = sum(1 for o in result.outcomes if o.status == "ok")
         logger.info(
             "%s: shard %d/%d written (%d ok, %d dropped)",

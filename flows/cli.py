@@ -105,10 +105,33 @@ def _load(args: argparse.Namespace) -> Any:
     return cfg
 
 
+class _QuietUserErrors:
+    """A logging filter: Prefect logs a failed run's exception with its traceback; for errors
+    a user can fix, the one-line message printed by the CLI says all there is to say."""
+
+    def filter(self, record: Any) -> bool:
+        from flows.errors import UserError
+        from llm.errors import ConfigError, EndpointDown
+        from storage.store import StoreError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, (UserError, StoreError, ConfigError, EndpointDown)):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    import logging
+
     from flows.build import run_build
+    from storage.store import Store
 
     cfg = _load(args)
+    Store(cfg.db_path).close()  # a locked or unreadable database fails before Prefect starts
+    quiet = _QuietUserErrors()
+    for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine"):
+        logging.getLogger(name).addFilter(quiet)
     summary = run_build(cfg)
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
@@ -211,16 +234,27 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[args.command](args)
     except (UserError, StoreError, ConfigError) as exc:
         print(f"codeio: error: {_one_line(exc)}", file=sys.stderr)
+        _release(exc)
         return EXIT_USER
     except EndpointDown as exc:
         print(f"codeio: error: {_one_line(exc)} (completed work is saved; run again to resume)", file=sys.stderr)
+        _release(exc)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("codeio: interrupted (completed work is saved; run again to resume)", file=sys.stderr)
         return 130
     except OSError as exc:
         print(f"codeio: error: {_one_line(exc)}", file=sys.stderr)
+        _release(exc)
         return EXIT_FAILED
+
+
+def _release(exc: BaseException) -> None:
+    """Drop the frames an error keeps alive (they hold the DuckDB connection), so the process
+    exits quietly instead of with the bindings' leak warnings."""
+    import traceback
+
+    traceback.clear_frames(exc.__traceback__)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -217,7 +217,7 @@ def _check(data: bytes, origin: str, max_bytes: int) -> tuple[str | None, str | 
     if b"\x00" in data:
         return "binary", "contains NUL bytes", ""
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # Python accepts a leading byte-order mark
     except UnicodeDecodeError as exc:
         return "not_utf8", f"invalid byte at offset {exc.start}", ""
     if origin == "unified":

@@ -65,10 +65,15 @@ def verify_batch(items: list[VerifyItem], pool: SandboxPool, limits: Limits) -> 
             continue
         to_run.append((i, ex.value))
     if to_run:
-        jobs = [Job(code=items[i].code, calls=[value], entry=items[i].entry, limits=limits) for i, value in to_run]
-        results = pool.run_many(jobs)
-        for (i, value), res in zip(to_run, results):
-            verdicts[i] = _input_verdict(items[i], value, res[0])
+        # One job per program: its code loads once and each answer runs in its own fork.
+        groups: dict[tuple[str, str], list[tuple[int, Any]]] = {}
+        for i, value in to_run:
+            groups.setdefault((items[i].code, items[i].entry), []).append((i, value))
+        jobs = [Job(code=code, calls=[v for _, v in members], entry=entry, limits=limits)
+                for (code, entry), members in groups.items()]
+        for members, res in zip(groups.values(), pool.run_many(jobs)):
+            for (i, value), r in zip(members, res):
+                verdicts[i] = _input_verdict(items[i], value, r)
     return [v for v in verdicts if v is not None], len(to_run)
 
 
