@@ -1,0 +1,205 @@
+"""Store write throughput: upsert io_pairs rows shard by shard through ``Store.write_shard``
+(one transaction per shard, as the flow does), then read the funnel. Goal: >= 200k rows/s.
+
+    .venv/bin/python benchmarks/bench_store.py                      # 1000 shards x 1000 rows
+    .venv/bin/python benchmarks/bench_store.py --rows 200000 --explore --json out.json
+
+Reported: rows/s over the whole run and per tenth of it (the rate falls as the table grows),
+the rate of re-upserting shards already stored, the funnel read time, and where a shard's
+write time goes (cProfile of a sample). ``--explore`` times the same appends with other
+statements and schemas on scratch DuckDB files, to show which change would reach the goal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import hashlib
+import json
+import os
+import pstats
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from storage.models import Outcome, ShardResult  # noqa: E402
+from storage.stats import funnel  # noqa: E402
+from storage.store import Store  # noqa: E402
+
+CONFIG_KEY = "0123456789abcdef"
+PAIRS_PER_FUNCTION = 3
+
+
+def make_shard(n: int, rows: int) -> ShardResult:
+    """Shard ``n``: ``rows`` io_pairs of functions with 3 pairs each, one outcome per function."""
+    pairs, outcomes = [], []
+    for j in range(rows):
+        function_id = hashlib.sha256(f"function {n} {j // PAIRS_PER_FUNCTION}".encode()).hexdigest()
+        pairs.append({
+            "id": hashlib.sha256(f"pair {n} {j}".encode()).hexdigest(),
+            "function_id": function_id,
+            "input_json": json.dumps({"nums": [j % 17, n % 13, 7], "k": j % 5}),
+            "output_json": json.dumps([j % 17, 7]),
+            "ordinal": j % PAIRS_PER_FUNCTION,
+        })
+        if j % PAIRS_PER_FUNCTION == 0:
+            outcomes.append(Outcome(item_id=function_id, status="ok", detail="3 pairs"))
+    return ShardResult(stage="sample_io", config_key=CONFIG_KEY, rows={"io_pairs": pairs}, outcomes=outcomes)
+
+
+def bench_writes(store: Store, shards: int, rows: int) -> dict[str, Any]:
+    total, marks = 0.0, []
+    lap_rows, lap_time, tenth = 0, 0.0, max(1, shards // 10)
+    for n in range(shards):
+        shard = make_shard(n, rows)  # built outside the timed part
+        start = time.perf_counter()
+        store.write_shard(shard)
+        took = time.perf_counter() - start
+        total += took
+        lap_rows += rows
+        lap_time += took
+        if (n + 1) % tenth == 0:
+            marks.append({"rows_stored": (n + 1) * rows, "rows_per_s": round(lap_rows / lap_time)})
+            print(f"  {(n + 1) * rows:>9} rows stored: {lap_rows / lap_time:>9.0f} rows/s", flush=True)
+            lap_rows, lap_time = 0, 0.0
+    return {"rows": shards * rows, "seconds": round(total, 2), "rows_per_s": round(shards * rows / total),
+            "by_tenth": marks}
+
+
+def bench_reupsert(store: Store, shards: int, rows: int, sample: int) -> dict[str, Any]:
+    """Write shards that are already stored again (the replace path of INSERT OR REPLACE)."""
+    picks = [round(i * (shards - 1) / max(1, sample - 1)) for i in range(sample)]
+    total = 0.0
+    for n in picks:
+        shard = make_shard(n, rows)
+        start = time.perf_counter()
+        store.write_shard(shard)
+        total += time.perf_counter() - start
+    return {"rows": sample * rows, "seconds": round(total, 2), "rows_per_s": round(sample * rows / total)}
+
+
+def profile_writes(store: Store, first: int, count: int, rows: int) -> list[dict[str, Any]]:
+    """cProfile of ``count`` shard writes: the functions where the time goes."""
+    shards = [make_shard(first + i, rows) for i in range(count)]
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for shard in shards:
+        store.write_shard(shard)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    total = sum(v[3] for k, v in stats.stats.items() if k[2] == "write_shard")  # type: ignore[attr-defined]
+    rows_out = []
+    for (file, line, name), (_cc, _nc, tottime, cumtime, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        if cumtime >= 0.02 * total:
+            rows_out.append({"function": f"{Path(file).name}:{line}({name})", "own_s": round(tottime, 3),
+                             "cumulative_s": round(cumtime, 3), "share": round(cumtime / total, 3)})
+    return sorted(rows_out, key=lambda r: -r["cumulative_s"])[:12]
+
+
+# -- alternatives, on scratch files -------------------------------------------------------------
+
+_COLUMNS = "id, config_key, function_id, input_json, output_json, ordinal"
+_DDL = ("CREATE TABLE io_pairs (id {idtype} {pk}, config_key VARCHAR NOT NULL, function_id VARCHAR NOT NULL, "
+        "input_json VARCHAR NOT NULL, output_json VARCHAR NOT NULL, ordinal INTEGER NOT NULL, "
+        "created_at TIMESTAMP DEFAULT current_timestamp)")
+VARIANTS = {
+    "current: VARCHAR PRIMARY KEY, INSERT OR REPLACE": ("VARCHAR", "PRIMARY KEY", "INSERT OR REPLACE", None, False),
+    "+ checkpoint_threshold 1GB": ("VARCHAR", "PRIMARY KEY", "INSERT OR REPLACE", "1GB", False),
+    "UHUGEINT key (first 128 bits of the id)": ("UHUGEINT", "PRIMARY KEY", "INSERT OR REPLACE", None, True),
+    "UHUGEINT key + checkpoint_threshold 1GB": ("UHUGEINT", "PRIMARY KEY", "INSERT OR REPLACE", "1GB", True),
+    "no key (append only; lower bound)": ("VARCHAR", "", "INSERT", None, False),
+}
+
+
+def explore(rows_total: int, rows: int) -> dict[str, int]:
+    """rows/s of each variant for the same shards (ids as 64-hex strings, as the store has them)."""
+    import duckdb
+    import pyarrow as pa
+
+    shards = rows_total // rows
+    tables = []
+    for n in range(shards):
+        pairs = make_shard(n, rows).rows["io_pairs"]
+        tables.append(pa.table({
+            "id": [p["id"] for p in pairs], "config_key": [CONFIG_KEY] * rows,
+            "function_id": [p["function_id"] for p in pairs], "input_json": [p["input_json"] for p in pairs],
+            "output_json": [p["output_json"] for p in pairs], "ordinal": [p["ordinal"] for p in pairs],
+        }))
+    results = {}
+    for name, (idtype, pk, verb, threshold, hashed) in VARIANTS.items():
+        folder = tempfile.mkdtemp(prefix="codeio-bench-store-")
+        con = duckdb.connect(os.path.join(folder, "x.duckdb"))
+        try:
+            con.execute(_DDL.format(idtype=idtype, pk=pk))
+            if threshold:
+                con.execute(f"SET checkpoint_threshold = '{threshold}'")
+            select = _COLUMNS.replace("id,", "('0x' || left(id, 32))::UHUGEINT,", 1) if hashed else _COLUMNS
+            sql = f"{verb} INTO io_pairs ({_COLUMNS}) SELECT {select} FROM _incoming"
+            start = time.perf_counter()
+            for table in tables:
+                con.execute("BEGIN TRANSACTION")
+                con.register("_incoming", table)
+                con.execute(sql)
+                con.unregister("_incoming")
+                con.execute("COMMIT")
+            results[name] = round(shards * rows / (time.perf_counter() - start))
+        finally:
+            con.close()
+            shutil.rmtree(folder, ignore_errors=True)
+        print(f"  {name:<48} {results[name]:>9} rows/s", flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", type=int, default=1_000_000, help="io_pairs rows to upsert")
+    p.add_argument("--shard-rows", type=int, default=1000, help="rows per shard (one transaction each)")
+    p.add_argument("--reupsert-shards", type=int, default=20, help="stored shards to write again")
+    p.add_argument("--profile-shards", type=int, default=20)
+    p.add_argument("--explore", action="store_true", help="also time alternative statements and schemas")
+    p.add_argument("--explore-rows", type=int, default=200_000)
+    p.add_argument("--json", help="write the figures to this file")
+    args = p.parse_args(argv)
+
+    folder = tempfile.mkdtemp(prefix="codeio-bench-store-")
+    report: dict[str, Any] = {"benchmark": "store", "goal_rows_per_s": 200_000, "shard_rows": args.shard_rows}
+    try:
+        store = Store(Path(folder) / "bench.duckdb")
+        shards = args.rows // args.shard_rows
+        print(f"upserting {shards * args.shard_rows} io_pairs rows in {shards} shards of {args.shard_rows}")
+        report["write"] = bench_writes(store, shards, args.shard_rows)
+        report["reupsert"] = bench_reupsert(store, shards, args.shard_rows, args.reupsert_shards)
+        start = time.perf_counter()
+        frame = funnel(store, {"sample_io": CONFIG_KEY})
+        report["funnel"] = {"seconds": round(time.perf_counter() - start, 3),
+                            "outcomes": int(frame["count"].sum())}
+        report["profile"] = profile_writes(store, shards, args.profile_shards, args.shard_rows)
+        store.close()
+        report["db_mb"] = round(os.path.getsize(Path(folder) / "bench.duckdb") / 2**20, 1)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    w = report["write"]
+    print(f"write: {w['rows_per_s']} rows/s over {w['rows']} rows ({w['seconds']} s; goal 200000); "
+          f"re-upsert: {report['reupsert']['rows_per_s']} rows/s; funnel read: {report['funnel']['seconds']} s "
+          f"({report['funnel']['outcomes']} outcomes); database {report['db_mb']} MB")
+    print("where a shard write goes (cProfile; DuckDB's own calls are not visible to it and count as "
+          "the own time of the store method that makes them):")
+    for row in report["profile"]:
+        print(f"  {row['share']:6.1%}  cumulative {row['cumulative_s']:7.3f} s  own {row['own_s']:7.3f} s  "
+              f"{row['function']}")
+    if args.explore:
+        print(f"alternatives ({args.explore_rows} rows, shards of {args.shard_rows}, scratch files):")
+        report["explore"] = explore(args.explore_rows, args.shard_rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
