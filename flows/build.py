@@ -162,19 +162,27 @@ def _drive(
     submit: Callable[[str, int, list[dict], dict[str, Any]], Any],
     on_done: Callable[[ShardResult, dict[str, Any]], None],
     limit: int,
+    conflicts: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
 ) -> int:
-    """Submit shards through a bounded window and write each result as it completes."""
+    """Submit shards through a bounded window and write each result as it completes.
+
+    A shard that ``conflicts`` with one in flight waits until that one is written, so what it
+    reads from the store (cached LLM calls) does not depend on the order shards finish in.
+    """
     window = _Window(limit)
     meta: dict[int, dict[str, Any]] = {}
     n = 0
-    exhausted = False
+    held: tuple[str, list[dict], dict[str, Any]] | None = None
     while True:
-        while not exhausted and not window.full():
-            try:
-                shard_id, rows, extra = next(shards)
-            except StopIteration:
-                exhausted = True
+        while not window.full():
+            if held is None:
+                held = next(shards, None)
+                if held is None:
+                    break
+            if conflicts is not None and any(conflicts(held[2], meta[id(f)]) for f in window.inflight):
                 break
+            shard_id, rows, extra = held
+            held = None
             fut = submit(shard_id, n, rows, extra)
             meta[id(fut)] = extra
             window.add(fut)
@@ -255,7 +263,11 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
         for i in range(0, len(pending), cfg.shard_size):
             ids = pending[i : i + cfg.shard_size]
             rows = stage.load_rows(store, ids, keys)
-            yield content_id(ids), rows, {}
+            extra: dict[str, Any] = {}
+            if stage.call_keys is not None:
+                wanted = set(stage.call_keys(rows, cfg))
+                extra["new_calls"] = wanted - set(store.cached_calls(list(wanted)))
+            yield content_id(ids), rows, extra
 
     def submit(shard_id: str, n: int, rows: list[dict], extra: dict[str, Any]) -> Any:
         rep.rows_in += len(rows)
@@ -289,7 +301,11 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
         )
         publish_stage_progress(stage.name, done, total)
 
-    rep.shards += _drive(shards(), submit, on_done, cfg.max_parallel_shards * 2)
+    def shares_calls(a: dict[str, Any], b: dict[str, Any]) -> bool:
+        # Two shards that would send the same call: the later one waits and reuses the answer.
+        return not a.get("new_calls", set()).isdisjoint(b.get("new_calls", set()))
+
+    rep.shards += _drive(shards(), submit, on_done, cfg.max_parallel_shards * 2, shares_calls)
     rep.seconds += time.perf_counter() - t0
 
 
@@ -380,4 +396,17 @@ def build_dataset(config: BuildConfig) -> dict[str, Any]:
 
 def run_build(cfg: BuildConfig) -> dict[str, Any]:
     """Run the flow with the task runner the config asks for."""
-    return build_dataset.with_options(task_runner=_task_runner(cfg))(cfg)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    flow_fn = build_dataset.with_options(task_runner=_task_runner(cfg))
+    if not cfg.dask_address or PREFECT_API_URL.value():
+        return flow_fn(cfg)
+    # Dask workers are other processes: with no API URL each would start a temporary Prefect
+    # server of its own. Start the flow's one first and hand its URL on to the workers (a
+    # loopback URL: workers on other machines need PREFECT_API_URL set to a real server).
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    with temporary_settings({PREFECT_API_URL: server.api_url}):
+        return flow_fn(cfg)

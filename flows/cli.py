@@ -16,6 +16,8 @@ from typing import Any
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+# Prefect's default 20 s is too short for its temporary server on a busy 2-core machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 EXIT_USER = 2
 EXIT_FAILED = 1
@@ -72,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="serve the build-dataset and incremental-ingest deployments",
                         description=SERVE_DESCRIPTION)
     serve_arguments(sv)
+
+    rp = sub.add_parser("report", help="write the statistics as an HTML page with charts",
+                        description="Read the store (no run may hold it) and write one self-contained HTML "
+                        "page: funnel, response types per turn, I/O pairs per function, drop reasons, tokens.")
+    common(rp)
+    rp.add_argument("--out", dest="report_path", help="HTML file (default: report.html in the export directory)")
     return p
 
 
@@ -218,6 +226,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve(args)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from flows.report import write_report
+
+    store, cfg, keys = _store_and_keys(args)
+    try:
+        path = write_report(store, keys, args.report_path or Path(cfg.output_dir) / "report.html")
+    finally:
+        store.close()
+    print(f"wrote report: {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     import logging
@@ -229,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     from storage.store import StoreError
 
     handlers = {"run": _cmd_run, "stats": _cmd_stats, "export": _cmd_export,
-                "doctor": _cmd_doctor, "serve": _cmd_serve}
+                "doctor": _cmd_doctor, "serve": _cmd_serve, "report": _cmd_report}
     try:
         return handlers[args.command](args)
     except (UserError, StoreError, ConfigError) as exc:

@@ -310,7 +310,7 @@ def pairs_svg(frame: pl.DataFrame) -> str:
     """Columns: number of functions per count of I/O pairs."""
     if not frame.height:
         return empty_svg(PAIRS_TITLE, "no function was sampled yet")
-    counts = dict(zip(frame["pairs"].to_list(), frame["functions"].to_list()))
+    counts = dict(frame.select("pairs", "functions").iter_rows())
     columns = [(str(k), counts.get(k, 0)) for k in range(0, max(counts) + 1)]
     return column_chart_svg(PAIRS_TITLE, columns, x_title="I/O pairs of a function", y_title="functions")
 
@@ -363,7 +363,7 @@ def bar_chart_svg(
             f'<text x="{left - 8:.1f}" y="{y + bar_h - 5}" text-anchor="end">{_e(bar.label)}</text>'
         )
         x = left
-        for (name, color), value in zip(series, bar.values):
+        for (name, color), value in zip(series, bar.values, strict=True):
             if value <= 0:
                 continue
             w = span * value / scale

@@ -1,0 +1,180 @@
+"""Scale-out: the same build (offline provider, six sample files) on the local thread runner and
+on two-worker Dask clusters gives byte-identical exports.
+
+Each build gets its own Prefect result storage, so no shard is a cache hit from another build:
+the Dask builds really run every shard on the workers. Every build must also agree with its own
+LLM ledger (tasks that make the same call get the ledger's one answer, whichever shard finished
+first). The run with a cluster of our own checks that each Dask worker process started a
+sandbox pool of its own, and that the pools' processes go away with the workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from pathlib import Path
+from uuid import UUID
+
+import cloudpickle
+import pytest
+
+from flows.config import SAMPLE_CORPUS, BuildConfig
+from tasks.stage import ShardContext
+
+pytest.importorskip("prefect_dask", reason="prefect-dask is not installed (pip install prefect-dask)")
+distributed = pytest.importorskip("distributed")
+
+REPO = Path(__file__).resolve().parent.parent
+built = pytest.mark.usefixtures("prefect_harness")
+
+PICK = 6
+
+
+def _corpus(root: Path) -> Path:
+    dst = root / "corpus"
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in sorted(SAMPLE_CORPUS.glob("*.py"))[:PICK]:
+        shutil.copy(f, dst / f.name)
+    return dst
+
+
+def _cfg(root: Path, corpus: Path, dask_address: str | None) -> BuildConfig:
+    return BuildConfig.model_validate({
+        "sources": [{"path": str(corpus), "name": "t", "kind": "mixed"}],
+        "db_path": str(root / "db" / "codeio.duckdb"),
+        "output_dir": str(root / "out"),
+        "shard_size": 4,
+        "max_parallel_shards": 2,
+        "dask_address": dask_address,
+        "sandbox": {"workers": 1},  # per process: each Dask worker has its own pool
+        "sampling": {"generator_calls": 200},
+    })
+
+
+def _build(cfg: BuildConfig, results: Path) -> dict:
+    """run_build with Prefect results (and so task-cache records) stored under ``results``."""
+    from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
+
+    from flows.build import run_build
+
+    with temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(results)}):
+        return run_build(cfg)
+
+
+def _ledger_mismatches(db_path: str) -> int:
+    """Attempts whose response is not the ledger's answer to their call key. The ledger is the
+    cache: two tasks that make the same call must get the same answer, however shards are
+    scheduled, or a re-run could not reproduce the build."""
+    from storage.store import Store
+
+    with Store(db_path, read_only=True) as store:
+        return store.query(
+            "SELECT count(*) FROM attempts a JOIN llm_calls c ON c.key = a.call_key "
+            "WHERE a.response IS DISTINCT FROM c.content"
+        )[0][0]
+
+
+def _digest(out: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir()) if p.is_file()}
+
+
+def _task_states(run_id: str, expected: int, timeout: float = 60.0) -> list[str]:
+    """State names of the flow run's task runs, once the API has recorded all of them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(run_id)])), limit=200
+            )
+        states = sorted(r.state.name for r in runs if r.state is not None)
+        finished = [s for s in states if s in ("Completed", "Cached")]
+        if len(finished) >= expected or time.monotonic() > deadline:
+            return states
+        time.sleep(1.0)
+
+
+@pytest.fixture(scope="module")
+def thread_build(tmp_path_factory, prefect_harness):
+    root = tmp_path_factory.mktemp("threads")
+    corpus = _corpus(root)
+    cfg = _cfg(root, corpus, None)
+    summary = _build(cfg, root / "results")
+    assert summary["executions"] > 0 and summary["llm_calls_sent"] > 0
+    assert _ledger_mismatches(cfg.db_path) == 0
+    return corpus, summary, _digest(root / "out")
+
+
+def test_cluster_example_config_is_valid():
+    from flows.config import load_config
+
+    cfg = load_config(str(REPO / "examples" / "cluster.toml"))
+    assert cfg.dask_address == "tcp://scheduler.example.internal:8786" and cfg.provider == "http"
+
+
+def test_config_and_shard_context_pickle():
+    """What a shard task is sent: the config and the context survive cloudpickle as they are."""
+    cfg = _cfg(Path("/tmp/x"), Path("/tmp/c"), "local")
+    ctx = ShardContext(config_key="k", upstream_keys={"a": "b"}, cached_calls={"c": {"content": "x"}},
+                       journal_path="/tmp/x/ledger/j.jsonl")
+    assert cloudpickle.loads(cloudpickle.dumps(cfg)) == cfg
+    assert cloudpickle.loads(cloudpickle.dumps(ctx)) == ctx
+
+
+@pytest.mark.slow
+@built
+def test_local_dask_cluster_gives_identical_exports(thread_build, tmp_path):
+    corpus, threaded, digest = thread_build
+    assert all(s == "Completed" for s in _task_states(threaded["run_id"], threaded["task_runs"]))
+
+    cfg = _cfg(tmp_path, corpus, "local")
+    summary = _build(cfg, tmp_path / "results")
+    assert _ledger_mismatches(cfg.db_path) == 0
+    assert _digest(tmp_path / "out") == digest
+    assert summary["task_runs"] == threaded["task_runs"]
+    assert summary["executions"] == threaded["executions"]
+    states = _task_states(summary["run_id"], summary["task_runs"])
+    assert len(states) == summary["task_runs"]
+    assert all(s == "Completed" for s in states), states  # run on the workers, not cache hits
+
+
+@pytest.mark.slow
+@built
+def test_dask_cluster_by_address_uses_a_sandbox_pool_per_worker(thread_build, tmp_path):
+    corpus, _threaded, digest = thread_build
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster, distributed.Client(cluster) as client:
+        _build(_cfg(tmp_path, corpus, cluster.scheduler_address), tmp_path / "results")
+        assert _digest(tmp_path / "out") == digest
+
+        per_worker = client.run(_pool_pids)
+        assert len(per_worker) == 2
+        pids = [p for pid, pools in per_worker.values() for pool in pools for p in pool]
+        for worker_pid, pools in per_worker.values():
+            assert worker_pid != os.getpid()
+            assert pools and all(pool for pool in pools), per_worker  # a live pool in each worker
+        assert len(set(pids)) == len(pids)  # no two workers share a sandbox process
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [p for p in pids if _alive(p)], "sandbox workers outlived their Dask worker"
+
+
+def _pool_pids() -> tuple[int, list[list[int]]]:
+    """Run on a Dask worker: its pid and the sandbox worker pids of each pool it started."""
+    from tasks import runtime
+
+    return os.getpid(), [pool.worker_pids for pool in runtime._pools.values()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().split(") ", 1)[1][:1] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
