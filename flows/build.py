@@ -208,6 +208,15 @@ def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield buf
 
 
+def preflight(cfg: BuildConfig) -> None:
+    """Fail fast, with one line, on sources that cannot be read at all (before any work)."""
+    for spec in cfg.sources:
+        try:
+            next(ingest_mod.iter_source(spec.path, spec.source_name, spec.kind, spec.format), None)
+        except (ingest_mod.SourceError, OSError) as exc:
+            raise UserError(str(exc)) from None
+
+
 def run_ingest(store: Store, cfg: BuildConfig, report: BuildReport, key: str) -> None:
     logger = _logger()
     rep = report.stages.setdefault("ingest", StageReport("ingest"))
@@ -358,6 +367,7 @@ def build(cfg: BuildConfig) -> BuildReport:
         run_id = str(get_run_context().flow_run.id)
     except Exception:  # noqa: BLE001
         run_id = uuid.uuid4().hex
+    preflight(cfg)
     store = Store(cfg.db_path)
     report = BuildReport(run_id=run_id, db_path=cfg.db_path)
     try:

@@ -132,10 +132,11 @@ class _QuietUserErrors:
 def _cmd_run(args: argparse.Namespace) -> int:
     import logging
 
-    from flows.build import run_build
+    from flows.build import preflight, run_build
     from storage.store import Store
 
     cfg = _load(args)
+    preflight(cfg)
     Store(cfg.db_path).close()  # a locked or unreadable database fails before Prefect starts
     quiet = _QuietUserErrors()
     for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine"):

@@ -56,6 +56,12 @@ def test_first_run_rerun_and_incremental(tmp_path):
     assert (out / "codeio.jsonl").stat().st_size > 0
     assert (out / "codeio_pp.jsonl").stat().st_size > 0
 
+    with Store(cfg.db_path, read_only=True) as s:
+        verdicts = dict(s.query("SELECT verdict, count(*) FROM attempts GROUP BY ALL"))
+        models = {m for (m,) in s.query("SELECT DISTINCT model FROM attempts")}
+    assert set(verdicts) == {"correct"}  # offline answers are correct by construction
+    assert models and all(m.startswith("offline-") for m in models)
+
     again = run_build(cfg)
     assert again["task_runs"] == 0
     assert again["llm_calls_sent"] == 0

@@ -1,0 +1,72 @@
+"""CLI error paths: one clear line on stderr, a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+
+def codeio(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def _one_line_error(res: subprocess.CompletedProcess, needle: str) -> None:
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("codeio: error: ")
+    assert needle in lines[0]
+
+
+def test_missing_corpus_path(tmp_path):
+    res = codeio("run", "--corpus", str(tmp_path / "nope"), "--db", str(tmp_path / "c.duckdb"), cwd=tmp_path)
+    _one_line_error(res, "does not exist")
+    assert not (tmp_path / "c.duckdb").exists()  # nothing started, nothing written
+
+
+def test_parquet_without_content_column(tmp_path):
+    pq = tmp_path / "rows.parquet"
+    pl.DataFrame({"text": ["print(1)"], "path": ["a.py"]}).write_parquet(pq)
+    res = codeio("run", "--corpus", str(pq), "--db", str(tmp_path / "c.duckdb"), cwd=tmp_path)
+    _one_line_error(res, "no `content` column")
+
+
+def test_unknown_config_key(tmp_path):
+    cfg = tmp_path / "build.json"
+    cfg.write_text(json.dumps({"shard_sise": 10}))
+    res = codeio("run", "--config", str(cfg), cwd=tmp_path)
+    _one_line_error(res, "shard_sise: unknown setting")
+    cfg.write_text(json.dumps({"llm": {"temperatur": 0.2}}))
+    _one_line_error(codeio("stats", "--config", str(cfg), cwd=tmp_path), "llm.temperatur: unknown setting")
+
+
+def test_unreadable_database(tmp_path):
+    bogus = tmp_path / "bogus.duckdb"
+    bogus.write_bytes(b"not a database" * 512)
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "a.py").write_text("def f(x: int) -> int:\n    return x\n")
+    for args in (("run", "--corpus", str(corpus)), ("stats",), ("export",)):
+        res = codeio(*args, "--db", str(bogus), cwd=tmp_path)
+        _one_line_error(res, "cannot open database")
+    assert bogus.read_bytes() == b"not a database" * 512  # left as it was
+
+
+def test_stats_without_a_database(tmp_path):
+    _one_line_error(codeio("stats", "--db", str(tmp_path / "none.duckdb"), cwd=tmp_path), "does not exist")
+
+
+@pytest.mark.parametrize("cmd", ["run", "stats", "export", "doctor", "serve", "report"])
+def test_help(cmd, tmp_path):
+    res = codeio(cmd, "--help", cwd=tmp_path)
+    assert res.returncode == 0 and "usage: codeio" in res.stdout

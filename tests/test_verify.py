@@ -1,0 +1,76 @@
+"""Verification of predicted answers: every verdict kind, floats, and the feedback each earns."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandbox import Limits, SandboxPool
+from tasks.verify import VerifyItem, verify_batch
+
+CODE = '''
+import math
+
+def main_solution(x, scale):
+    if x < 0:
+        raise ValueError("x must be non-negative")
+    if x == 999:
+        while True:
+            pass
+    return round(math.sqrt(x) * scale, 6)
+'''
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with SandboxPool(workers=1) as p:
+        yield p
+
+
+def item(kind: str, response: str | None, given_input=None, given_output=None) -> VerifyItem:
+    return VerifyItem(
+        kind=kind, response=response, code=CODE, entry="main_solution", arg_names=["x", "scale"],
+        given_input=given_input or {"x": 2, "scale": 1.5}, given_output=given_output,
+    )
+
+
+def test_every_verdict_kind(pool):
+    out = 2.12132  # sqrt(2) * 1.5 = 2.1213203...
+    items = [
+        item("output", 'Reasoning... {"output": 2.1213}', given_output=out),            # float within 1e-3
+        item("output", '{"output": 2.5}', given_output=out),                            # wrong
+        item("output", "I am not sure.", given_output=out),                             # no answer
+        item("input", '{"input": {"x": 8, "scale": 0.75}}', given_output=out),           # another input, same output
+        item("input", '{"input": {"x": 9, "scale": 1.0}}', given_output=out),            # runs, wrong output
+        item("input", '{"input": {"x": -1, "scale": 1.0}}', given_output=out),           # raises
+        item("input", '{"input": {"x": 999, "scale": 1.0}}', given_output=out),          # never ends
+        item("input", '{"input": {"x": 4}}', given_output=out),                         # missing key
+        item("input", None, given_output=out),                                          # the call failed
+    ]
+    verdicts, executions = verify_batch(items, pool, Limits(cpu_seconds=0.5))
+    assert [v.verdict for v in verdicts] == [
+        "correct", "wrong", "no_answer", "correct", "wrong", "exception", "timeout", "bad_format", "call_failed",
+    ]
+    assert executions == 4  # only well-formed input predictions are executed
+    assert verdicts[4].actual_output == 3.0
+    assert "3.0" in verdicts[4].feedback  # input prediction feedback shows what the input produced
+    assert "2.1213" not in verdicts[1].feedback  # output feedback never reveals the expected output
+    assert "ValueError" in verdicts[5].feedback and "non-negative" in verdicts[5].feedback
+    assert "scale" in verdicts[7].feedback  # names the expected argument names
+
+
+def test_float_and_structure_comparison(pool):
+    items = [
+        item("output", '{"output": [1.0, 2.0004]}', given_output=[1, 2.0]),
+        item("output", '{"output": [1.0, 2.01]}', given_output=[1, 2.0]),
+        item("output", '{"output": true}', given_output=1),
+        item("output", "```json\n{\"output\": {\"a\": NaN}}\n```", given_output={"a": float("nan")}),
+    ]
+    verdicts, _ = verify_batch(items, pool, Limits(cpu_seconds=0.5))
+    assert [v.verdict for v in verdicts] == ["correct", "wrong", "wrong", "correct"]
+
+
+def test_verdicts_do_not_depend_on_order(pool):
+    items = [item("input", '{"input": {"x": %d, "scale": 1.0}}' % x, given_output=2.0) for x in (4, 5, -3, 4)]
+    first, _ = verify_batch(items, pool, Limits(cpu_seconds=0.5))
+    second, _ = verify_batch(list(reversed(items)), pool, Limits(cpu_seconds=0.5))
+    assert [v.verdict for v in first] == [v.verdict for v in reversed(second)] == ["correct", "wrong", "exception", "correct"]
