@@ -67,7 +67,7 @@ def stage_shard(
 ) -> ShardResult:
     """Run one stage over one shard of rows (pure: the flow writes the result)."""
     stage = _stage_by_name(stage_name)
-    return stage.run_shard(rows, cfg, ctx)
+    return stage.run_shard(rows, cfg, ctx).model_copy(update={"run_id": ctx.run_id})
 
 
 @task(
@@ -86,6 +86,7 @@ def ingest_shard(
         stage="ingest",
         config_key=ctx.config_key,
         rows={"ingest_log": log_rows, "raw_files": raw_rows},
+        run_id=ctx.run_id,
     )
 
 
@@ -191,9 +192,6 @@ def _drive(
             return n
         fut = window.next_done()
         extra = meta.pop(id(fut))
-        # A shard served from Prefect's result cache did no work in this run: its counters
-        # (calls sent, executions) belong to the run that computed it.
-        extra["cached"] = getattr(fut.state, "name", "") == "Cached"
         on_done(fut.result(), extra)
 
 
@@ -239,10 +237,12 @@ def run_ingest(store: Store, cfg: BuildConfig, report: BuildReport, key: str) ->
 
     def submit(shard_id: str, n: int, rows: list[dict], _extra: dict[str, Any]) -> Any:
         rep.rows_in += len(rows)
-        ctx = ShardContext(config_key=key, upstream_keys={})
+        ctx = ShardContext(config_key=key, upstream_keys={}, run_id=report.run_id)
         return ingest_shard.submit("ingest", shard_id, n, rows, cfg.max_file_bytes, ctx)
 
     def on_done(result: ShardResult, _extra: dict[str, Any]) -> None:
+        if result.run_id != report.run_id:
+            rep.counters["cached_shards"] = rep.counters.get("cached_shards", 0) + 1
         counts = store.write_ingest(result)
         for k, v in counts.items():
             rep.counters[k] = rep.counters.get(k, 0) + v
@@ -287,7 +287,8 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
             journal_dir.mkdir(parents=True, exist_ok=True)
             journal = str(journal_dir / f"{stage.name}-{shard_id[:16]}.jsonl")
             extra["journal"] = journal
-        ctx = ShardContext(config_key=key, upstream_keys=dict(keys), cached_calls=cached, journal_path=journal)
+        ctx = ShardContext(config_key=key, upstream_keys=dict(keys), cached_calls=cached,
+                           journal_path=journal, run_id=report.run_id)
         return task_fn.submit(stage.name, shard_id, n, rows, cfg, ctx)
 
     done = 0
@@ -298,7 +299,9 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
         if extra.get("journal"):
             Path(extra["journal"]).unlink(missing_ok=True)
         done += 1
-        if extra.get("cached"):
+        # A shard served from Prefect's result cache did no work in this run: its counters
+        # (calls sent, executions) belong to the run that computed it.
+        if result.run_id != report.run_id:
             rep.counters["cached_shards"] = rep.counters.get("cached_shards", 0) + 1
         else:
             for k, v in result.counters.items():

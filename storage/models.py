@@ -193,3 +193,4 @@ class ShardResult(BaseModel):
     rows: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     outcomes: list[Outcome] = Field(default_factory=list)
     counters: dict[str, float] = Field(default_factory=dict)
+    run_id: str = ""  # the run that computed it; another run's id means a cache hit

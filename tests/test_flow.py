@@ -80,3 +80,20 @@ def test_first_run_rerun_and_incremental(tmp_path):
             "WHERE o.stage = 'transform' AND o.item_id = r.id)"
         )[0][0]
         assert accounted == s.query("SELECT count(*) FROM raw_files")[0][0]
+
+
+def test_finished_shards_are_visible_cache_hits(tmp_path):
+    """A second database built with the same settings is served from Prefect's shard cache:
+    the summary says so, nothing is executed or sent, and the export is the same."""
+    from flows.build import run_build
+
+    corpus = _corpus(tmp_path, 3)
+    first_cfg = _cfg(tmp_path / "a", corpus)
+    first = run_build(first_cfg)
+    assert first["executions"] > 0
+    second_cfg = _cfg(tmp_path / "b", corpus)
+    second = run_build(second_cfg)
+    assert second["executions"] == 0 and second["llm_calls_sent"] == 0
+    cached = sum(st.get("cached_shards", 0) for st in second["stages"].values())
+    assert cached == second["task_runs"] > 0, second["stages"]
+    assert _digest(Path(second_cfg.output_dir)) == _digest(Path(first_cfg.output_dir))
