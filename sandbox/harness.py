@@ -394,20 +394,23 @@ def _child(spec: JobSpec, ruleset: int, cpu_seconds: float, result_w: int, stdio
         _exit(status)
 
 
-def _one_value(spec: JobSpec, entry: Callable[..., Any], kwargs: dict) -> None:
-    me = getpid()
+def _call_message(spec: JobSpec, entry: Callable[..., Any], kwargs: dict, me: int) -> bytes:
+    """Call the entry point once and encode what came back: a value or a failure."""
     try:
         value = entry(**kwargs)
     except BaseException as exc:  # noqa: BLE001 - SystemExit and friends are errors too
         if getpid() != me:  # a fork made by the user code came back here: it has nothing to say
             _exit(EXIT_NOT_SENT)
         _restore_builtins(_builtins_snapshot)
-        message = _failure_message(exc)
-    else:
-        if getpid() != me:
-            _exit(EXIT_NOT_SENT)
-        _restore_builtins(_builtins_snapshot)
-        message = _value_message(value, spec.limits)
+        return _failure_message(exc)
+    if getpid() != me:
+        _exit(EXIT_NOT_SENT)
+    _restore_builtins(_builtins_snapshot)
+    return _value_message(value, spec.limits)
+
+
+def _one_value(spec: JobSpec, entry: Callable[..., Any], kwargs: dict) -> None:
+    message = _call_message(spec, entry, kwargs, getpid())
     _flush_stdio(spec)
     _write_all(RESULT_FD, message)
 
@@ -417,18 +420,7 @@ def _many_values(spec: JobSpec, entry: Callable[..., Any]) -> None:
     me = getpid()
     reported_failure = False
     for _ in range(spec.count):
-        try:
-            value = entry()
-        except BaseException as exc:  # noqa: BLE001
-            if getpid() != me:
-                _exit(EXIT_NOT_SENT)
-            _restore_builtins(_builtins_snapshot)
-            message = _failure_message(exc)
-        else:
-            if getpid() != me:
-                _exit(EXIT_NOT_SENT)
-            _restore_builtins(_builtins_snapshot)
-            message = _value_message(value, spec.limits)
+        message = _call_message(spec, entry, {}, me)
         if not message.startswith(b'{"s":"ok"'):
             if reported_failure:  # only the first failure carries its details
                 message = message[: message.index(b",")] + b"}"
