@@ -140,8 +140,12 @@ class Store:
             self._columns[table] = [r[0] for r in rows if r[0] != "created_at"]
         return self._columns[table]
 
-    def insert_rows(self, table: str, rows: Sequence[dict[str, Any]]) -> int:
-        """Upsert rows (idempotent): config-keyed tables replace, the others keep the first."""
+    def insert_rows(self, table: str, rows: Sequence[dict[str, Any]], upsert: bool = True) -> int:
+        """Upsert rows (idempotent): config-keyed tables replace, the others keep the first.
+
+        ``upsert=False`` is a plain insert (faster: no conflict handling), for callers that
+        know the rows are new and retry with an upsert when they were not.
+        """
         if not rows:
             return 0
         cols = self.columns(table)
@@ -151,12 +155,17 @@ class Store:
             raise StoreError(f"table {table} is not writable through insert_rows")
         if table == "stage_outcomes":
             verb = "INSERT OR REPLACE"
+        if not upsert:
+            verb = "INSERT"
         col_list = ", ".join(cols)
         self.con.register("_incoming", data)
         try:
             self.con.execute(f"{verb} INTO {table} ({col_list}) SELECT {col_list} FROM _incoming")
         finally:
-            self.con.unregister("_incoming")
+            try:
+                self.con.unregister("_incoming")
+            except duckdb.TransactionException:  # the failed insert aborted the transaction
+                pass
         return len(rows)
 
     def record_outcomes(self, stage: str, config_key: str, outcomes: Iterable[Outcome]) -> int:
@@ -166,13 +175,28 @@ class Store:
         return self.insert_rows("stage_outcomes", rows)
 
     def write_shard(self, result: ShardResult) -> None:
-        """Write one shard's rows and outcomes in a single transaction."""
+        """Write one shard's rows and outcomes in a single transaction.
+
+        A stage writes only rows that were pending, so the rows are almost always new: they go
+        in with plain inserts, and only a shard that meets an existing row is written again as
+        an upsert (same result, slower path).
+        """
+        try:
+            self._write_shard(result, upsert=False)
+        except duckdb.ConstraintException:
+            self._write_shard(result, upsert=True)
+
+    def _write_shard(self, result: ShardResult, upsert: bool) -> None:
         with self.transaction():
             for table, rows in result.rows.items():
                 if table in _CONFIG_KEYED:
                     rows = [{**r, "config_key": result.config_key} for r in rows]
-                self.insert_rows(table, rows)
-            self.record_outcomes(result.stage, result.config_key, result.outcomes)
+                self.insert_rows(table, rows, upsert=upsert)
+            outcome_rows = [
+                {"stage": result.stage, "config_key": result.config_key, **o.model_dump()}
+                for o in result.outcomes
+            ]
+            self.insert_rows("stage_outcomes", outcome_rows, upsert=upsert)
 
     def write_ingest(self, result: ShardResult) -> dict[str, int]:
         """Write an ingest shard; content already stored under another locator is a duplicate."""
