@@ -49,8 +49,16 @@ def _retry_condition(task: Any, task_run: Any, state: Any) -> bool:
     return True
 
 
+# Bumped whenever the shape of a cached ShardResult changes, so results pickled by an older
+# release are never handed to this one.
+SHARD_RESULT_VERSION = "2"
+
+
 def _shard_cache_key(_ctx: Any, params: dict[str, Any]) -> str:
-    return f"codeio-{params['stage_name']}-{params['ctx'].config_key}-{params['shard_id']}"
+    return (
+        f"codeio-r{SHARD_RESULT_VERSION}-{params['stage_name']}-{params['ctx'].config_key}-"
+        f"{params['shard_id']}"
+    )
 
 
 @task(
@@ -241,7 +249,7 @@ def run_ingest(store: Store, cfg: BuildConfig, report: BuildReport, key: str) ->
         return ingest_shard.submit("ingest", shard_id, n, rows, cfg.max_file_bytes, ctx)
 
     def on_done(result: ShardResult, _extra: dict[str, Any]) -> None:
-        if result.run_id != report.run_id:
+        if getattr(result, "run_id", "") != report.run_id:
             rep.counters["cached_shards"] = rep.counters.get("cached_shards", 0) + 1
         counts = store.write_ingest(result)
         for k, v in counts.items():
@@ -301,7 +309,7 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
         done += 1
         # A shard served from Prefect's result cache did no work in this run: its counters
         # (calls sent, executions) belong to the run that computed it.
-        if result.run_id != report.run_id:
+        if getattr(result, "run_id", "") != report.run_id:
             rep.counters["cached_shards"] = rep.counters.get("cached_shards", 0) + 1
         else:
             for k, v in result.counters.items():

@@ -42,6 +42,8 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
 
     # The notebook builds under tempfile.mkdtemp(): keep that inside this test's directory.
     monkeypatch.setenv("TMPDIR", str(tmp_path))
+    # Shard results cached by other builds on this machine must not stand in for this one.
+    monkeypatch.setenv("PREFECT_LOCAL_STORAGE_PATH", str(tmp_path / "prefect-results"))
     nb = nbformat.read(QUICKSTART, as_version=4)
     started = time.monotonic()
     from jupyter_client.manager import KernelManager
