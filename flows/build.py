@@ -397,16 +397,10 @@ def build(cfg: BuildConfig) -> BuildReport:
         return report
     except BaseException as exc:
         report.seconds = time.perf_counter() - t0
-        try:
-            store.finish_run(run_id, "failed", {"error": str(exc)[:500], **report.as_dict()})
-        finally:
-            store.close()
+        store.finish_run(run_id, "failed", {"error": str(exc)[:500], **report.as_dict()})
         raise
     finally:
-        try:
-            store.close()
-        except Exception:  # noqa: BLE001 - already closed
-            pass
+        store.close()
 
 
 @flow(name="build-dataset", log_prints=False, validate_parameters=True)

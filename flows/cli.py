@@ -164,7 +164,7 @@ def _summary_text(s: dict[str, Any]) -> str:
 
 def _store_and_keys(args: argparse.Namespace) -> tuple[Any, Any, dict[str, str]]:
     """Open the store read-only and use the config of its last completed run by default."""
-    from flows.config import BuildConfig, load_config
+    from flows.config import BuildConfig
     from storage.store import Store
     from tasks.registry import stage_keys
 
@@ -179,7 +179,6 @@ def _store_and_keys(args: argparse.Namespace) -> tuple[Any, Any, dict[str, str]]
                 pass
         if getattr(args, "mode", None):
             cfg = cfg.model_copy(update={"export": cfg.export.model_copy(update={"mode": args.mode})})
-    _ = load_config  # the same validation path is used for both
     return store, cfg, stage_keys(cfg)
 
 
