@@ -253,20 +253,39 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except (UserError, StoreError, ConfigError) as exc:
-        print(f"codeio: error: {_one_line(exc)}", file=sys.stderr)
-        _release(exc)
+        _fail(f"codeio: error: {_one_line(exc)}", exc)
         return EXIT_USER
     except EndpointDown as exc:
-        print(f"codeio: error: {_one_line(exc)} (completed work is saved; run again to resume)", file=sys.stderr)
-        _release(exc)
+        _fail(f"codeio: error: {_one_line(exc)} (completed work is saved; run again to resume)", exc)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print("codeio: interrupted (completed work is saved; run again to resume)", file=sys.stderr)
+        _fail("codeio: interrupted (completed work is saved; run again to resume)", None)
         return 130
     except OSError as exc:
-        print(f"codeio: error: {_one_line(exc)}", file=sys.stderr)
-        _release(exc)
+        _fail(f"codeio: error: {_one_line(exc)}", exc)
         return EXIT_FAILED
+
+
+def _fail(line: str, exc: BaseException | None) -> None:
+    """Print the one-line error as the last line on stderr: Prefect's background services
+    (events, API logs) would otherwise log their shutdown progress after it, at exit."""
+    _drain_prefect_services()
+    print(line, file=sys.stderr)
+    if exc is not None:
+        _release(exc)
+
+
+def _drain_prefect_services(timeout_s: float = 5.0) -> None:
+    if "prefect" not in sys.modules:
+        return  # the command failed before a run started; nothing is queued
+    try:
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        for service in (EventsWorker, APILogWorker):
+            service.drain_all(timeout=timeout_s)
+    except Exception:  # noqa: BLE001 - best effort; the error line matters more than the drain
+        pass
 
 
 def _release(exc: BaseException) -> None:
