@@ -1,13 +1,17 @@
-"""Store write throughput: upsert io_pairs rows shard by shard through ``Store.write_shard``
-(one transaction per shard, as the flow does), then read the funnel. Goal: >= 200k rows/s.
+"""Store write throughput: io_pairs rows written shard by shard through ``Store.write_shards``
+(as the flow writes them), then the funnel read. Goal: >= 200k rows/s.
 
     .venv/bin/python benchmarks/bench_store.py                      # 1000 shards x 1000 rows
     .venv/bin/python benchmarks/bench_store.py --rows 200000 --explore --json out.json
 
-Reported: rows/s over the whole run and per tenth of it (the rate falls as the table grows),
-the rate of re-upserting shards already stored, the funnel read time, and where a shard's
-write time goes (cProfile of a sample). ``--explore`` times the same appends with other
-statements and schemas on scratch DuckDB files, to show which change would reach the goal.
+Two write patterns: one shard per commit (the flow's writer keeps up with the shard tasks) and
+``--group`` shards per commit (it fell behind, and writes every shard finished meanwhile in one
+transaction; the flow's window holds at most 2 x max_parallel_shards = 4 shards by default).
+Reported: rows/s over the whole run and per tenth of it (does the rate fall as the table
+grows?), the rate of writing stored shards again (the replace path), the funnel read time, and
+where a write's time goes (cProfile of a sample). ``--explore`` times the same appends on
+scratch DuckDB files with the keyed schema the store had before (a VARCHAR primary key on the
+ids), to show what dropping the keys bought.
 """
 
 from __future__ import annotations
@@ -53,27 +57,28 @@ def make_shard(n: int, rows: int) -> ShardResult:
     return ShardResult(stage="sample_io", config_key=CONFIG_KEY, rows={"io_pairs": pairs}, outcomes=outcomes)
 
 
-def bench_writes(store: Store, shards: int, rows: int) -> dict[str, Any]:
+def bench_writes(store: Store, shards: int, rows: int, group: int, first: int = 0) -> dict[str, Any]:
+    """Write shards ``first`` .. ``first + shards - 1``, ``group`` per transaction."""
     total, marks = 0.0, []
-    lap_rows, lap_time, tenth = 0, 0.0, max(1, shards // 10)
-    for n in range(shards):
-        shard = make_shard(n, rows)  # built outside the timed part
+    lap_rows, lap_time, tenth = 0, 0.0, max(group, (shards // 10) // group * group)
+    for n in range(0, shards, group):
+        batch = [make_shard(first + k, rows) for k in range(n, min(n + group, shards))]  # not timed
         start = time.perf_counter()
-        store.write_shard(shard)
+        store.write_shards(batch)
         took = time.perf_counter() - start
         total += took
-        lap_rows += rows
+        lap_rows += rows * len(batch)
         lap_time += took
-        if (n + 1) % tenth == 0:
-            marks.append({"rows_stored": (n + 1) * rows, "rows_per_s": round(lap_rows / lap_time)})
-            print(f"  {(n + 1) * rows:>9} rows stored: {lap_rows / lap_time:>9.0f} rows/s", flush=True)
+        if (n + len(batch)) % tenth == 0 or n + len(batch) == shards:
+            marks.append({"rows_stored": (first + n + len(batch)) * rows, "rows_per_s": round(lap_rows / lap_time)})
+            print(f"  {(first + n + len(batch)) * rows:>9} rows stored: {lap_rows / lap_time:>9.0f} rows/s", flush=True)
             lap_rows, lap_time = 0, 0.0
-    return {"rows": shards * rows, "seconds": round(total, 2), "rows_per_s": round(shards * rows / total),
-            "by_tenth": marks}
+    return {"rows": shards * rows, "shards_per_commit": group, "seconds": round(total, 2),
+            "rows_per_s": round(shards * rows / total), "by_tenth": marks}
 
 
-def bench_reupsert(store: Store, shards: int, rows: int, sample: int) -> dict[str, Any]:
-    """Write shards that are already stored again (the replace path of INSERT OR REPLACE)."""
+def bench_rewrite(store: Store, shards: int, rows: int, sample: int) -> dict[str, Any]:
+    """Write shards that are already stored again: their items' rows and outcomes are replaced."""
     picks = [round(i * (shards - 1) / max(1, sample - 1)) for i in range(sample)]
     total = 0.0
     for n in picks:
@@ -85,15 +90,14 @@ def bench_reupsert(store: Store, shards: int, rows: int, sample: int) -> dict[st
 
 
 def profile_writes(store: Store, first: int, count: int, rows: int) -> list[dict[str, Any]]:
-    """cProfile of ``count`` shard writes: the functions where the time goes."""
+    """cProfile of one write of ``count`` shards: the functions where the time goes."""
     shards = [make_shard(first + i, rows) for i in range(count)]
     profiler = cProfile.Profile()
     profiler.enable()
-    for shard in shards:
-        store.write_shard(shard)
+    store.write_shards(shards)
     profiler.disable()
     stats = pstats.Stats(profiler)
-    total = sum(v[3] for k, v in stats.stats.items() if k[2] == "write_shard")  # type: ignore[attr-defined]
+    total = sum(v[3] for k, v in stats.stats.items() if k[2] == "write_shards")  # type: ignore[attr-defined]
     rows_out = []
     for (file, line, name), (_cc, _nc, tottime, cumtime, _callers) in stats.stats.items():  # type: ignore[attr-defined]
         if cumtime >= 0.02 * total:
@@ -105,20 +109,19 @@ def profile_writes(store: Store, first: int, count: int, rows: int) -> list[dict
 # -- alternatives, on scratch files -------------------------------------------------------------
 
 _COLUMNS = "id, config_key, function_id, input_json, output_json, ordinal"
-_DDL = ("CREATE TABLE io_pairs (id {idtype} {pk}, config_key VARCHAR NOT NULL, function_id VARCHAR NOT NULL, "
+_DDL = ("CREATE TABLE io_pairs (id VARCHAR {pk}, config_key VARCHAR NOT NULL, function_id VARCHAR NOT NULL, "
         "input_json VARCHAR NOT NULL, output_json VARCHAR NOT NULL, ordinal INTEGER NOT NULL, "
         "created_at TIMESTAMP DEFAULT current_timestamp)")
-VARIANTS = {
-    "current: VARCHAR PRIMARY KEY, INSERT OR REPLACE": ("VARCHAR", "PRIMARY KEY", "INSERT OR REPLACE", None, False),
-    "+ checkpoint_threshold 1GB": ("VARCHAR", "PRIMARY KEY", "INSERT OR REPLACE", "1GB", False),
-    "UHUGEINT key (first 128 bits of the id)": ("UHUGEINT", "PRIMARY KEY", "INSERT OR REPLACE", None, True),
-    "UHUGEINT key + checkpoint_threshold 1GB": ("UHUGEINT", "PRIMARY KEY", "INSERT OR REPLACE", "1GB", True),
-    "no key (append only; lower bound)": ("VARCHAR", "", "INSERT", None, False),
+VARIANTS = {  # name: (primary key clause, statement, shards per commit)
+    "keyed (schema 1): VARCHAR PRIMARY KEY, 1 shard/commit": ("PRIMARY KEY", "INSERT OR REPLACE", 1),
+    "keyed (schema 1): VARCHAR PRIMARY KEY, 4 shards/commit": ("PRIMARY KEY", "INSERT OR REPLACE", 4),
+    "append-only (schema 2), 1 shard/commit": ("", "INSERT", 1),
+    "append-only (schema 2), 4 shards/commit": ("", "INSERT", 4),
 }
 
 
 def explore(rows_total: int, rows: int) -> dict[str, int]:
-    """rows/s of each variant for the same shards (ids as 64-hex strings, as the store has them)."""
+    """rows/s of io_pairs appends alone (no outcomes, no checks) under each variant."""
     import duckdb
     import pyarrow as pa
 
@@ -132,19 +135,16 @@ def explore(rows_total: int, rows: int) -> dict[str, int]:
             "output_json": [p["output_json"] for p in pairs], "ordinal": [p["ordinal"] for p in pairs],
         }))
     results = {}
-    for name, (idtype, pk, verb, threshold, hashed) in VARIANTS.items():
+    for name, (pk, verb, group) in VARIANTS.items():
         folder = tempfile.mkdtemp(prefix="codeio-bench-store-")
         con = duckdb.connect(os.path.join(folder, "x.duckdb"))
         try:
-            con.execute(_DDL.format(idtype=idtype, pk=pk))
-            if threshold:
-                con.execute(f"SET checkpoint_threshold = '{threshold}'")
-            select = _COLUMNS.replace("id,", "('0x' || left(id, 32))::UHUGEINT,", 1) if hashed else _COLUMNS
-            sql = f"{verb} INTO io_pairs ({_COLUMNS}) SELECT {select} FROM _incoming"
+            con.execute(_DDL.format(pk=pk))
+            sql = f"{verb} INTO io_pairs ({_COLUMNS}) SELECT {_COLUMNS} FROM _incoming"
             start = time.perf_counter()
-            for table in tables:
+            for i in range(0, shards, group):
                 con.execute("BEGIN TRANSACTION")
-                con.register("_incoming", table)
+                con.register("_incoming", pa.concat_tables(tables[i : i + group]))
                 con.execute(sql)
                 con.unregister("_incoming")
                 con.execute("COMMIT")
@@ -152,49 +152,56 @@ def explore(rows_total: int, rows: int) -> dict[str, int]:
         finally:
             con.close()
             shutil.rmtree(folder, ignore_errors=True)
-        print(f"  {name:<48} {results[name]:>9} rows/s", flush=True)
+        print(f"  {name:<56} {results[name]:>9} rows/s", flush=True)
     return results
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rows", type=int, default=1_000_000, help="io_pairs rows to upsert")
-    p.add_argument("--shard-rows", type=int, default=1000, help="rows per shard (one transaction each)")
-    p.add_argument("--reupsert-shards", type=int, default=20, help="stored shards to write again")
-    p.add_argument("--profile-shards", type=int, default=20)
-    p.add_argument("--explore", action="store_true", help="also time alternative statements and schemas")
+    p.add_argument("--rows", type=int, default=1_000_000, help="io_pairs rows to write per pattern")
+    p.add_argument("--shard-rows", type=int, default=1000, help="rows per shard")
+    p.add_argument("--group", type=int, default=4, help="shards per commit when the writer is behind")
+    p.add_argument("--rewrite-shards", type=int, default=20, help="stored shards to write again")
+    p.add_argument("--profile-shards", type=int, default=4)
+    p.add_argument("--explore", action="store_true", help="also time the previous keyed schema")
     p.add_argument("--explore-rows", type=int, default=200_000)
     p.add_argument("--json", help="write the figures to this file")
     args = p.parse_args(argv)
 
     folder = tempfile.mkdtemp(prefix="codeio-bench-store-")
     report: dict[str, Any] = {"benchmark": "store", "goal_rows_per_s": 200_000, "shard_rows": args.shard_rows}
+    shards = args.rows // args.shard_rows
     try:
-        store = Store(Path(folder) / "bench.duckdb")
-        shards = args.rows // args.shard_rows
-        print(f"upserting {shards * args.shard_rows} io_pairs rows in {shards} shards of {args.shard_rows}")
-        report["write"] = bench_writes(store, shards, args.shard_rows)
-        report["reupsert"] = bench_reupsert(store, shards, args.shard_rows, args.reupsert_shards)
-        start = time.perf_counter()
-        frame = funnel(store, {"sample_io": CONFIG_KEY})
-        report["funnel"] = {"seconds": round(time.perf_counter() - start, 3),
-                            "outcomes": int(frame["count"].sum())}
-        report["profile"] = profile_writes(store, shards, args.profile_shards, args.shard_rows)
-        store.close()
-        report["db_mb"] = round(os.path.getsize(Path(folder) / "bench.duckdb") / 2**20, 1)
+        for name, group in (("write_one_per_commit", 1), ("write_grouped", args.group)):
+            path = Path(folder) / f"{name}.duckdb"
+            store = Store(path)
+            print(f"writing {shards * args.shard_rows} io_pairs rows in {shards} shards of {args.shard_rows}, "
+                  f"{group} shard(s) per commit")
+            report[name] = bench_writes(store, shards, args.shard_rows, group)
+            if group == 1:
+                report["rewrite"] = bench_rewrite(store, shards, args.shard_rows, args.rewrite_shards)
+                start = time.perf_counter()
+                frame = funnel(store, {"sample_io": CONFIG_KEY})
+                report["funnel"] = {"seconds": round(time.perf_counter() - start, 3),
+                                    "outcomes": int(frame["count"].sum())}
+                report["profile"] = profile_writes(store, shards, args.profile_shards, args.shard_rows)
+            store.close()
+            report[f"{name}_db_mb"] = round(os.path.getsize(path) / 2**20, 1)
+            path.unlink()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    w = report["write"]
-    print(f"write: {w['rows_per_s']} rows/s over {w['rows']} rows ({w['seconds']} s; goal 200000); "
-          f"re-upsert: {report['reupsert']['rows_per_s']} rows/s; funnel read: {report['funnel']['seconds']} s "
-          f"({report['funnel']['outcomes']} outcomes); database {report['db_mb']} MB")
-    print("where a shard write goes (cProfile; DuckDB's own calls are not visible to it and count as "
+    one, grouped = report["write_one_per_commit"], report["write_grouped"]
+    print(f"write: {one['rows_per_s']} rows/s one shard per commit, {grouped['rows_per_s']} rows/s "
+          f"{args.group} per commit, over {one['rows']} rows (goal 200000); stored shards written again: "
+          f"{report['rewrite']['rows_per_s']} rows/s; funnel read: {report['funnel']['seconds']} s "
+          f"({report['funnel']['outcomes']} outcomes); database {report['write_one_per_commit_db_mb']} MB")
+    print("where a write goes (cProfile; DuckDB's own calls are not visible to it and count as "
           "the own time of the store method that makes them):")
     for row in report["profile"]:
         print(f"  {row['share']:6.1%}  cumulative {row['cumulative_s']:7.3f} s  own {row['own_s']:7.3f} s  "
               f"{row['function']}")
     if args.explore:
-        print(f"alternatives ({args.explore_rows} rows, shards of {args.shard_rows}, scratch files):")
+        print(f"io_pairs appends alone ({args.explore_rows} rows, shards of {args.shard_rows}, scratch files):")
         report["explore"] = explore(args.explore_rows, args.shard_rows)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

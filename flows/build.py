@@ -159,21 +159,33 @@ class _Window:
     def add(self, fut: Any) -> None:
         self.inflight.append(fut)
 
-    def next_done(self) -> Any:
+    def next_done(self) -> list[Any]:
+        """Wait for one shard to finish; return it with every other one finished by then, so
+        a writer that fell behind catches up in one transaction."""
         for fut in as_completed(list(self.inflight)):
-            self.inflight.remove(fut)
-            return fut
+            ready = [fut] + [f for f in self.inflight if f is not fut and _finished(f)]
+            for f in ready:
+                self.inflight.remove(f)
+            return ready
         raise RuntimeError("no shard in flight")
+
+
+def _finished(fut: Any) -> bool:
+    """Whether a Prefect future's task has finished, without a call to the Prefect API."""
+    wrapped = getattr(fut, "wrapped_future", None)
+    done = getattr(wrapped, "done", None)
+    return bool(done()) if callable(done) else False
 
 
 def _drive(
     shards: Iterator[tuple[str, list[dict], dict[str, Any]]],
     submit: Callable[[str, int, list[dict], dict[str, Any]], Any],
-    on_done: Callable[[ShardResult, dict[str, Any]], None],
+    on_done: Callable[[list[tuple[ShardResult, dict[str, Any]]]], None],
     limit: int,
     conflicts: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
 ) -> int:
-    """Submit shards through a bounded window and write each result as it completes.
+    """Submit shards through a bounded window and hand results to ``on_done`` as they
+    complete, all those finished by then together.
 
     A shard that ``conflicts`` with one in flight waits until that one is written, so what it
     reads from the store (cached LLM calls) does not depend on the order shards finish in.
@@ -198,9 +210,7 @@ def _drive(
             n += 1
         if not window.inflight:
             return n
-        fut = window.next_done()
-        extra = meta.pop(id(fut))
-        on_done(fut.result(), extra)
+        on_done([(fut.result(), meta.pop(id(fut))) for fut in window.next_done()])
 
 
 def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -248,13 +258,14 @@ def run_ingest(store: Store, cfg: BuildConfig, report: BuildReport, key: str) ->
         ctx = ShardContext(config_key=key, upstream_keys={}, run_id=report.run_id)
         return ingest_shard.submit("ingest", shard_id, n, rows, cfg.max_file_bytes, ctx)
 
-    def on_done(result: ShardResult, _extra: dict[str, Any]) -> None:
-        if getattr(result, "run_id", "") != report.run_id:
-            rep.counters["cached_shards"] = rep.counters.get("cached_shards", 0) + 1
-        counts = store.write_ingest(result)
-        for k, v in counts.items():
-            rep.counters[k] = rep.counters.get(k, 0) + v
-        logger.info("ingest: shard written (%s)", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    def on_done(finished: list[tuple[ShardResult, dict[str, Any]]]) -> None:
+        for result, _extra in finished:
+            if getattr(result, "run_id", "") != report.run_id:
+                rep.counters["cached_shards"] = rep.counters.get("cached_shards", 0) + 1
+            counts = store.write_ingest(result)
+            for k, v in counts.items():
+                rep.counters[k] = rep.counters.get(k, 0) + v
+            logger.info("ingest: shard written (%s)", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
     rep.shards += _drive(shards(), submit, on_done, cfg.max_parallel_shards * 2)
     rep.seconds += time.perf_counter() - t0
@@ -301,24 +312,25 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
 
     done = 0
 
-    def on_done(result: ShardResult, extra: dict[str, Any]) -> None:
+    def on_done(finished: list[tuple[ShardResult, dict[str, Any]]]) -> None:
         nonlocal done
-        store.write_shard(result)
-        if extra.get("journal"):
-            Path(extra["journal"]).unlink(missing_ok=True)
-        done += 1
-        # A shard served from Prefect's result cache did no work in this run: its counters
-        # (calls sent, executions) belong to the run that computed it.
-        if getattr(result, "run_id", "") != report.run_id:
-            rep.counters["cached_shards"] = rep.counters.get("cached_shards", 0) + 1
-        else:
-            for k, v in result.counters.items():
-                rep.counters[k] = rep.counters.get(k, 0) + v
-        ok = sum(1 for o in result.outcomes if o.status == "ok")
-        logger.info(
-            "%s: shard %d/%d written (%d ok, %d dropped)",
-            stage.name, done, total, ok, len(result.outcomes) - ok,
-        )
+        store.write_shards([result for result, _extra in finished])  # one commit for all of them
+        for result, extra in finished:
+            if extra.get("journal"):
+                Path(extra["journal"]).unlink(missing_ok=True)
+            done += 1
+            # A shard served from Prefect's result cache did no work in this run: its counters
+            # (calls sent, executions) belong to the run that computed it.
+            if getattr(result, "run_id", "") != report.run_id:
+                rep.counters["cached_shards"] = rep.counters.get("cached_shards", 0) + 1
+            else:
+                for k, v in result.counters.items():
+                    rep.counters[k] = rep.counters.get(k, 0) + v
+            ok = sum(1 for o in result.outcomes if o.status == "ok")
+            logger.info(
+                "%s: shard %d/%d written (%d ok, %d dropped)",
+                stage.name, done, total, ok, len(result.outcomes) - ok,
+            )
         publish_stage_progress(stage.name, done, total)
 
     def shares_calls(a: dict[str, Any], b: dict[str, Any]) -> bool:

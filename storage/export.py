@@ -243,7 +243,10 @@ def _sample_rows(
     ctes, cols, joins = [], [], []
     if with_pairs:
         cols.append("pairs.input_json, pairs.output_json")
-        joins.append("LEFT JOIN io_pairs AS pairs ON pairs.id = tasks.pair_id")
+        if not keys.get("sample_io"):
+            raise ValueError("keys lack the config key of sample_io, which ground-truth export reads")
+        params["sample_io"] = keys["sample_io"]
+        joins.append("LEFT JOIN io_pairs AS pairs ON pairs.id = tasks.pair_id AND pairs.config_key = $sample_io")
     for turn in turns:
         key = _TURN_KEYS[turn]
         params[key] = keys.get(key)

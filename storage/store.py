@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -21,9 +22,13 @@ import pyarrow as pa
 
 from storage.models import LLMCall, Outcome, ShardResult
 
-# Tables whose rows are produced by a stage under a config key: replaced on re-write, so the
-# row always names the latest config that produced it. The others are first-write-wins.
-_CONFIG_KEYED = {"functions", "io_pairs", "prediction_tasks", "attempts"}
+# The stage output tables: append-only (no key), one set of rows per (stage, config key, input
+# item), versioned by config key. The column that names each row's input item, so that a shard
+# written again replaces exactly its items' earlier rows.
+_APPEND_ONLY = {"io_pairs": "function_id", "prediction_tasks": "pair_id", "attempts": "task_id"}
+# Keyed by id. Functions are replaced on re-write (two raw files can give the same function);
+# the others keep their first row.
+_REPLACED = {"functions"}
 _FIRST_WINS = {"ingest_log", "raw_files", "llm_calls"}
 
 
@@ -141,23 +146,27 @@ class Store:
         return self._columns[table]
 
     def insert_rows(self, table: str, rows: Sequence[dict[str, Any]], upsert: bool = True) -> int:
-        """Upsert rows (idempotent): config-keyed tables replace, the others keep the first.
-
-        ``upsert=False`` is a plain insert (faster: no conflict handling), for callers that
-        know the rows are new and retry with an upsert when they were not.
+        """Insert rows in one statement. Keyed tables are upserted (idempotent): ``functions``
+        replaces, the others keep the first row. ``upsert=False`` is a plain insert (faster),
+        for callers that know the rows are new and retry with an upsert when they were not.
+        The append-only tables take plain inserts: their idempotency is ``write_shards``'.
         """
         if not rows:
             return 0
         cols = self.columns(table)
-        data = pa.Table.from_pydict({c: [r.get(c) for r in rows] for c in cols})
-        verb = "INSERT OR REPLACE" if table in _CONFIG_KEYED else "INSERT OR IGNORE"
-        if table not in _CONFIG_KEYED | _FIRST_WINS and table != "stage_outcomes":
-            raise StoreError(f"table {table} is not writable through insert_rows")
-        if table == "stage_outcomes":
-            verb = "INSERT OR REPLACE"
-        if not upsert:
+        self._insert(table, pa.Table.from_pydict({c: [r.get(c) for r in rows] for c in cols}), upsert)
+        return len(rows)
+
+    def _insert(self, table: str, data: pa.Table, upsert: bool) -> None:
+        if table in _APPEND_ONLY or table == "stage_outcomes":
             verb = "INSERT"
-        col_list = ", ".join(cols)
+        elif table in _REPLACED:
+            verb = "INSERT OR REPLACE" if upsert else "INSERT"
+        elif table in _FIRST_WINS:
+            verb = "INSERT OR IGNORE" if upsert else "INSERT"
+        else:
+            raise StoreError(f"table {table} is not writable through insert_rows")
+        col_list = ", ".join(data.column_names)
         self.con.register("_incoming", data)
         try:
             self.con.execute(f"{verb} INTO {table} ({col_list}) SELECT {col_list} FROM _incoming")
@@ -166,37 +175,90 @@ class Store:
                 self.con.unregister("_incoming")
             except duckdb.TransactionException:  # the failed insert aborted the transaction
                 pass
-        return len(rows)
-
-    def record_outcomes(self, stage: str, config_key: str, outcomes: Iterable[Outcome]) -> int:
-        rows = [
-            {"stage": stage, "config_key": config_key, **o.model_dump()} for o in outcomes
-        ]
-        return self.insert_rows("stage_outcomes", rows)
 
     def write_shard(self, result: ShardResult) -> None:
-        """Write one shard's rows and outcomes in a single transaction.
+        """Write one shard's rows and outcomes in a single transaction (see ``write_shards``)."""
+        self.write_shards([result])
 
-        A stage writes only rows that were pending, so the rows are almost always new: they go
-        in with plain inserts, and only a shard that meets an existing row is written again as
-        an upsert (same result, slower path).
+    def write_shards(self, results: Sequence[ShardResult]) -> None:
+        """Write shard results in a single transaction, one insert per table for all of them.
+
+        The flow hands over every shard that finished while it was writing the previous ones,
+        so a busy writer commits several shards at a time (group commit) while each shard
+        stays all-or-nothing. Each (stage, config key, input item) is written once: an item
+        that already has an outcome under the same stage and key (a shard written again) has
+        its earlier rows and outcome replaced, which makes writing idempotent without an index.
+        Keyed tables go in with plain inserts first and are upserted only on a conflict.
         """
+        if not results:
+            return
+        tables = {table: self._columnar(table, results) for table in sorted({t for r in results for t in r.rows})}
+        outcomes = pa.Table.from_pydict({
+            "stage": [r.stage for r in results for _ in r.outcomes],
+            "config_key": [r.config_key for r in results for _ in r.outcomes],
+            "item_id": [o.item_id for r in results for o in r.outcomes],
+            "status": [o.status for r in results for o in r.outcomes],
+            "reason": [o.reason for r in results for o in r.outcomes],
+            "detail": [o.detail for r in results for o in r.outcomes],
+        })
         try:
-            self._write_shard(result, upsert=False)
+            self._write_batch(tables, outcomes, upsert=False)
         except duckdb.ConstraintException:
-            self._write_shard(result, upsert=True)
+            self._write_batch(tables, outcomes, upsert=True)
 
-    def _write_shard(self, result: ShardResult, upsert: bool) -> None:
+    def _columnar(self, table: str, results: Sequence[ShardResult]) -> pa.Table:
+        """One table's rows of all ``results`` as Arrow columns; config-keyed tables get the
+        key of the shard that produced each row."""
+        columns: dict[str, list[Any]] = {c: [] for c in self.columns(table)}
+        keyed = table in _APPEND_ONLY or table in _REPLACED
+        for result in results:
+            rows = result.rows.get(table, ())
+            for c, values in columns.items():
+                if keyed and c == "config_key":
+                    values.extend([result.config_key] * len(rows))
+                else:
+                    values.extend([r.get(c) for r in rows])
+        return pa.Table.from_pydict(columns)
+
+    def _write_batch(self, tables: dict[str, pa.Table], outcomes: pa.Table, upsert: bool) -> None:
         with self.transaction():
-            for table, rows in result.rows.items():
-                if table in _CONFIG_KEYED:
-                    rows = [{**r, "config_key": result.config_key} for r in rows]
-                self.insert_rows(table, rows, upsert=upsert)
-            outcome_rows = [
-                {"stage": result.stage, "config_key": result.config_key, **o.model_dump()}
-                for o in result.outcomes
-            ]
-            self.insert_rows("stage_outcomes", outcome_rows, upsert=upsert)
+            self._forget_written(outcomes)
+            for table, data in tables.items():
+                if data.num_rows:
+                    self._insert(table, data, upsert)
+            if outcomes.num_rows:
+                self._insert("stage_outcomes", outcomes, upsert)
+
+    def _forget_written(self, outcomes: pa.Table) -> None:
+        """Delete the outcomes and output rows of items in ``outcomes`` that were written
+        before under the same stage and config key, so the batch replaces them."""
+        groups: dict[tuple[str, str], list[str]] = {}
+        for stage, key, item in zip(*(outcomes.column(c).to_pylist() for c in ("stage", "config_key", "item_id"))):
+            groups.setdefault((stage, key), []).append(item)
+        for (stage, key), items in groups.items():
+            if len(set(items)) != len(items):
+                dup = next(i for i, n in Counter(items).items() if n > 1)
+                raise StoreError(f"{stage}: item {dup} appears twice in one write")
+            self.con.register("_items", pa.table({"id": items}))
+            try:
+                # Outcomes are appended stage by stage, so the filter on (stage, key) skips the
+                # row groups of other stages: the check reads about one stage's outcomes.
+                written = self.query("SELECT item_id FROM stage_outcomes WHERE stage = ? AND config_key = ? "
+                                     "AND item_id IN (SELECT id FROM _items)", [stage, key])
+            finally:
+                self.con.unregister("_items")
+            if not written:
+                continue
+            self.con.register("_written", pa.table({"id": [r[0] for r in written]}))
+            try:
+                self.con.execute("DELETE FROM stage_outcomes WHERE stage = ? AND config_key = ? "
+                                 "AND item_id IN (SELECT id FROM _written)", [stage, key])
+                # A config key belongs to one stage, so this deletes only that stage's rows.
+                for table, item_column in _APPEND_ONLY.items():
+                    self.con.execute(f"DELETE FROM {table} WHERE config_key = ? "
+                                     f"AND {item_column} IN (SELECT id FROM _written)", [key])
+            finally:
+                self.con.unregister("_written")
 
     def write_ingest(self, result: ShardResult) -> dict[str, int]:
         """Write an ingest shard; content already stored under another locator is a duplicate."""

@@ -63,9 +63,9 @@ def _load_for(turn: int):
         rows = store.query_ids(
             "SELECT t.id, t.kind, t.messages_json, p.input_json, p.output_json, f.refcode, "
             "f.input_generator, f.entry, f.arg_names, f.io_description FROM prediction_tasks t "
-            "JOIN _want w ON t.id = w.id JOIN io_pairs p ON p.id = t.pair_id "
-            "JOIN functions f ON f.id = t.function_id ORDER BY t.id",
-            ids,
+            "JOIN _want w ON t.id = w.id JOIN io_pairs p ON p.id = t.pair_id AND p.config_key = ? "
+            "JOIN functions f ON f.id = t.function_id WHERE t.config_key = ? ORDER BY t.id",
+            ids, [keys["sample_io"], keys["prompts"]],
         )
         if turn > 1:
             prev_keys = [keys[TURN_STAGE[k]] for k in range(1, turn)]

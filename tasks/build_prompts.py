@@ -31,8 +31,8 @@ def _load(store: "Store", ids: list[str], keys: dict[str, str]) -> list[dict[str
     return store.query_ids(
         "SELECT p.id, p.function_id, p.input_json, p.output_json, f.query, f.io_description, "
         "f.refcode, f.arg_names FROM io_pairs p JOIN _want w ON p.id = w.id "
-        "JOIN functions f ON f.id = p.function_id ORDER BY p.id",
-        ids,
+        "JOIN functions f ON f.id = p.function_id WHERE p.config_key = ? ORDER BY p.id",
+        ids, [keys["sample_io"]],
     )
 
 

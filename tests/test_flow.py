@@ -97,3 +97,42 @@ def test_finished_shards_are_visible_cache_hits(tmp_path):
     cached = sum(st.get("cached_shards", 0) for st in second["stages"].values())
     assert cached == second["task_runs"] > 0, second["stages"]
     assert _digest(Path(second_cfg.output_dir)) == _digest(Path(first_cfg.output_dir))
+
+
+def test_shards_finished_together_are_written_together():
+    """The window hands back every shard finished by the time it is asked, so the flow writes
+    them in one transaction; one still running stays in the window."""
+    import threading
+
+    from prefect import flow, task
+
+    from flows.build import _Window
+
+    release = threading.Event()
+
+    @task
+    def quick(n: int) -> int:
+        return n
+
+    @task
+    def slow(n: int) -> int:
+        release.wait(30)
+        return n
+
+    @flow
+    def probe() -> tuple[list[int], int, list[int]]:
+        window = _Window(limit=4)
+        futures = [quick.submit(n) for n in range(3)]
+        for fut in futures:
+            fut.wait()
+        window.add(slow.submit(99))
+        for fut in futures:
+            window.add(fut)
+        first = sorted(f.result() for f in window.next_done())
+        left = len(window.inflight)
+        release.set()
+        last = [f.result() for f in window.next_done()]
+        return first, left, last
+
+    first, left, last = probe()
+    assert first == [0, 1, 2] and left == 1 and last == [99]

@@ -19,7 +19,7 @@ from flows.report import (
     render_html,
     write_report,
 )
-from storage.models import Outcome
+from storage.models import Outcome, ShardResult
 from storage.store import Store
 from test_export_fixtures import KEYS, build_store
 
@@ -72,9 +72,9 @@ def test_empty_store_still_shows_every_chart(tmp_path):
 
 
 def test_text_from_the_store_is_escaped(store):
-    store.record_outcomes("transform", KEYS["transform"], [
+    store.write_shard(ShardResult(stage="transform", config_key=KEYS["transform"], outcomes=[
         Outcome(item_id="raw-x", status="dropped", reason='<script>alert("x")</script>'),
-    ])
+    ]))
     page = render_html(collect(store, KEYS))
     assert "<script>" not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page

@@ -56,6 +56,65 @@ def test_shard_write_is_atomic(store):
     assert store.query("SELECT count(*) FROM stage_outcomes")[0][0] == 0
 
 
+def _sample_shard(key: str, fid: str, n: int, status: str = "ok") -> ShardResult:
+    return ShardResult(stage="sample_io", config_key=key, rows={"io_pairs": [_pair(fid, i, i + 1) for i in range(n)]},
+                       outcomes=[Outcome(item_id=fid, status=status)])
+
+
+def test_rows_of_another_config_key_are_a_separate_version(store):
+    store.write_shard(_sample_shard("k1", "f1", 3))
+    store.write_shard(_sample_shard("k2", "f1", 3))  # same ids, another setting
+    assert store.query("SELECT config_key, count(*) FROM io_pairs GROUP BY ALL ORDER BY 1") == [("k1", 3), ("k2", 3)]
+    # Written again under k1 with fewer pairs: k1's rows of f1 are replaced, k2's are untouched.
+    store.write_shard(_sample_shard("k1", "f1", 1, status="dropped"))
+    assert store.query("SELECT config_key, count(*) FROM io_pairs GROUP BY ALL ORDER BY 1") == [("k1", 1), ("k2", 3)]
+    assert store.query("SELECT config_key, status FROM stage_outcomes ORDER BY 1") == [("k1", "dropped"), ("k2", "ok")]
+
+
+def test_group_write_is_one_transaction(store):
+    good = _sample_shard("k1", "f1", 2)
+    bad = ShardResult(stage="sample_io", config_key="k1", rows={"io_pairs": [{"id": "x"}]},  # NOT NULL violated
+                      outcomes=[Outcome(item_id="f2", status="ok")])
+    with pytest.raises(Exception):
+        store.write_shards([good, bad])
+    assert store.query("SELECT count(*) FROM io_pairs")[0][0] == 0
+    store.write_shards([good, _sample_shard("k1", "f2", 3)])
+    assert store.query("SELECT count(*) FROM io_pairs")[0][0] == 5
+    assert store.query("SELECT count(*) FROM stage_outcomes")[0][0] == 2
+
+
+def test_an_item_twice_in_one_write_is_refused(store):
+    with pytest.raises(StoreError, match="f1 appears twice"):
+        store.write_shards([_sample_shard("k1", "f1", 2), _sample_shard("k1", "f1", 2)])
+    assert store.query("SELECT count(*) FROM io_pairs")[0][0] == 0
+
+
+def test_schema_1_database_is_migrated_with_its_rows(tmp_path):
+    import duckdb
+
+    from storage.store import _migrations
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    version, name, sql = _migrations()[0]
+    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
+    con.execute(sql)
+    con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name])
+    con.execute("INSERT INTO io_pairs (id, config_key, function_id, input_json, output_json, ordinal) "
+                "VALUES ('p1', 'k1', 'f1', '{}', '1', 0)")
+    con.execute("INSERT INTO stage_outcomes (stage, config_key, item_id, status) VALUES ('sample_io', 'k1', 'f1', 'ok')")
+    con.close()
+    with Store(path) as s:
+        assert s.schema_version() == 2
+        assert s.query("SELECT id, config_key, function_id FROM io_pairs") == [("p1", "k1", "f1")]
+        keyed = {r[0] for r in s.query("SELECT table_name FROM information_schema.table_constraints "
+                                       "WHERE constraint_type = 'PRIMARY KEY'")}
+        assert not keyed & {"io_pairs", "prediction_tasks", "attempts", "stage_outcomes"}
+        s.write_shard(_sample_shard("k1", "f1", 2))  # the migrated outcome is found and replaced
+        assert s.query("SELECT count(*) FROM io_pairs")[0][0] == 2
+        assert s.query("SELECT count(*) FROM stage_outcomes")[0][0] == 1
+
+
 def test_content_ids_are_stable():
     assert content_id({"b": 1, "a": [1, 2]}) == content_id({"a": [1, 2], "b": 1})
     assert content_id("x") != content_id("y")
