@@ -7,8 +7,9 @@ Process model (each level a fork of the one above, except the worker, which is s
         │   (PATH, PYTHONHASHSEED, TZ=UTC, LANG, *_NUM_THREADS=1); own network and mount
         │   namespaces; modules preloaded; trusted: it never runs user code
         └─ job process J  "sandbox-job": one per job; confines itself, then compiles and
-           │   runs the program once
-           └─ call child C  "sandbox-call": one per call: entry(**call) in a fresh fork of J
+           │   runs the program once, and runs the job's last call itself (below)
+           └─ call child C  "sandbox-call": one per call but the last: entry(**call) in a
+                  fresh fork of J
 
 * P and W talk over two private pipes (length-prefixed JSON frames); stdout is never used.
   A different hash seed is served by another W started with that PYTHONHASHSEED, because a
@@ -30,22 +31,32 @@ Process model (each level a fork of the one above, except the worker, which is s
   blocks SIGPROF. The verdict comes from CPU time (wait4) and those signals, never from the
   clock: over the limit is ``timeout``; the wall-clock watchdog (cpu * wall_factor + 1) only
   catches sleepers.
+* J runs the job's last call itself instead of forking C for it, which saves a fork (a
+  one-call job pays one, not two), when the call could not tell J from C: J has a single
+  thread and no pending signal, Landlock scopes signals (ABI 6), stdio is not captured. J
+  then sets itself up as C would (the same Landlock, fds, rlimits and CPU timers, no
+  subreaper role, interval timers of the top level disarmed), runs the call and exits. J
+  has run only this job's program, and every earlier call ran in a C, so the call sees no
+  other call's state; W keeps the call's watchdog, and J's exit status and CPU time since
+  the call began make its verdict.
 
 Killing everything: J is a child subreaper, so every descendant of a call, grandchildren
 that called setsid() or double-forked included, is reparented to J rather than to init.
-After each call J checks whether it still has children; if so it calls kill(-1, SIGKILL),
-which reaches every process of the worker's own uid (and only those: the uid is unique to
-the worker, and Landlock's signal scope fences it further) in one pass of the kernel's task
-list, so a fork bomb cannot outrun it; RLIMIT_NPROC caps the uid meanwhile. Then J reaps.
-When J itself dies or hangs, W (a subreaper too) kills the uid the same way through a helper
-that takes on the uid, and reaps. When W dies, J and C die by their parent-death signal and
-the pool kills what is left of that uid. Without a uid of its own (not root, or the uid
-range is not mapped) the subreaper kills its children found in /proc until none are left,
-and ``SandboxPool.isolation`` says what is missing.
+After each call in a C, J checks whether it still has children; if so it calls
+kill(-1, SIGKILL), which reaches every process of the worker's own uid (and only those: the
+uid is unique to the worker, and Landlock's signal scope fences it further) in one pass of
+the kernel's task list, so a fork bomb cannot outrun it; RLIMIT_NPROC caps the uid
+meanwhile. Then J reaps. When J exits (after the call it ran itself, whose orphans go to W),
+dies or hangs, W (a subreaper too) kills the uid the same way through a helper that takes on
+the uid, and reaps. When W dies, J and C die by their parent-death signal and the pool kills
+what is left of that uid. Without a uid of its own (not root, or the uid range is not
+mapped) the subreaper kills its children found in /proc until none are left, and
+``SandboxPool.isolation`` says what is missing.
 
 Result channel: each child writes one message on its own result pipe; J relays it to W in
-frames with the call's index, exit status and CPU time, so calls cannot mix. W decodes the
-message with its own ``json``, accepts only the exact message shapes, caps their size,
+frames with the call's index, exit status and CPU time, so calls cannot mix (the call J runs
+itself sends its message in such frames, and J's exit stands for the child's). W decodes
+the message with its own ``json``, accepts only the exact message shapes, caps their size,
 re-checks item counts and string lengths, and requires a clean exit after the message: an
 exit code alone never means success. Threat model of the child side: ``sandbox.harness``.
 The comparison (``outputs_match``) runs in the parent.

@@ -8,6 +8,12 @@ its control pipe, followed by the call's exit status and CPU time, so one call's
 never be mistaken for another's. C narrows the confinement to its own temp dir, runs the
 entry point, checks and encodes the value, and writes one result message.
 
+J runs the last call of a job itself, which saves a fork (a one-call job costs one fork, not
+two), when the call cannot tell J from a child (``_can_run_last_call``): J takes on the
+child's confinement and limits, sends the result message on its control pipe and exits, and
+the worker turns J's exit status and its CPU time since the call began into the verdict, as J
+does for a child. Nothing of another call can be in J: every earlier call ran in a child.
+
 Untrusted code runs in these processes too, so everything the harness needs after user code
 has run is bound before it runs: the os functions (``from os import ...``), the C JSON
 encoder and numpy types (``sandbox.values``), the result fd number, and a snapshot of the
@@ -46,6 +52,7 @@ from os import (
     chmod,
     kill,
     killpg,
+    listdir,
     lstat,
     mkdir,
     open as os_open,
@@ -77,8 +84,9 @@ import numpy  # noqa: E402  (preloaded above; bound here to seed it once per wor
 import random  # noqa: E402
 
 #: Frames J sends to the worker: kind, call index, wait status, flags, CPU seconds, payload size.
+#: CALL_IN_JOB: J runs this (last) call itself; its CPU seconds are J's so far.
 CONTROL = struct.Struct("<BiiBdI")
-EXEC_OK, EXEC_FAILED, RESULT_DATA, STDIO_DATA, CALL_DONE, RESTART = 1, 2, 3, 4, 5, 6
+EXEC_OK, EXEC_FAILED, RESULT_DATA, STDIO_DATA, CALL_DONE, RESTART, CALL_IN_JOB = 1, 2, 3, 4, 5, 6, 7
 FLAG_WATCHDOG = 1
 #: Where the result pipe sits in a child: far above the fds user code plays with. J's own fd
 #: limit stays just above it, so the child can put it there before lowering its own.
@@ -96,10 +104,12 @@ _restore_random = random.setstate
 _restore_builtins = builtins.__dict__.update
 _builtins_snapshot = dict(builtins.__dict__)
 _pthread_sigmask = signal.pthread_sigmask
+_sigpending = signal.sigpending
 _sigtimedwait = signal.sigtimedwait
 _set_signal = signal.signal
 _setitimer = signal.setitimer
 _setrlimit = resource.setrlimit
+_getrusage = resource.getrusage
 _poll = select.poll
 _SIGCHLD = {signal.SIGCHLD}
 # Every fd J or C can hold is below the worker's own hard limit (J only ever lowers it).
@@ -232,10 +242,14 @@ def _execute_program(spec: JobSpec) -> Callable[..., Any] | None:
 
 
 def _serve_calls(spec: JobSpec, entry: Callable[..., Any]) -> None:
-    """One fresh child per call, in order, each starting from an empty temp dir."""
+    """One fresh child per call, in order, each starting from an empty temp dir; the last
+    call J runs itself when it can (no call comes after it to see what it leaves)."""
     ruleset = _prepare_children(spec)
-    for index in range(spec.first, len(spec.calls)):
+    last = len(spec.calls) - 1
+    for index in range(spec.first, last + 1):
         kwargs = spec.calls[index]
+        if index == last and _can_run_last_call(spec):
+            _call_in_job(spec, index, ruleset, entry, kwargs)  # J exits there
         _run_child(spec, index, ruleset, spec.limits.cpu_seconds, spec.limits.wall_seconds,
                    lambda: _one_value(spec, entry, kwargs))
         try:
@@ -255,10 +269,14 @@ def _prepare_children(spec: JobSpec) -> int:
     """Once per job, what every child of it shares, so each fork has less to do: the temp dir
     (J's cwd, emptied after each call), the environment, the signal dispositions (the
     program's top level may have changed them), and the Landlock ruleset that confines writes
-    to the temp dir, which each child enforces on itself. Returns the ruleset fd, or -1."""
+    to the temp dir, which each child enforces on itself. Returns the ruleset fd, or -1.
+    Interval timers the top level armed are disarmed: a fork does not inherit them, and J may
+    run the last call itself."""
     mkdir(CALLDIR, 0o700)
     chdir(CALLDIR)
     environ["HOME"] = environ["TMPDIR"] = spec.workdir + "/" + CALLDIR  # tempfile reads TMPDIR on first use
+    for timer in (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL):
+        _setitimer(timer, 0)
     for signum, handler in (
         (signal.SIGPROF, signal.SIG_DFL),
         (signal.SIGXCPU, signal.SIG_DFL),
@@ -269,6 +287,60 @@ def _prepare_children(spec: JobSpec) -> int:
     if not spec.landlock_abi:
         return -1
     return isolation.writes_ruleset(spec.landlock_abi, ".", spec.deny_network)
+
+
+def _can_run_last_call(spec: JobSpec) -> bool:
+    """Whether J may run the job's last call itself, the call unable to tell J from a child.
+
+    A child starts from J's memory, the program's state, which J keeps; what matters is the
+    process state a fork does not carry over. Other threads and pending signals (but
+    SIGCHLD, discarded when unmasked as its action is the default) send the call to a child;
+    interval timers are disarmed by ``_prepare_children`` and the subreaper role is dropped
+    by ``_call_in_job``. The rest is out of reach without the program's own ctypes or fork
+    plumbing (POSIX timers, record or memory locks, at-fork hooks it registers). Two more
+    conditions: Landlock scopes signals, so that signalling its parent (the worker, not J)
+    fails for the call as it does from a child, and stdio is not captured, which only a free
+    J relays.
+    """
+    if spec.limits.stdio_bytes or spec.landlock_abi < 6:
+        return False
+    try:
+        single_thread = len(listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+    return single_thread and _sigpending() <= _SIGCHLD
+
+
+def _call_in_job(spec: JobSpec, index: int, ruleset: int, entry: Callable[..., Any], kwargs: dict) -> NoReturn:
+    """J runs call ``index`` itself, set up as ``_child`` sets up C, then exits. The result
+    message goes on the control pipe; the worker takes J's exit status, and J's CPU time since
+    the CALL_IN_JOB frame, as the call's, and runs the call's wall-clock watchdog. J already
+    leads its own session and has its parent-death signal; ``random`` needs no restoring (only
+    a fork reseeds it). Nothing remains to clean up after the call in J: J exits, and the
+    worker kills whatever the call left, as it does after any J."""
+    status = EXIT_SETUP_FAILED
+    try:
+        isolation.set_process_name("sandbox-call")
+        _pthread_sigmask(signal.SIG_SETMASK, ())
+        isolation.set_child_subreaper(False)  # the call's orphans go to the worker, as a child's go to J
+        _close_all_but(0, 1, 2, spec.control_fd, ruleset)
+        if ruleset >= 0:
+            isolation.enforce_ruleset(ruleset)
+            close(ruleset)
+        limits = spec.limits
+        _setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
+        own, reaped = _getrusage(resource.RUSAGE_SELF), _getrusage(resource.RUSAGE_CHILDREN)
+        _limit_cpu(limits.cpu_seconds, own.ru_utime + own.ru_stime)
+        # What wait4 will report for J counts J's reaped children too: the worker subtracts this.
+        _send(spec, CALL_IN_JOB, index, cpu=own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime)
+        status = EXIT_NOT_SENT
+        _setitimer(signal.ITIMER_PROF, limits.cpu_seconds)
+        message = _call_message(spec, entry, kwargs, getpid())
+        for start in range(0, len(message), _CHUNK):
+            _send(spec, RESULT_DATA, index, payload=message[start : start + _CHUNK])
+        status = EXIT_SENT
+    finally:
+        _exit(status)
 
 
 def _empty_calldir() -> None:
@@ -381,10 +453,7 @@ def _child(spec: JobSpec, ruleset: int, cpu_seconds: float, result_w: int, stdio
             isolation.enforce_ruleset(ruleset)
             close(ruleset)
         _setrlimit(resource.RLIMIT_NOFILE, (spec.limits.open_files, spec.limits.open_files))
-        # Backstops for code that blocks SIGPROF: SIGXCPU at the next whole second, SIGKILL
-        # well past the limit (rusage can trail the kernel's timer clock by up to ~20%, and a
-        # SIGKILL must still read as over the limit).
-        _setrlimit(resource.RLIMIT_CPU, (math.ceil(cpu_seconds), math.ceil(cpu_seconds * 1.25) + 1))
+        _limit_cpu(cpu_seconds, 0.0)
         _restore_random(_random_state_after_program[0])  # undo the fork-time reseed of `random`
         status = EXIT_NOT_SENT
         _setitimer(signal.ITIMER_PROF, cpu_seconds)
@@ -392,6 +461,14 @@ def _child(spec: JobSpec, ruleset: int, cpu_seconds: float, result_w: int, stdio
         status = EXIT_SENT
     finally:
         _exit(status)
+
+
+def _limit_cpu(cpu_seconds: float, used: float) -> None:
+    """RLIMIT_CPU, the backstop for code that blocks SIGPROF: SIGXCPU at the next whole second
+    past the limit, SIGKILL well past it (rusage can trail the kernel's timer clock by up to
+    ~20%, and a SIGKILL must still read as over the limit). The rlimit counts the CPU time
+    the process has ``used`` already, so both are shifted by it."""
+    _setrlimit(resource.RLIMIT_CPU, (math.ceil(used + cpu_seconds), math.ceil(used + cpu_seconds * 1.25) + 1))
 
 
 def _call_message(spec: JobSpec, entry: Callable[..., Any], kwargs: dict, me: int) -> bytes:

@@ -72,9 +72,10 @@ def enter_network_namespace() -> str | None:
     return None
 
 
-def set_child_subreaper() -> None:
-    """Orphaned descendants get reparented to this process, so it can kill and reap them."""
-    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+def set_child_subreaper(enabled: bool = True) -> None:
+    """Orphaned descendants get reparented to this process, so it can kill and reap them
+    (or, when not ``enabled``, to the nearest subreaper above it, as for any process)."""
+    _prctl(_PR_SET_CHILD_SUBREAPER, int(enabled))
 
 
 def set_parent_death_signal(signum: int) -> None:

@@ -5,9 +5,10 @@ pool allows the network), preloads the common modules, and serves one request at
 its private request pipe. For each job it forks a job process J (``sandbox.harness``) that
 confines itself and runs the program; W reads the frames J sends (each call's result and
 stdio bytes, then its exit status and CPU time), turns them into a verdict with its own
-``json``, and streams the verdicts back on its private reply pipe. When J dies or stops
-answering, W kills everything of the job, wipes the temp dir as root, and starts a new J
-for the calls left.
+``json``, and streams the verdicts back on its private reply pipe. When J runs the last call
+itself, J's own exit status and CPU time make that verdict, and W keeps the call's wall-clock
+watchdog. When J dies or stops answering, W kills everything of the job, wipes the temp dir
+as root, and starts a new J for the calls left.
 """
 
 from __future__ import annotations
@@ -24,7 +25,17 @@ import time
 from typing import Any, Callable
 
 from . import harness, isolation
-from .harness import CALL_DONE, CONTROL, EXEC_FAILED, EXEC_OK, FLAG_WATCHDOG, RESTART, RESULT_DATA, STDIO_DATA
+from .harness import (
+    CALL_DONE,
+    CALL_IN_JOB,
+    CONTROL,
+    EXEC_FAILED,
+    EXEC_OK,
+    FLAG_WATCHDOG,
+    RESTART,
+    RESULT_DATA,
+    STDIO_DATA,
+)
 from .protocol import ChannelClosed, FrameReader, parse_child_message, parse_generated_line, write_frame
 from .records import Limits
 from .values import json_shape_violation
@@ -257,6 +268,7 @@ class _JobWatch:
         self.exited = False
         self.wait_status: int | None = None
         self.job_cpu = 0.0
+        self.call_in_job_from: float | None = None  # J's CPU seconds when it began the call it runs itself
         self.deadline = time.monotonic() + self.limits.wall_seconds + GRACE_SECONDS
 
     @property
@@ -302,9 +314,10 @@ class _JobWatch:
             payload = bytes(self.control[CONTROL.size : CONTROL.size + size])
             del self.control[: CONTROL.size + size]
             current = self.exec_done and index == self.index
+            in_job = self.call_in_job_from is not None  # then only the result may follow: J's exit ends the call
             if kind == RESULT_DATA and current:
                 self.result += payload[: max(self.spec.result_cap + 1 - len(self.result), 0)]
-            elif kind == STDIO_DATA and current:
+            elif kind == STDIO_DATA and current and not in_job:
                 self.stdio += payload[: max(self.limits.stdio_bytes - len(self.stdio), 0)]
             elif kind == EXEC_OK and not self.exec_done:
                 self.exec_done = True
@@ -314,7 +327,10 @@ class _JobWatch:
                 if failure is None or failure["s"] == "ok":
                     failure = {"s": "crashed", "t": "ProtocolError", "m": "unreadable report from the job process"}
                 return self._fail_rest(failure["s"], failure["t"], failure["m"], 0.0)
-            elif kind == CALL_DONE and current and cpu >= 0:
+            elif kind == CALL_IN_JOB and current and not in_job and index == self.total - 1 and cpu >= 0:
+                self.call_in_job_from = cpu
+                self.deadline = time.monotonic() + self.child_wall  # the call's own watchdog: no grace
+            elif kind == CALL_DONE and current and not in_job and cpu >= 0:
                 if self.spec.mode == "run":
                     self.emit(index, self._call_verdict(wait_status, flags, cpu))
                 else:
@@ -325,7 +341,7 @@ class _JobWatch:
                 self.deadline = time.monotonic() + self.child_wall + GRACE_SECONDS
                 if self.index >= self.total:
                     return self.index
-            elif kind == RESTART and current:
+            elif kind == RESTART and current and not in_job:
                 return self.index
             else:
                 return self._protocol_error()
@@ -412,8 +428,16 @@ class _JobWatch:
                                "error_message": error_message, "cpu": 0.0, "stdio": ""})
         return self.index + 1
 
+    def _call_in_job_ended(self, began: float, flags: int) -> int:
+        """The verdict of the call J ran itself, from J's exit and its CPU time since ``began``."""
+        cpu = max(self.job_cpu - began, 0.0)
+        self.emit(self.index, self._call_verdict(self.wait_status or 0, flags, cpu))
+        return self.index + 1
+
     def _died(self) -> int:
         self.reap()
+        if self.call_in_job_from is not None:
+            return self._call_in_job_ended(self.call_in_job_from, 0)
         if self.index >= self.total:
             return self.index
         if not self.exec_done and _over_cpu(self.wait_status or 0, self.job_cpu, self.limits.cpu_seconds):
@@ -426,6 +450,8 @@ class _JobWatch:
     def _unresponsive(self) -> int:
         self._kill_job()
         self.reap()
+        if self.call_in_job_from is not None:
+            return self._call_in_job_ended(self.call_in_job_from, FLAG_WATCHDOG)
         if not self.exec_done:
             return self._fail_rest("timeout", "Timeout", "the program's top level did not finish in time", self.job_cpu)
         return self._fail_current("timeout", "Timeout", "the job process stopped answering (killed)")

@@ -2,8 +2,10 @@
 
 The programs live in ``tests/hostile/*.py``; each states its expected verdict in header
 comments (``# expect: status``, optionally ``# error_type:``, ``# value:`` and
-``# limits: name=value, ...``). Scenarios that need the test's cooperation (a listener, a
-secret in the environment, killing a worker) are written out below.
+``# limits: name=value, ...``). Each runs as a two-call job (the first call in a child of the
+job process, the last one, where the kernel allows, in the job process itself) and as a
+one-call job. Scenarios that need the test's cooperation (a listener, a secret in the
+environment, killing a worker) are written out below.
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ HOSTILE = sorted(HOSTILE_DIR.glob("*.py"))
 def test_hostile_program_gets_its_verdict(pool, path):
     spec = load_hostile(path)
     results = pool.run(spec["code"], [{}, {}], limits=spec["limits"])
+    results += pool.run(spec["code"], [{}], limits=spec["limits"])
     for result in results:
         assert result.status == spec["status"], result
         if spec["error_type"]:
