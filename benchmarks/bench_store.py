@@ -41,10 +41,15 @@ PAIRS_PER_FUNCTION = 3
 
 
 def make_shard(n: int, rows: int) -> ShardResult:
-    """Shard ``n``: ``rows`` io_pairs of functions with 3 pairs each, one outcome per function."""
+    """Shard ``n``: ``rows`` io_pairs of functions with 3 pairs each, one outcome per function.
+
+    The flow cuts a stage's sorted pending ids into consecutive shards, so shard ``n``'s
+    function ids all sort after shard ``n - 1``'s: a shard-number prefix does the same here.
+    """
     pairs, outcomes = [], []
     for j in range(rows):
-        function_id = hashlib.sha256(f"function {n} {j // PAIRS_PER_FUNCTION}".encode()).hexdigest()
+        digest = hashlib.sha256(f"function {n} {j // PAIRS_PER_FUNCTION}".encode()).hexdigest()
+        function_id = f"{n:08x}{digest[8:]}"
         pairs.append({
             "id": hashlib.sha256(f"pair {n} {j}".encode()).hexdigest(),
             "function_id": function_id,

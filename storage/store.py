@@ -32,6 +32,9 @@ _REPLACED = {"functions"}
 _FIRST_WINS = {"ingest_log", "raw_files", "llm_calls"}
 
 
+CHECKPOINT_THRESHOLD = "256MB"
+
+
 class StoreError(RuntimeError):
     """The database cannot be used (unreadable, not a DuckDB file, failed migration)."""
 
@@ -72,6 +75,11 @@ class Store:
         except duckdb.Error as exc:
             raise StoreError(f"cannot open database {self.path}: {str(exc).splitlines()[0]}") from None
         if not read_only:
+            # DuckDB checkpoints (folds the write-ahead log into the file) when the log reaches
+            # this size. At the default 16 MB a build checkpoints every few shards, and shard
+            # writes spent half their time there (benchmarks/bench_store.py); a larger log
+            # costs only a longer replay when a killed build's file is next opened.
+            self.con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
             self.migrate()
         elif self.schema_version() == 0:
             raise StoreError(f"{self.path} is not a codeio database (no schema)")
@@ -236,20 +244,20 @@ class Store:
         for stage, key, item in zip(*(outcomes.column(c).to_pylist() for c in ("stage", "config_key", "item_id"))):
             groups.setdefault((stage, key), []).append(item)
         for (stage, key), items in groups.items():
-            if len(set(items)) != len(items):
+            wanted = set(items)
+            if len(wanted) != len(items):
                 dup = next(i for i, n in Counter(items).items() if n > 1)
                 raise StoreError(f"{stage}: item {dup} appears twice in one write")
-            self.con.register("_items", pa.table({"id": items}))
-            try:
-                # Outcomes are appended stage by stage, so the filter on (stage, key) skips the
-                # row groups of other stages: the check reads about one stage's outcomes.
-                written = self.query("SELECT item_id FROM stage_outcomes WHERE stage = ? AND config_key = ? "
-                                     "AND item_id IN (SELECT id FROM _items)", [stage, key])
-            finally:
-                self.con.unregister("_items")
+            # Outcomes are appended stage by stage, and a stage's shards are consecutive ranges
+            # of its sorted item ids: filtering on the stage, key and id range lets DuckDB skip
+            # (by their min/max) the row groups that cannot hold these items, so the check
+            # reads a row group or two however large the table has grown.
+            in_range = self.query("SELECT item_id FROM stage_outcomes WHERE stage = ? AND config_key = ? "
+                                  "AND item_id BETWEEN ? AND ?", [stage, key, min(items), max(items)])
+            written = [r[0] for r in in_range if r[0] in wanted]
             if not written:
                 continue
-            self.con.register("_written", pa.table({"id": [r[0] for r in written]}))
+            self.con.register("_written", pa.table({"id": written}))
             try:
                 self.con.execute("DELETE FROM stage_outcomes WHERE stage = ? AND config_key = ? "
                                  "AND item_id IN (SELECT id FROM _written)", [stage, key])
