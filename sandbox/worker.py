@@ -279,6 +279,7 @@ class _JobWatch:
         poller = select.poll()
         poller.register(self.pidfd, select.POLLIN)
         poller.register(self.control_r, select.POLLIN)
+        control_open = True
         while True:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
@@ -286,21 +287,27 @@ class _JobWatch:
             for fd, _event in poller.poll(remaining * 1000):
                 if fd == self.pidfd:
                     self.exited = True
-            self._read_control()  # after an exit too: everything J wrote is in the pipe by now
+            # After an exit too: everything J wrote is in the pipe by now.
+            if control_open and not self._read_control():
+                # Every write end is closed (J closes its fds early in its exit): the pipe
+                # would poll as hung up until J is gone, so only J's exit is waited for now.
+                poller.unregister(self.control_r)
+                control_open = False
             finished = self._apply_frames()
             if finished is not None:
                 return finished
             if self.exited:
                 return self._died()
 
-    def _read_control(self) -> None:
+    def _read_control(self) -> bool:
+        """Append what J has written to ``self.control``; False once the pipe is at its end."""
         while True:
             try:
                 chunk = os.read(self.control_r, 1 << 20)
             except BlockingIOError:
-                return
+                return True
             if not chunk:
-                return
+                return False
             self.control += chunk
 
     def _apply_frames(self) -> int | None:

@@ -264,6 +264,21 @@ def _has_job(worker_pid: int) -> bool:
         )
 
 
+def test_a_job_process_that_closes_its_control_pipe_costs_the_worker_no_cpu(pool):
+    """The worker waits for the job process to end without polling the hung-up pipe."""
+    code = "import os, time\nos.closerange(3, 1 << 16)\ntime.sleep(1)\ndef main_solution():\n    return 1\n"
+    before = {pid: _cpu_ticks(pid) for pid in pool.worker_pids}
+    result = pool.run(code, [{}])[0]
+    used = sum(_cpu_ticks(pid) - ticks for pid, ticks in before.items()) / os.sysconf("SC_CLK_TCK")
+    assert result.status == "crashed" and used < 0.5, (result, used)
+    assert_healthy(pool)
+
+
+def _cpu_ticks(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return sum(int(field) for field in stat[stat.rindex(")") + 2 :].split()[11:13])  # utime, stime
+
+
 def test_a_deep_unremovable_tree_is_removed(pool):
     code = (
         "import os\n"
