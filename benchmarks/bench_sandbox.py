@@ -4,8 +4,8 @@ The naive way is what a pipeline without a pool would do: ``python -c`` per call
 the same modules (numpy included), running the function and printing its JSON. Both sides
 run the same calls with the same concurrency (one per worker). Prints calls/s and the ratio,
 and also the CPU time per call summed over every process involved (pool, workers, job
-processes, children), which other load on the machine distorts far less than wall-clock
-rates; ``--json PATH`` also writes the figures.
+processes, children), with ``--calls-per-job`` calls per job and with one, which other load on
+the machine distorts far less than wall-clock rates; ``--json PATH`` also writes the figures.
 
     .venv/bin/python benchmarks/bench_sandbox.py [--calls 2000] [--naive-calls 40] [--json out.json]
 """
@@ -115,6 +115,7 @@ def main() -> None:
     naive_rate, naive_ok = bench_naive(make_calls(args.naive_calls), workers)
     naive_cpu = (cpu_seconds() - cpu_start) / args.naive_calls
     pool_cpu = pool_cpu_per_call(args.workers, make_calls(args.calls), args.calls_per_job)
+    single_cpu = pool_cpu_per_call(args.workers, make_calls(single), 1)
 
     figures = {
         "workers": workers,
@@ -128,6 +129,7 @@ def main() -> None:
         "speedup": round(pool_rate / naive_rate, 1),
         "speedup_single_call_jobs": round(single_rate / naive_rate, 1),
         "pool_cpu_ms_per_call": round(pool_cpu * 1000, 3),
+        "pool_single_call_jobs_cpu_ms_per_call": round(single_cpu * 1000, 3),
         "naive_cpu_ms_per_call": round(naive_cpu * 1000, 2),
         "cpu_speedup": round(naive_cpu / pool_cpu, 1),
         "all_ok": pool_ok == args.calls and single_ok == single and naive_ok == args.naive_calls,
@@ -143,6 +145,7 @@ def main() -> None:
     print(f"speedup: {figures['speedup']}x  ({figures['speedup_single_call_jobs']}x with one call per job)")
     print(f"cpu    : {pool_cpu * 1000:.2f} ms/call (pool, all processes) vs {naive_cpu * 1000:.1f} ms/call (naive): "
           f"{figures['cpu_speedup']}x   [load average {figures['load_average']:.1f}]")
+    print(f"cpu    : {single_cpu * 1000:.2f} ms/call (pool, one call per job)")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 
