@@ -348,7 +348,9 @@ class _JobWatch:
                 self.deadline = time.monotonic() + self.child_wall + GRACE_SECONDS
                 if self.index >= self.total:
                     return self.index
-            elif kind == RESTART and current and not in_job:
+            elif kind == RESTART and current and not in_job and self.index > self.spec.first:
+                # Only after a call of this J finished: a program that forges a RESTART from
+                # its top level would otherwise make the worker start job processes forever.
                 return self.index
             else:
                 return self._protocol_error()

@@ -198,3 +198,26 @@ def test_a_call_in_the_job_process_cannot_forge_control_frames(pool):
         assert [r.error_type for r in results[1:]] == ["ProtocolError"] * 2
     assert time.monotonic() - start < 10
     assert [r.value for r in pool.run(GOOD, [{"x": 1}])] == [{"double": 2}]
+
+
+def test_a_restart_forged_by_the_top_level_does_not_loop(pool):
+    """A program whose top level reports itself loaded and then asks for a new job process
+    (as J does after a call that left files it cannot remove) gets a crashed verdict at once,
+    instead of the worker starting job processes for it over and over."""
+    code = (
+        "import os, struct\n"
+        "frames = struct.pack('<BiiBdI', 1, -1, 0, 0, 0.0, 0) + struct.pack('<BiiBdI', 6, 0, 0, 0, 0.0, 0)\n"
+        "for fd in [int(name) for name in os.listdir('/proc/self/fd')]:\n"
+        "    if fd > 2:\n"
+        "        try:\n"
+        "            os.write(fd, frames)\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "def main_solution(x):\n"
+        "    return x\n"
+    )
+    start = time.monotonic()
+    results = pool.run(code, [{"x": 1}, {"x": 2}])
+    assert [r.status for r in results] == ["crashed"] * 2
+    assert time.monotonic() - start < 10
+    assert [r.value for r in pool.run(GOOD, [{"x": 1}])] == [{"double": 2}]
