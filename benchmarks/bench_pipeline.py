@@ -88,6 +88,22 @@ def _hwm_kb(pid: int) -> int | None:
     return None
 
 
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a live process (its own, not its children's)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds all cores of the machine have spent busy since boot (from /proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def sandbox_rates(pairs: int, seconds: float = 2.0) -> dict[str, float]:
     """Calls per second of a two-worker pool on the benchmark's functions, as the stages run
     them: one job per function with its pairs (sample_io, the pool's own hash seed), the same
@@ -150,19 +166,25 @@ def run_build(tasks: int, args: argparse.Namespace, base_url: str, prefect_url: 
     env = cli_env(work / "prefect-home", prefect_url)
     env["PREFECT_LOGGING_LEVEL"] = "WARNING"
     start = time.perf_counter()
+    busy_start, self_start = _machine_busy_s(), time.process_time()
     with open(work / "stdout.json", "wb") as out, open(work / "stderr.log", "wb") as err:
         proc = subprocess.Popen([CODEIO, "run", "--config", str(work / "build.json"), "--json"],
                                 stdout=out, stderr=err, env=env, cwd=work)
-        peak = 0
+        peak, flow_cpu = 0, 0.0
         while proc.poll() is None:
             peak = max(peak, _hwm_kb(proc.pid) or 0)
+            flow_cpu = _cpu_s(proc.pid) or flow_cpu
             time.sleep(0.1)
     wall = time.perf_counter() - start
+    cpu = {"flow_process_s": flow_cpu,
+           "benchmark_process_s": time.process_time() - self_start,  # the LLM stand-in, mostly
+           "machine_busy_s": _machine_busy_s() - busy_start,
+           "machine_capacity_s": wall * (os.cpu_count() or 1)}
     if proc.returncode != 0:
         raise RuntimeError(f"build of {tasks} tasks failed: {(work / 'stderr.log').read_text()[-2000:]}")
     summary = json.loads((work / "stdout.json").read_text())
     return {"tasks_requested": tasks, "functions": functions, "wall_s": wall, "peak_rss_mb": peak / 1024,
-            "summary": summary}
+            "cpu": cpu, "summary": summary}
 
 
 def figures(run: dict[str, Any], latency: float, concurrency: int, parallel: int,
@@ -200,6 +222,13 @@ def figures(run: dict[str, Any], latency: float, concurrency: int, parallel: int
         "orchestration_overhead_s": round(overhead, 2),
         "overhead_share": round(overhead / run["wall_s"], 3),
         "overhead_ms_per_task_run": round(1000 * beyond_floor / max(1, s["task_runs"]), 1),
+        # Where the machine's CPU went: the flow process (Prefect, the store, prompts, the LLM
+        # client, the sandbox pool's client side), the benchmark process (the LLM stand-in) and
+        # the rest (sandbox workers and their children, the Prefect server, other load).
+        "cpu_s": {k: round(v, 1) for k, v in run["cpu"].items()},
+        "flow_cpu_ms_per_task": round(1000 * run["cpu"]["flow_process_s"] / max(1, tasks), 3),
+        "flow_cpu_share_of_machine": round(run["cpu"]["flow_process_s"] / run["cpu"]["machine_capacity_s"], 3),
+        "machine_busy_share": round(run["cpu"]["machine_busy_s"] / run["cpu"]["machine_capacity_s"], 3),
     }
 
 
@@ -239,6 +268,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"start-up/shut-down {fig['startup_and_shutdown_s']:.1f} s; floors: endpoint "
                   f"{fig['ideal_endpoint_s']:.1f} s, sandbox {fig['sandbox_estimate_s']:.1f} s", flush=True)
             print("         stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in fig["stage_seconds"].items()))
+            c = fig["cpu_s"]
+            print(f"         CPU: machine busy {fig['machine_busy_share']:.0%} of {c['machine_capacity_s']:.0f} core-s; "
+                  f"flow process {c['flow_process_s']:.1f} s ({fig['flow_cpu_ms_per_task']:.2f} ms/task, "
+                  f"{fig['flow_cpu_share_of_machine']:.0%} of the machine), LLM stand-in {c['benchmark_process_s']:.1f} s, "
+                  f"rest {c['machine_busy_s'] - c['flow_process_s'] - c['benchmark_process_s']:.1f} s", flush=True)
     if not args.keep:
         import shutil
 
