@@ -209,10 +209,13 @@ class Store:
             "reason": [o.reason for r in results for o in r.outcomes],
             "detail": [o.detail for r in results for o in r.outcomes],
         })
+        items: dict[tuple[str, str], list[str]] = {}
+        for r in results:
+            items.setdefault((r.stage, r.config_key), []).extend(o.item_id for o in r.outcomes)
         try:
-            self._write_batch(tables, outcomes, upsert=False)
+            self._write_batch(tables, outcomes, items, upsert=False)
         except duckdb.ConstraintException:
-            self._write_batch(tables, outcomes, upsert=True)
+            self._write_batch(tables, outcomes, items, upsert=True)
 
     def _columnar(self, table: str, results: Sequence[ShardResult]) -> pa.Table:
         """One table's rows of all ``results`` as Arrow columns; config-keyed tables get the
@@ -228,22 +231,22 @@ class Store:
                     values.extend([r.get(c) for r in rows])
         return pa.Table.from_pydict(columns)
 
-    def _write_batch(self, tables: dict[str, pa.Table], outcomes: pa.Table, upsert: bool) -> None:
+    def _write_batch(self, tables: dict[str, pa.Table], outcomes: pa.Table,
+                     items: dict[tuple[str, str], list[str]], upsert: bool) -> None:
         with self.transaction():
-            self._forget_written(outcomes)
+            self._forget_written(items)
             for table, data in tables.items():
                 if data.num_rows:
                     self._insert(table, data, upsert)
             if outcomes.num_rows:
                 self._insert("stage_outcomes", outcomes, upsert)
 
-    def _forget_written(self, outcomes: pa.Table) -> None:
-        """Delete the outcomes and output rows of items in ``outcomes`` that were written
-        before under the same stage and config key, so the batch replaces them."""
-        groups: dict[tuple[str, str], list[str]] = {}
-        for stage, key, item in zip(*(outcomes.column(c).to_pylist() for c in ("stage", "config_key", "item_id"))):
-            groups.setdefault((stage, key), []).append(item)
+    def _forget_written(self, groups: dict[tuple[str, str], list[str]]) -> None:
+        """Delete the outcomes and output rows of the items (per stage and config key) that
+        were written before under the same stage and key, so the batch replaces them."""
         for (stage, key), items in groups.items():
+            if not items:
+                continue
             wanted = set(items)
             if len(wanted) != len(items):
                 dup = next(i for i, n in Counter(items).items() if n > 1)
