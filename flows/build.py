@@ -30,6 +30,7 @@ from storage.models import ShardResult
 from storage.store import Store
 from tasks import ingest as ingest_mod
 from tasks.registry import STAGES, stage_keys
+from tasks.runtime import sandbox_cpu_seconds
 from tasks.stage import ShardContext, Stage
 
 log = logging.getLogger("codeio")
@@ -113,6 +114,8 @@ class StageReport:
     rows_in: int = 0
     counters: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # this process's CPU time (all its threads) while the stage ran
+    sandbox_cpu_seconds: float = 0.0  # CPU time of this process's sandbox pools meanwhile
 
 
 @dataclass
@@ -139,7 +142,9 @@ class BuildReport:
             "llm_calls_sent": self.counter("llm_calls_sent"),
             "executions": self.counter("executions"),
             "stages": {
-                k: {"shards": v.shards, "rows_in": v.rows_in, "seconds": round(v.seconds, 3), **v.counters}
+                k: {"shards": v.shards, "rows_in": v.rows_in, "seconds": round(v.seconds, 3),
+                    "cpu_seconds": round(v.cpu_seconds, 3),
+                    "sandbox_cpu_seconds": round(v.sandbox_cpu_seconds, 3), **v.counters}
                 for k, v in self.stages.items()
             },
             "exports": self.exports,
@@ -245,7 +250,7 @@ def preflight(cfg: BuildConfig) -> None:
 def run_ingest(store: Store, cfg: BuildConfig, report: BuildReport, key: str) -> None:
     logger = _logger()
     rep = report.stages.setdefault("ingest", StageReport("ingest"))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
 
     def items() -> Iterator[ingest_mod.SourceItem]:
         for spec in cfg.sources:
@@ -278,12 +283,13 @@ def run_ingest(store: Store, cfg: BuildConfig, report: BuildReport, key: str) ->
 
     rep.shards += _drive(shards(), submit, on_done, cfg.max_parallel_shards * 2)
     rep.seconds += time.perf_counter() - t0
+    rep.cpu_seconds += time.process_time() - c0
 
 
 def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str], report: BuildReport) -> None:
     logger = _logger()
     rep = report.stages.setdefault(stage.name, StageReport(stage.name))
-    t0 = time.perf_counter()
+    t0, c0, s0 = time.perf_counter(), time.process_time(), sandbox_cpu_seconds()
     key = keys[stage.name]
     sql, params = stage.pending_sql(cfg, keys)
     pending = [r[0] for r in store.query(f"SELECT id FROM ({sql}) ORDER BY id", params)]
@@ -302,7 +308,8 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
             rows = stage.load_rows(store, ids, keys)
             extra: dict[str, Any] = {}
             if stage.call_keys is not None:
-                wanted = set(stage.call_keys(rows, cfg))
+                extra["call_keys"] = stage.call_keys(rows, cfg)
+                wanted = set(extra["call_keys"])
                 extra["new_calls"] = wanted - set(store.cached_calls(list(wanted)))
             yield content_id(ids), rows, extra
 
@@ -311,7 +318,8 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
         cached: dict[str, dict[str, Any]] = {}
         journal = None
         if stage.call_keys is not None:
-            cached = store.cached_calls(stage.call_keys(rows, cfg))
+            # Looked up again now: a shard that waited for a conflicting one finds its calls.
+            cached = store.cached_calls(extra.pop("call_keys"))
             journal_dir.mkdir(parents=True, exist_ok=True)
             journal = str(journal_dir / f"{stage.name}-{shard_id[:16]}.jsonl")
             extra["journal"] = journal
@@ -348,6 +356,8 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
 
     rep.shards += _drive(shards(), submit, on_done, cfg.max_parallel_shards * 2, shares_calls)
     rep.seconds += time.perf_counter() - t0
+    rep.cpu_seconds += time.process_time() - c0
+    rep.sandbox_cpu_seconds += sandbox_cpu_seconds() - s0
 
 
 def merge_journals(store: Store, cfg: BuildConfig) -> int:

@@ -154,7 +154,7 @@ def _summary_text(s: dict[str, Any]) -> str:
              f"{int(s['llm_calls_sent'])} LLM call(s) sent, {int(s['executions'])} execution(s)"]
     for name, st in s["stages"].items():
         extra = ", ".join(f"{k} {int(v)}" for k, v in sorted(st.items())
-                          if k not in ("shards", "rows_in", "seconds") and not k.startswith(("pair_drop", "verdict")))
+                          if k not in ("shards", "rows_in", "seconds", "cpu_seconds", "sandbox_cpu_seconds") and not k.startswith(("pair_drop", "verdict")))
         lines.append(f"  {name:<10} {st['rows_in']:>7} rows in {st['shards']:>4} shard(s)  {extra}")
     for name, path in sorted(s.get("exports", {}).items()):
         lines.append(f"  wrote {name}: {path}")

@@ -91,6 +91,14 @@ class HTTPProvider:
             transport=transport,
             follow_redirects=False,
         )
+        # With the lean transport, requests skip the client's per-request layers (header
+        # merging, auth and redirect flows, cookie jar): they cost more CPU than the transport
+        # itself and do nothing for one POST to a fixed URL with fixed headers. The request
+        # still carries exactly the headers and timeouts the client would have given it.
+        self._lean = transport
+        template = self._client.build_request("POST", self._url, content=b"")
+        self._headers = [(k, v) for k, v in template.headers.raw if k.lower() != b"content-length"]
+        self._extensions = template.extensions
 
     def __repr__(self) -> str:
         return f"HTTPProvider(base_url={self.settings.base_url!r}, model={self.model!r})"
@@ -188,7 +196,12 @@ class HTTPProvider:
 
     async def _send(self, body: bytes) -> _Attempt:
         try:
-            response = await self._client.post(self._url, content=body)
+            if self._lean is not None:
+                request = httpx.Request("POST", self._url, headers=self._headers, content=body,
+                                        extensions=self._extensions)
+                response = await self._lean.handle_async_request(request)
+            else:
+                response = await self._client.post(self._url, content=body)
         except httpx.TimeoutException as exc:
             return _Attempt("transient", "overload", error=self._clean(f"timeout: {type(exc).__name__}: {exc}"))
         except httpx.TransportError as exc:

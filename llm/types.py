@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 
 class ChatRequest(BaseModel):
@@ -21,12 +21,20 @@ class ChatRequest(BaseModel):
     stage: str = ""
     context: dict = {}
 
+    # Keys already computed, per (model, extra body): a request's key is asked for by the
+    # flow, the ledger and the provider, and hashing the canonical JSON is not free.
+    _keys: dict[tuple[str, str], str] = PrivateAttr(default_factory=dict)
+
     def key(self, model: str, extra_body: dict | None = None) -> str:
         """sha256 of the canonical JSON of everything that changes what the model is asked.
 
         ``stage`` and ``context`` are bookkeeping, so they stay out: the same prompt asked by
         two stages is one call.
         """
+        memo = (model, json.dumps(extra_body, sort_keys=True) if extra_body else "")
+        known = self._keys.get(memo)
+        if known is not None:
+            return known
         payload = {
             "model": model,
             "messages": self.messages,
@@ -38,7 +46,20 @@ class ChatRequest(BaseModel):
         canonical = json.dumps(
             payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         )
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        key = self._keys[memo] = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        return key
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> "ChatRequest":
+        copy = super().model_copy(update=update, deep=deep)
+        copy._keys = {} if update else dict(self._keys)  # an updated copy asks something else
+        return copy
+
+    def __eq__(self, other: object) -> bool:  # the fields, not the memo of keys
+        if not isinstance(other, ChatRequest):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # list fields: never hashable
 
 
 class ChatResult(BaseModel):

@@ -12,8 +12,8 @@ Process model (each level a fork of the one above, except the worker, which is s
                   fresh fork of J
 
 * P and W talk over two private pipes (length-prefixed JSON frames); stdout is never used.
-  A different hash seed is served by another W started with that PYTHONHASHSEED, because a
-  fork inherits its parent's seed. ``random`` and ``numpy.random`` start from the hash seed
+  A different hash seed is served by other Ws (as many, started on first use) with that
+  PYTHONHASHSEED, because a fork inherits its parent's seed. ``random`` and ``numpy.random`` start from the hash seed
   in every job, so the same seed reproduces the same draws and another seed changes them.
 * As root, W's temp dir is a size-capped tmpfs (128 MiB) private to its mount namespace, and
   directories other users cannot enter (pyenv under /root) are covered by an empty tmpfs

@@ -129,6 +129,22 @@ class SandboxPool:
         finally:
             self._release(worker, healthy)
 
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds the workers and everything they ran (job processes, calls) have used
+        since the pool started, finished work only for processes still running (Linux; None
+        where /proc is missing). Lets a caller tell the sandbox's share of the machine apart
+        from its own."""
+        with self._state.lock:
+            live = list(self._state.everyone)
+            retired = self._state.retired_cpu
+        total = retired
+        for worker in live:
+            used = _tree_cpu_seconds(worker.pid)
+            if used is None:
+                return None
+            total += used
+        return total
+
     @property
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (all hash seeds)."""
@@ -154,8 +170,11 @@ class SandboxPool:
     # -- workers -----------------------------------------------------------------------------
 
     def _capacity(self, seed: int) -> int:
-        """Workers for the pool's own seed; one, started on first use, for any other seed."""
-        return self.workers if seed == self.hash_seed else 1
+        """Workers per seed: as many as the pool's own; another seed's start on first use.
+
+        Another seed gets the same width because its callers (the determinism re-run) often
+        have the own seed's workers idle meanwhile: one worker would leave cores unused."""
+        return self.workers
 
     def _acquire(self, seed: int) -> "_WorkerProcess":
         state = self._state
@@ -191,6 +210,7 @@ class SandboxPool:
             else:
                 state.live[worker.seed] -= 1
                 state.everyone.discard(worker)
+                state.retired_cpu += _tree_cpu_seconds(worker.pid) or 0.0
             state.lock.notify_all()
         if not keep:
             if healthy:
@@ -207,6 +227,7 @@ class _PoolState:
         self.idle: dict[int, list[_WorkerProcess]] = {}
         self.live: dict[int, int] = {}
         self.everyone: set[_WorkerProcess] = set()
+        self.retired_cpu = 0.0  # CPU of workers that were replaced, read before they went
         self.closed = False
 
     def shutdown(self, temp_root: str) -> None:
@@ -334,6 +355,19 @@ class _WorkerProcess:
         if self.unique_uid and self.uid is not None:
             isolation.kill_all_of_uid(self.uid)
         shutil.rmtree(os.path.join(self.temp_root, f"w{self.pid}"), ignore_errors=True)
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _tree_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of a process and of its children it has reaped (from /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return sum(int(v) for v in fields[11:15]) / _TICKS
 
 
 def _clean_env(seed: int) -> dict[str, str]:

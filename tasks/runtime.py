@@ -40,6 +40,13 @@ def get_pool(settings: "SandboxSettings") -> SandboxPool:
         return pool
 
 
+def sandbox_cpu_seconds() -> float:
+    """CPU seconds used so far by the sandbox pools of this process (0 where unknown)."""
+    with _lock:
+        pools = list(_pools.values())
+    return sum(pool.cpu_seconds() or 0.0 for pool in pools)
+
+
 def close_pools() -> None:
     with _lock:
         for pool in _pools.values():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -169,6 +170,14 @@ def _digest(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
 
 
+@functools.lru_cache(maxsize=4096)
+def _namespace(code: str) -> dict[str, Any]:
+    """Our own fixture code, run once per program (see module doc); its functions are pure."""
+    ns: dict[str, Any] = {}
+    exec(compile(code, "<refcode>", "exec"), ns)
+    return ns
+
+
 def prediction_answer(messages: list[dict[str, str]]) -> str:
     """A chain-of-thought answer ending in a JSON object.
 
@@ -182,8 +191,7 @@ def prediction_answer(messages: list[dict[str, str]]) -> str:
         return "I cannot read this problem."
     kind = "output" if m.group(1) == "input" else "input"
     given = json.loads(m.group(2))
-    ns: dict[str, Any] = {}
-    exec(compile(code.group(1), "<refcode>", "exec"), ns)  # our own fixture code, see module doc
+    ns = _namespace(code.group(1))
     right = ns["main_solution"](**given) if kind == "output" else _invert(ns, given)
     turn = (len(messages) + 1) // 2
     if turn == 1:

@@ -51,6 +51,10 @@ def test_first_run_rerun_and_incremental(tmp_path):
     assert first["stages"]["ingest"]["rows_in"] == PICK
     assert first["executions"] > 0
     assert first["llm_calls_sent"] > 0
+    # Where the CPU went, per stage: this process, and the sandbox pool's processes.
+    assert first["stages"]["sample_io"]["sandbox_cpu_seconds"] > 0
+    assert first["stages"]["prompts"]["sandbox_cpu_seconds"] == 0
+    assert all(st["cpu_seconds"] >= 0 for st in first["stages"].values())
     out = Path(cfg.output_dir)
     before = _digest(out)
     assert (out / "codeio.jsonl").stat().st_size > 0

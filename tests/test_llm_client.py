@@ -100,6 +100,10 @@ def test_api_key_is_sent_as_bearer(monkeypatch: pytest.MonkeyPatch) -> None:
         results = complete(make_settings(server.base_url, api_key_env="TEST_LLM_KEY"), make_requests(2))
     assert all(r.error is None for r in results)
     assert server.headers[0]["authorization"] == f"Bearer {SECRET}"
+    # Requests bypass the client's per-request layers but carry the headers it would send.
+    sent = {k.lower(): v for k, v in server.headers[0].items()}
+    assert sent["content-type"] == "application/json" and sent["user-agent"].startswith("python-httpx/")
+    assert sent["host"].startswith("127.0.0.1") and sent["content-length"].isdigit()
     assert SECRET not in repr(HTTPProvider(make_settings(server.base_url, api_key_env="TEST_LLM_KEY")))
 
 

@@ -46,6 +46,9 @@ def test_key_is_stable_and_covers_what_changes_the_call() -> None:
     assert len({key, *variants}) == len(variants) + 1
     assert base.key("m", {}) == base.key("m", None) == key
     assert base.key("m", {"a": 1, "b": 2}) == base.key("m", {"b": 2, "a": 1})
+    # Keys are remembered per request, which neither changes equality nor follows an updated copy.
+    assert base == ChatRequest(messages=MESSAGES) and base.key("m") == key
+    assert base.model_copy(update={"messages": MESSAGES[1:]}).key("m") == ChatRequest(messages=MESSAGES[1:]).key("m")
 
 
 def test_request_is_frozen_and_strict() -> None:

@@ -243,3 +243,19 @@ def test_close_leaves_no_process_and_no_temp_dir():
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
     with pytest.raises(RuntimeError):
         pool.run("def main_solution():\n    return 1\n", [{}])
+
+
+def test_another_seed_runs_as_wide_as_the_pool_and_cpu_is_accounted(pool):
+    """The determinism re-run (another hash seed) may use as many workers as the pool's own
+    seed, and the pool reports the CPU its process trees used, calls included."""
+    spin = "def main_solution(n):\n    s = 0\n    for i in range(n):\n        s += i\n    return s\n"
+    before = pool.cpu_seconds()
+    pids_before = set(pool.worker_pids)
+    jobs = [Job(spin, [{"n": 2_000_000}, {"n": 2_000_000}]) for _ in range(2)]
+    results = pool.run_many(jobs, hash_seed=777)
+    assert all(r.status == "ok" for res in results for r in res)
+    new = set(pool.worker_pids) - pids_before
+    assert len(new) == 2, "both jobs of the other seed should have had a worker each"
+    used = pool.cpu_seconds() - before
+    spent = sum(r.cpu_seconds for res in results for r in res)
+    assert used >= spent > 0
