@@ -13,6 +13,7 @@ import fcntl
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -167,28 +168,46 @@ class CachedProvider:
         self.hits = 0
         self.sent = 0
 
-    async def complete(self, requests: list[ChatRequest]) -> list[ChatResult]:
+    async def complete(
+        self, requests: list[ChatRequest], on_result: Callable[[int, ChatResult], None] | None = None
+    ) -> list[ChatResult]:
+        """One result per request, in order. ``on_result(i, result)`` (optional) is called on
+        the event loop as soon as request ``i``'s result is known, cached ones first, so a
+        caller can start on the answers while the other calls are still out."""
         keys = [request_key(self.inner, request) for request in requests]
         cached = self.ledger.get_many(list(dict.fromkeys(keys)))
         misses: dict[str, ChatRequest] = {}
-        for key, request in zip(keys, requests):
+        positions: dict[str, list[int]] = {}
+        for i, (key, request) in enumerate(zip(keys, requests)):
+            positions.setdefault(key, []).append(i)
             if key not in cached and key not in misses:
                 misses[key] = request
         self.hits += len(requests) - sum(1 for key in keys if key not in cached)
         self.sent += len(misses)
+
+        def deliver(key: str, result: ChatResult) -> None:
+            if on_result is not None:
+                for i in positions[key]:
+                    on_result(i, _for_request(result, requests[i]))
+
+        for key, result in cached.items():
+            deliver(key, result)
         try:
-            fresh = await gather_all([self._complete_one(key, request) for key, request in misses.items()])
+            fresh = await gather_all([self._complete_one(key, request, deliver) for key, request in misses.items()])
         finally:
             self.ledger.sync()
         answered = {**cached, **dict(zip(misses, fresh))}
         return [_for_request(answered[key], request) for key, request in zip(keys, requests)]
 
-    async def _complete_one(self, key: str, request: ChatRequest) -> ChatResult:
+    async def _complete_one(
+        self, key: str, request: ChatRequest, deliver: Callable[[str, ChatResult], None]
+    ) -> ChatResult:
         (result,) = await self.inner.complete([request])
         if result.key != key:  # recorded under another key, it would be paid for again each run
             raise ValueError(f"{type(self.inner).__name__} returned key {result.key[:12]}, expected {key[:12]}")
         if result.error is None:
             self.ledger.append(result)
+        deliver(key, result)
         return result
 
 

@@ -8,16 +8,17 @@ the same way. Each turn is one stage, so a resumed run picks up exactly where it
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from llm.types import ChatRequest
+from llm.types import ChatRequest, ChatResult
 from prompts.render import render_revision
 from storage.models import Attempt, Outcome, ShardResult
 from tasks.llm_calls import complete, request_key
 from tasks.runtime import get_pool, limits_for
 from tasks.sample_io import program
 from tasks.stage import ShardContext, Stage
-from tasks.verify import VerifyItem, verify_batch
+from tasks.verify import Verdict, VerifyItem, verify_one
 
 if TYPE_CHECKING:
     from flows.config import BuildConfig
@@ -120,17 +121,31 @@ def _run_for(turn: int):
     def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext) -> ShardResult:
         stage = TURN_STAGE[turn]
         requests = [_request(r, cfg, turn) for r in rows]
-        results, llm_rows, counters = complete(requests, cfg, ctx)
-        items = [
-            VerifyItem(
-                kind=r["kind"], response=res.content, code=req.context["code"], entry=r["entry"],
-                arg_names=req.context["arg_names"], given_input=req.context["input"],
-                given_output=req.context["output"],
-            )
-            for r, req, res in zip(rows, requests, results)
-        ]
-        verdicts, executions = verify_batch(items, get_pool(cfg.sandbox), limits_for(cfg.sandbox))
-        counters["executions"] = counters.get("executions", 0) + executions
+        pool, limits = get_pool(cfg.sandbox), limits_for(cfg.sandbox)
+        checks: list[Future[tuple[Verdict, int]] | None] = [None] * len(rows)
+        # Each answer is verified as soon as it arrives, while the shard's other calls are
+        # still out, so the sandbox does not wait for the slowest call of the shard.
+        with ThreadPoolExecutor(max_workers=pool.workers, thread_name_prefix="verify") as executor:
+
+            def on_result(i: int, res: ChatResult) -> None:
+                req = requests[i]
+                item = VerifyItem(
+                    kind=rows[i]["kind"], response=res.content, code=req.context["code"], entry=rows[i]["entry"],
+                    arg_names=req.context["arg_names"], given_input=req.context["input"],
+                    given_output=req.context["output"],
+                )
+                checks[i] = executor.submit(verify_one, item, pool, limits)
+
+            try:
+                results, llm_rows, counters = complete(requests, cfg, ctx, on_result)
+            except BaseException:
+                executor.shutdown(wait=True, cancel_futures=True)
+                raise
+            checked = [c.result() for c in checks if c is not None]
+        if len(checked) != len(rows):
+            raise RuntimeError(f"{stage}: {len(rows) - len(checked)} answer(s) were never handed to verification")
+        verdicts = [v for v, _ in checked]
+        counters["executions"] = counters.get("executions", 0) + sum(n for _, n in checked)
         attempts: list[dict[str, Any]] = []
         outcomes: list[Outcome] = []
         for r, req, res, v in zip(rows, requests, results, verdicts):

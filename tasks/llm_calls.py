@@ -5,6 +5,7 @@ twice."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from llm.ledger import CachedProvider, JournalLedger, MemoryLedger
@@ -34,9 +35,11 @@ def request_key(req: ChatRequest, cfg: "BuildConfig") -> str:
 
 
 def complete(
-    requests: list[ChatRequest], cfg: "BuildConfig", ctx: ShardContext
+    requests: list[ChatRequest], cfg: "BuildConfig", ctx: ShardContext,
+    on_result: Callable[[int, ChatResult], None] | None = None,
 ) -> tuple[list[ChatResult], list[dict[str, Any]], dict[str, float]]:
-    """Results in request order, ledger rows for the newly completed calls, and counters."""
+    """Results in request order, ledger rows for the newly completed calls, and counters.
+    ``on_result(i, result)`` is called as each result becomes known (see CachedProvider)."""
     if not requests:
         return [], [], {}
     preloaded = {k: ChatResult(**_result_fields(v)) for k, v in ctx.cached_calls.items()}
@@ -45,7 +48,7 @@ def complete(
         provider = make_provider(cfg)
         ledger = JournalLedger(ctx.journal_path, preloaded=preloaded) if ctx.journal_path else MemoryLedger(preloaded)
         try:
-            return await CachedProvider(provider, ledger).complete(requests)
+            return await CachedProvider(provider, ledger).complete(requests, on_result)
         finally:
             close = getattr(provider, "aclose", None)
             if close is not None:

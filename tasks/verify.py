@@ -38,32 +38,45 @@ class VerifyItem:
     given_output: Any
 
 
+def check_without_running(it: VerifyItem) -> Verdict | dict[str, Any]:
+    """The verdict when no execution is needed; otherwise the predicted input to run."""
+    if it.response is None:
+        return Verdict("call_failed", None, "call_failed", render_feedback("no_answer"))
+    ex = extract_answer(it.response, it.kind)  # type: ignore[arg-type]
+    if ex.status == "no_answer":
+        return Verdict("no_answer", None, "no_answer", render_feedback("no_answer"))
+    if ex.status != "ok":
+        return Verdict(ex.status, None, "bad_format", _bad_format(it, ex.detail or "unreadable answer"))
+    if it.kind == "output":
+        if outputs_match(it.given_output, ex.value):
+            return Verdict("ok", ex.value, "correct", render_feedback("correct"))
+        return Verdict("ok", ex.value, "wrong", render_feedback("wrong", kind="output", predicted=ex.value))
+    problem = check_input_keys(ex.value, it.arg_names)
+    if problem:
+        return Verdict("bad_format", ex.value, "bad_format", _bad_format(it, problem))
+    return ex.value
+
+
+def verify_one(it: VerifyItem, pool: SandboxPool, limits: Limits) -> tuple[Verdict, int]:
+    """One answer's verdict, and the executions it took (0 or 1). Safe to call from many
+    threads at once: each input prediction runs as a job of its own."""
+    checked = check_without_running(it)
+    if isinstance(checked, Verdict):
+        return checked, 0
+    (result,) = pool.run(it.code, [checked], entry=it.entry, limits=limits)
+    return _input_verdict(it, checked, result), 1
+
+
 def verify_batch(items: list[VerifyItem], pool: SandboxPool, limits: Limits) -> tuple[list[Verdict], int]:
     """Verdicts in item order, and the number of executions it took."""
     verdicts: list[Verdict | None] = [None] * len(items)
     to_run: list[tuple[int, Any]] = []
     for i, it in enumerate(items):
-        if it.response is None:
-            verdicts[i] = Verdict("call_failed", None, "call_failed", render_feedback("no_answer"))
-            continue
-        ex = extract_answer(it.response, it.kind)  # type: ignore[arg-type]
-        if ex.status == "no_answer":
-            verdicts[i] = Verdict("no_answer", None, "no_answer", render_feedback("no_answer"))
-            continue
-        if ex.status != "ok":
-            verdicts[i] = Verdict(ex.status, None, "bad_format", _bad_format(it, ex.detail or "unreadable answer"))
-            continue
-        if it.kind == "output":
-            if outputs_match(it.given_output, ex.value):
-                verdicts[i] = Verdict("ok", ex.value, "correct", render_feedback("correct"))
-            else:
-                verdicts[i] = Verdict("ok", ex.value, "wrong", render_feedback("wrong", kind="output", predicted=ex.value))
-            continue
-        problem = check_input_keys(ex.value, it.arg_names)
-        if problem:
-            verdicts[i] = Verdict("bad_format", ex.value, "bad_format", _bad_format(it, problem))
-            continue
-        to_run.append((i, ex.value))
+        checked = check_without_running(it)
+        if isinstance(checked, Verdict):
+            verdicts[i] = checked
+        else:
+            to_run.append((i, checked))
     if to_run:
         # One job per program: its code loads once and each answer runs in its own fork.
         groups: dict[tuple[str, str], list[tuple[int, Any]]] = {}

@@ -272,3 +272,25 @@ def test_killed_run_restarts_without_paying_twice(tmp_path: Path) -> None:
     assert not set(completed) & resumed
     assert {key_of[key]: sends[key_of[key]] for key in completed} == {key_of[key]: 1 for key in completed}
     assert SECRET not in first_log and SECRET not in second.stderr and "DEBUG" in second.stderr
+
+
+def test_results_are_handed_over_as_they_arrive_cached_first() -> None:
+    """``on_result`` sees every request exactly once: cached answers before any call is sent,
+    each fresh answer when it arrives (a slow call does not hold the fast ones back), and a
+    request repeated in the batch under its own index."""
+    requests = make_requests(["cached", "slow", "fast", "fast"])
+    inner = FakeProvider({"slow": 0.3})
+    ledger = MemoryLedger({requests[0].key("m"): result(requests[0].key("m"), "from the ledger")})
+    seen: list[tuple[int, str, float]] = []
+    start = time.perf_counter()
+
+    async def go() -> list[ChatResult]:
+        return await CachedProvider(inner, ledger).complete(
+            requests, lambda i, r: seen.append((i, r.content or "", time.perf_counter() - start)))
+
+    results = asyncio.run(go())
+    assert sorted(i for i, _, _ in seen) == [0, 1, 2, 3]
+    assert seen[0][:2] == (0, "from the ledger")
+    when = {i: t for i, _, t in seen}
+    assert max(when[2], when[3]) < when[1] and when[1] >= 0.3
+    assert [r.key for r in results] == [q.key("m") for q in requests]
