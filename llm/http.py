@@ -27,7 +27,7 @@ from llm.backoff import full_jitter_delay, parse_retry_after
 from llm.errors import ConfigError, EndpointDown
 from llm.gather import gather_all
 from llm.settings import LLMSettings
-from llm.transport import LeanTransport
+from llm.transport import LeanTransport, encode_head_prefix
 from llm.types import ChatRequest, ChatResult
 
 logger = logging.getLogger(__name__)
@@ -91,14 +91,15 @@ class HTTPProvider:
             transport=transport,
             follow_redirects=False,
         )
-        # With the lean transport, requests skip the client's per-request layers (header
-        # merging, auth and redirect flows, cookie jar): they cost more CPU than the transport
-        # itself and do nothing for one POST to a fixed URL with fixed headers. The request
-        # still carries exactly the headers and timeouts the client would have given it.
+        # With the lean transport, a call skips the client's per-request layers (header
+        # merging, auth and redirect flows, cookie jar) and httpx's request and response
+        # objects: for one POST to a fixed URL with fixed headers they cost more CPU than the
+        # exchange itself. The request line and headers, exactly those the client would send,
+        # are encoded once; each call adds its Content-Length and body.
         self._lean = transport
-        template = self._client.build_request("POST", self._url, content=b"")
-        self._headers = [(k, v) for k, v in template.headers.raw if k.lower() != b"content-length"]
-        self._extensions = template.extensions
+        self._template = self._client.build_request("POST", self._url, content=b"")
+        self._head = encode_head_prefix(self._template)
+        self._timeouts = self._template.extensions.get("timeout", {})
 
     def __repr__(self) -> str:
         return f"HTTPProvider(base_url={self.settings.base_url!r}, model={self.model!r})"
@@ -197,9 +198,11 @@ class HTTPProvider:
     async def _send(self, body: bytes) -> _Attempt:
         try:
             if self._lean is not None:
-                request = httpx.Request("POST", self._url, headers=self._headers, content=body,
-                                        extensions=self._extensions)
-                response = await self._lean.handle_async_request(request)
+                wire = self._head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+                raw = await self._lean.exchange(self._template, wire, self._timeouts)
+                if 200 <= raw.status < 300 and not raw.encoded:
+                    return self._parse_completion(raw.content)
+                response = raw.response()
             else:
                 response = await self._client.post(self._url, content=body)
         except httpx.TimeoutException as exc:

@@ -23,8 +23,8 @@ _NO_BODY_STATUSES = (204, 304)
 _FRAMING_HEADERS = (b"content-length", b"transfer-encoding")
 
 
-def encode_request_head(request: httpx.Request, body_length: int) -> bytes:
-    """Request line and headers; the body is always sent whole, with a Content-Length."""
+def encode_head_prefix(request: httpx.Request) -> bytes:
+    """Request line and headers but the framing ones, each line ending in CRLF."""
     lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.url.raw_path)]
     for name, value in request.headers.raw:
         if name.lower() in _FRAMING_HEADERS:
@@ -32,9 +32,15 @@ def encode_request_head(request: httpx.Request, body_length: int) -> bytes:
         if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name or b":" in name:
             raise httpx.LocalProtocolError("invalid character in a header", request=request)
         lines.append(name + b": " + value)
+    return b"\r\n".join(lines) + b"\r\n"
+
+
+def encode_request_head(request: httpx.Request, body_length: int) -> bytes:
+    """Request line and headers; the body is always sent whole, with a Content-Length."""
+    head = encode_head_prefix(request)
     if body_length or request.method in ("POST", "PUT", "PATCH"):
-        lines.append(b"Content-Length: %d" % body_length)
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+        head += b"Content-Length: %d\r\n" % body_length
+    return head + b"\r\n"
 
 
 class _Connection(asyncio.Protocol):
@@ -128,9 +134,14 @@ class _Connection(asyncio.Protocol):
 
     async def round_trip(self, request: httpx.Request, read_timeout: float | None) -> httpx.Response:
         """Send ``request`` and read the whole response."""
-        self.busy = True
         body = await request.aread()
-        wire = encode_request_head(request, len(body)) + body
+        raw = await self.exchange(encode_request_head(request, len(body)) + body, request, read_timeout)
+        return raw.response()
+
+    async def exchange(self, wire: bytes, request: httpx.Request, read_timeout: float | None) -> RawResponse:
+        """Send a request already encoded for the wire and read the whole response.
+        ``request`` describes it (method, and what errors name)."""
+        self.busy = True
         if self.closed or self.transport is None or self.transport.is_closing():
             raise httpx.WriteError("connection closed before the request was sent", request=request)
         self.transport.write(wire)
@@ -148,12 +159,7 @@ class _Connection(asyncio.Protocol):
             version == b"HTTP/1.1" and b"close" not in connection and not self.buffer and not self.eof
         )
         self.busy = False
-        return httpx.Response(
-            status,
-            headers=headers,
-            content=content,
-            extensions={"http_version": version, "reason_phrase": reason},
-        )
+        return RawResponse(status, headers, content, version, reason)
 
     async def _read_body(
         self, status: int, headers: list[tuple[bytes, bytes]], request: httpx.Request, timeout: float | None
@@ -213,6 +219,27 @@ def _parse_headers(lines: list[bytes], request: httpx.Request) -> list[tuple[byt
     return headers
 
 
+class RawResponse:
+    """A whole response as read off the wire; ``response()`` makes it an httpx.Response (which
+    also undoes any content encoding)."""
+
+    __slots__ = ("status", "headers", "content", "version", "reason")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], content: bytes, version: bytes,
+                 reason: bytes) -> None:
+        self.status, self.headers, self.content, self.version, self.reason = status, headers, content, version, reason
+
+    @property
+    def encoded(self) -> bool:
+        """Whether the body carries a content encoding (gzip, ...) that ``response()`` would undo."""
+        return any(name.lower() == b"content-encoding" and value.strip().lower() not in (b"", b"identity")
+                   for name, value in self.headers)
+
+    def response(self) -> httpx.Response:
+        return httpx.Response(self.status, headers=self.headers, content=self.content,
+                              extensions={"http_version": self.version, "reason_phrase": self.reason})
+
+
 class LeanTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 with keep-alive and no pool bookkeeping beyond a LIFO stack of idle sockets.
 
@@ -229,15 +256,24 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._ssl_context: ssl.SSLContext | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = await request.aread()
+        wire = encode_request_head(request, len(body)) + body
+        raw = await self.exchange(request, wire, request.extensions.get("timeout", {}))
+        return raw.response()
+
+    async def exchange(self, request: httpx.Request, wire: bytes, timeouts: dict[str, float | None]) -> RawResponse:
+        """Send ``wire`` (head and body, already encoded) to ``request``'s origin on a pooled
+        connection and read the whole response, without building httpx objects per request:
+        a client that sends the same POST many times encodes its head once. ``request`` gives
+        the origin and method, and is what errors name."""
         url = request.url
         scheme = url.scheme
         if scheme not in ("http", "https"):
             raise httpx.UnsupportedProtocol(f"unsupported scheme {scheme!r}", request=request)
         origin = (scheme, url.host, url.port or (443 if scheme == "https" else 80))
-        timeouts = request.extensions.get("timeout", {})
         conn = self._take_idle(origin) or await self._connect(origin, timeouts.get("connect"), request)
         try:
-            response = await conn.round_trip(request, timeouts.get("read"))
+            raw = await conn.exchange(wire, request, timeouts.get("read"))
         except BaseException:
             self._discard(conn)
             raise
@@ -245,7 +281,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             self._put_idle(origin, conn)
         else:
             self._discard(conn)
-        return response
+        return raw
 
     def _take_idle(self, origin: Origin) -> _Connection | None:
         stack = self._idle.get(origin)

@@ -58,12 +58,18 @@ def load_sections(name: str) -> dict[str, str]:
     return {key: "\n".join(lines).strip("\n") for key, lines in sections.items()}
 
 
-def fill(template: str, fields: Mapping[str, str]) -> str:
-    """Substitute ``fields`` into ``template``; every field must be used and every slot filled."""
+@functools.lru_cache(maxsize=256)
+def _parsed(template: str) -> tuple[Template, frozenset[str]]:
+    """A template checked once, with its slot names (templates are few; fills are many)."""
     tmpl = Template(template)
     if not tmpl.is_valid():
         raise ValueError("template has a stray '$' (write '$$' for a literal dollar)")
-    wanted = set(tmpl.get_identifiers())
+    return tmpl, frozenset(tmpl.get_identifiers())
+
+
+def fill(template: str, fields: Mapping[str, str]) -> str:
+    """Substitute ``fields`` into ``template``; every field must be used and every slot filled."""
+    tmpl, wanted = _parsed(template)
     given = set(fields)
     if wanted != given:
         missing, extra = sorted(wanted - given), sorted(given - wanted)

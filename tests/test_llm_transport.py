@@ -195,3 +195,45 @@ def test_https_with_certificate_verification(tmp_path: Path, monkeypatch: pytest
 
     asyncio.run(go())
     assert state.connections == 1  # both requests over one kept-alive TLS connection
+
+
+def test_the_provider_fast_path_sends_the_clients_request_and_decodes_what_it_must() -> None:
+    """HTTPProvider encodes its request head once and skips httpx's objects per call: the bytes
+    on the wire are still a proper request with the client's headers, a gzip-encoded completion
+    is decoded, and an error reply still surfaces the server's reason."""
+    from llm.http import HTTPProvider
+    from llm.settings import LLMSettings
+    from llm.types import ChatRequest
+
+    completion = b'{"choices": [{"message": {"content": "4"}, "finish_reason": "stop"}], "usage": {}}'
+    packed = gzip.compress(completion)
+    replies = [
+        (response(body=completion), False),
+        (response(body=packed, headers=[f"Content-Length: {len(packed)}", "Content-Encoding: gzip"]), False),
+        (response("400 Bad Request", b'{"error": {"message": "max_tokens too large"}}'), False),
+    ]
+    state = RawServer(replies)
+    results = []
+
+    async def go() -> None:
+        server = await asyncio.start_server(state._handle, "127.0.0.1", 0)
+        base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        try:
+            settings = LLMSettings(base_url=base, model="m", api_key_env=None, max_concurrency=1, max_retries=0)
+            async with HTTPProvider(settings) as provider:
+                for tag in ("a", "b", "c"):
+                    results.extend(await provider.complete([ChatRequest(messages=[{"role": "user", "content": tag}])]))
+        finally:
+            server.close()
+
+    asyncio.run(go())
+    assert [r.content for r in results[:2]] == ["4", "4"]
+    assert results[2].content is None and "max_tokens too large" in (results[2].error or "")
+    assert state.connections == 1
+    head, _, body = state.requests[0].partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /v1/chat/completions HTTP/1.1"
+    assert b"Content-Length: %d" % len(body) in lines and b'"content":"a"' in body
+    names = [line.split(b":", 1)[0].lower() for line in lines[1:]]
+    assert {b"host", b"user-agent", b"accept-encoding", b"content-type"} <= set(names)
+    assert names.count(b"content-length") == 1
