@@ -130,6 +130,7 @@ class _QuietUserErrors:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    import gc
     import logging
 
     from flows.build import preflight, run_build
@@ -141,6 +142,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     quiet = _QuietUserErrors()
     for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine"):
         logging.getLogger(name).addFilter(quiet)
+    # This process exists for one build: what it loaded so far (Prefect, pydantic models, the
+    # libraries) lives until exit, so the cyclic garbage collector need not walk it again on
+    # every full collection (it halves the collector's time in a build).
+    gc.freeze()
     summary = run_build(cfg)
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))

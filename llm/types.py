@@ -9,6 +9,27 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 
+def chat_key(
+    model: str,
+    messages: list[dict[str, str]],
+    temperature: float,
+    max_tokens: int,
+    sample_index: int = 0,
+    extra_body: dict | None = None,
+) -> str:
+    """The key of a chat call (``ChatRequest.key``), for callers that only need the key."""
+    payload = {
+        "model": model,
+        "messages": messages,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "sample_index": sample_index,
+        "extra_body": extra_body or {},
+    }
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 class ChatRequest(BaseModel):
     """One chat completion to make; its ``key`` identifies the call across runs and machines."""
 
@@ -32,22 +53,13 @@ class ChatRequest(BaseModel):
         two stages is one call.
         """
         memo = (model, json.dumps(extra_body, sort_keys=True) if extra_body else "")
-        known = self._keys.get(memo)
-        if known is not None:
-            return known
-        payload = {
-            "model": model,
-            "messages": self.messages,
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-            "sample_index": self.sample_index,
-            "extra_body": extra_body or {},
-        }
-        canonical = json.dumps(
-            payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
-        key = self._keys[memo] = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-        return key
+        keys = self.__pydantic_private__["_keys"]  # type: ignore[index]  # (plain attribute access is slow)
+        known = keys.get(memo)
+        if known is None:
+            known = keys[memo] = chat_key(
+                model, self.messages, self.temperature, self.max_tokens, self.sample_index, extra_body
+            )
+        return known
 
     def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> "ChatRequest":
         copy = super().model_copy(update=update, deep=deep)

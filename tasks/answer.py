@@ -11,10 +11,10 @@ import json
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from llm.types import ChatRequest, ChatResult
+from llm.types import ChatRequest, ChatResult, chat_key
 from prompts.render import render_revision
 from storage.models import Attempt, Outcome, ShardResult
-from tasks.llm_calls import complete, request_key
+from tasks.llm_calls import complete
 from tasks.runtime import get_pool, limits_for
 from tasks.sample_io import program
 from tasks.stage import ShardContext, Stage
@@ -86,13 +86,17 @@ def _load_for(turn: int):
     return load
 
 
-def _request(row: dict[str, Any], cfg: "BuildConfig", turn: int) -> ChatRequest:
+def _messages(row: dict[str, Any]) -> list[dict[str, str]]:
     messages = list(json.loads(row["messages_json"]))
     for h in row.get("history", []):
         messages.append({"role": "assistant", "content": h["response"] or ""})
         messages.append(render_revision(h["feedback"]))
+    return messages
+
+
+def _request(row: dict[str, Any], cfg: "BuildConfig", turn: int) -> ChatRequest:
     return ChatRequest(
-        messages=messages,
+        messages=_messages(row),
         temperature=cfg.llm.temperature,
         max_tokens=cfg.llm.max_tokens,
         stage="answer" if turn == 1 else "revise",
@@ -112,7 +116,10 @@ def _request(row: dict[str, Any], cfg: "BuildConfig", turn: int) -> ChatRequest:
 
 def _call_keys_for(turn: int):
     def call_keys(rows: list[dict[str, Any]], cfg: "BuildConfig") -> list[str]:
-        return [request_key(_request(r, cfg, turn), cfg) for r in rows]
+        # The keys of the requests _request builds, without building them (the flow asks
+        # for every shard's keys before it submits the shard).
+        model, extra = cfg.model_name(), (cfg.llm.extra_body if cfg.provider == "http" else None) or None
+        return [chat_key(model, _messages(r), cfg.llm.temperature, cfg.llm.max_tokens, 0, extra) for r in rows]
 
     return call_keys
 

@@ -1,0 +1,39 @@
+"""The flow asks each answer shard for its call keys before submitting it; those keys must be
+the keys of the requests the shard then sends, or cached calls would be missed or sent twice."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flows.config import BuildConfig
+from tasks.answer import ANSWER, REVISE1, _request
+from tasks.llm_calls import request_key
+
+
+def _row(i: int, history: list[dict] | None = None) -> dict:
+    messages = [{"role": "user", "content": f"Predict the output of program {i} for x={i}. ünïcode \u2028 ok"}]
+    row = {
+        "id": f"t{i}", "kind": "output" if i % 2 else "input", "messages_json": json.dumps(messages),
+        "input_json": json.dumps({"x": i}), "output_json": json.dumps(i * 2),
+        "refcode": "def main_solution(x):\n    return 2 * x\n", "input_generator": None,
+        "entry": "main_solution", "arg_names": json.dumps(["x"]), "io_description": "x: int",
+    }
+    if history is not None:
+        row["history"] = history
+    return row
+
+
+@pytest.mark.parametrize("provider,extra", [("http", {}), ("http", {"top_p": 0.9, "seed": 3}), ("offline", {})])
+def test_call_keys_are_the_keys_of_the_requests_sent(provider: str, extra: dict) -> None:
+    cfg = BuildConfig.model_validate({
+        "sources": [{"path": "corpus", "name": "t"}], "db_path": "unused.duckdb", "provider": provider,
+        "llm": {"model": "m", "temperature": 0.3, "max_tokens": 777, "extra_body": extra},
+    })
+    rows = [_row(i) for i in range(4)]
+    assert ANSWER.call_keys(rows, cfg) == [request_key(_request(r, cfg, 1), cfg) for r in rows]
+    history = [{"task_id": "t", "turn": 1, "response": "I think 5", "feedback": "The output was 4, not 5."}]
+    revised = [_row(i, history) for i in range(4)]
+    assert REVISE1.call_keys(revised, cfg) == [request_key(_request(r, cfg, 2), cfg) for r in revised]
+    assert len(set(ANSWER.call_keys(rows, cfg)) | set(REVISE1.call_keys(revised, cfg))) == 8
