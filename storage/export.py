@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -404,7 +405,9 @@ class _DatasetSink:
 
 
 def _json_line(value: dict[str, Any]) -> bytes:
-    return (json.dumps(value, ensure_ascii=False) + "\n").encode("utf-8")
+    """One JSON object per line, UTF-8, compact (orjson: several times faster than json for
+    the long prompt and response strings that dominate an export)."""
+    return orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def _stats(
