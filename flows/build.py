@@ -67,6 +67,9 @@ def _shard_cache_key(_ctx: Any, params: dict[str, Any]) -> str:
     name="shard",
     cache_key_fn=_shard_cache_key,
     persist_result=True,
+    # Results are read once, by the flow, and written to the store; Prefect's in-memory cache
+    # of results (its 1000 most recent) would hold every shard of a build until the end.
+    cache_result_in_memory=False,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,
     retry_condition_fn=_retry_condition,
@@ -84,6 +87,9 @@ def stage_shard(
     name="ingest-shard",
     cache_key_fn=_shard_cache_key,
     persist_result=True,
+    # Results are read once, by the flow, and written to the store; Prefect's in-memory cache
+    # of results (its 1000 most recent) would hold every shard of a build until the end.
+    cache_result_in_memory=False,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,
     task_run_name="ingest-{shard_no}",
