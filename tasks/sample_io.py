@@ -61,7 +61,7 @@ def cap_for(row: dict[str, Any], cfg: "BuildConfig") -> int:
 
 
 class _Sampling:
-    """Per-function working state through the three phases of a shard."""
+    """Per-function working state through its steps (inputs, entry-point rounds, re-run)."""
 
     def __init__(self, row: dict[str, Any], cfg: "BuildConfig") -> None:
         self.row = row
@@ -129,78 +129,78 @@ def _gather_inputs(s: _Sampling, cfg: "BuildConfig") -> int:
 _NOT_RECORDED = object()
 
 
-def _run_with_retry(pool: Any, jobs: list[Job], hash_seed: int | None = None) -> list[list[Any]]:
-    """``run_many``, re-running once the calls that came back ``crashed``."""
-    results = pool.run_many(jobs, hash_seed=hash_seed)
-    again = [(j, k) for j, res in enumerate(results) for k, r in enumerate(res) if r.status == "crashed"]
-    if again:
-        retry_jobs = [Job(code=jobs[j].code, calls=[jobs[j].calls[k]], entry=jobs[j].entry, limits=jobs[j].limits)
-                      for j, k in again]
-        for (j, k), res in zip(again, pool.run_many(retry_jobs, hash_seed=hash_seed)):
-            results[j][k] = res[0]
+def _run_with_retry(pool: Any, job: Job, hash_seed: int | None = None) -> list[Any]:
+    """A job's results, with the calls that came back ``crashed`` run once more, each alone."""
+    results = pool.run(job.code, job.calls, job.entry, job.limits, hash_seed)
+    for k, r in enumerate(results):
+        if r.status == "crashed":
+            (results[k],) = pool.run(job.code, [job.calls[k]], job.entry, job.limits, hash_seed)
     return results
+
+
+def _sample(s: _Sampling, cfg: "BuildConfig", pool: Any, limits: Any) -> int:
+    """One function through all its steps; returns the number of executions.
+
+    Functions go through their steps independently of each other (a thread each, up to one
+    per worker of either hash seed), so the determinism re-runs of some functions overlap
+    with the first runs of others and no core waits for a phase of the whole shard to end.
+    """
+    executions = _gather_inputs(s, cfg)
+    if s.fatal is not None or not s.candidates:
+        return executions
+
+    # The entry point on candidates, in rounds until the function reaches its cap.
+    offset = 0
+    while True:
+        need = s.cap - len(s.kept)
+        take = s.candidates[offset : offset + max(need * 2, need + 2)] if need > 0 else []
+        if s.seed_ios and offset == 0:
+            take = s.candidates[: max(len(s.seed_ios), need * 2)]
+        start = offset
+        offset += len(take)
+        if not take:
+            break
+        results = _run_with_retry(pool, Job(code=s.code, calls=take, entry=s.row["entry"], limits=limits))
+        executions += len(take)
+        for i, (inp, r) in enumerate(zip(take, results)):
+            recorded = s.expected[start + i]
+            if r.status != "ok":
+                s.drop(f"entry_{r.status}", f"{r.error_type}: {r.error_message}" if r.error_type else None)
+                continue
+            if r.value is None:
+                s.drop("output_none", f"input {canonical_json(inp)[:100]} returned None")
+                continue
+            if recorded is not _NOT_RECORDED and canonical_json(recorded) != canonical_json(r.value):
+                s.drop("recorded_output_mismatch")
+                continue
+            if len(s.kept) < s.cap:
+                s.kept.append((inp, r.value))
+        if len(s.kept) >= s.cap or offset >= len(s.candidates):
+            break
+
+    # Determinism under another hash seed, in another worker.
+    if cfg.sampling.check_determinism and len(s.kept) >= cfg.sampling.min_pairs:
+        job = Job(code=s.code, calls=[i for i, _ in s.kept], entry=s.row["entry"], limits=limits)
+        results = _run_with_retry(pool, job, hash_seed=SECOND_SEED)
+        executions += len(job.calls)
+        for (inp, out), r in zip(s.kept, results):
+            if r.status != "ok":
+                # A second run that fails where the first succeeded is not proof of
+                # non-determinism of the output: record what happened instead.
+                s.fatal = (f"recheck_{r.status}", f"input {canonical_json(inp)[:120]}: {r.error_type or ''} {r.error_message or ''}".strip())
+                break
+            if canonical_json(r.value) != canonical_json(out):
+                s.fatal = ("non_deterministic", f"input {canonical_json(inp)[:120]}: output differs under another hash seed")
+                break
+    return executions
 
 
 def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext) -> ShardResult:
     pool = get_pool(cfg.sandbox)
     limits = limits_for(cfg.sandbox)
     states = [_Sampling(r, cfg) for r in rows]
-    executions = 0
-    with ThreadPoolExecutor(max_workers=max(1, pool.workers)) as ex:
-        executions += sum(ex.map(lambda s: _gather_inputs(s, cfg), states))
-
-    # Phase 2: the entry point on candidates, in rounds until each function reaches its cap.
-    active = [s for s in states if s.fatal is None and s.candidates]
-    offset = {id(s): 0 for s in active}
-    while active:
-        jobs, batch = [], []
-        for s in active:
-            need = s.cap - len(s.kept)
-            start = offset[id(s)]
-            take = s.candidates[start : start + max(need * 2, need + 2)] if need > 0 else []
-            if s.seed_ios and start == 0:
-                take = s.candidates[: max(len(s.seed_ios), need * 2)]
-            offset[id(s)] = start + len(take)
-            if take:
-                jobs.append(Job(code=s.code, calls=take, entry=s.row["entry"], limits=limits))
-                batch.append((s, start, take))
-        if not jobs:
-            break
-        results = _run_with_retry(pool, jobs)
-        executions += sum(len(j.calls) for j in jobs)
-        for (s, start, take), res in zip(batch, results):
-            for i, (inp, r) in enumerate(zip(take, res)):
-                recorded = s.expected[start + i]
-                if r.status != "ok":
-                    s.drop(f"entry_{r.status}", f"{r.error_type}: {r.error_message}" if r.error_type else None)
-                    continue
-                if r.value is None:
-                    s.drop("output_none", f"input {canonical_json(inp)[:100]} returned None")
-                    continue
-                if recorded is not _NOT_RECORDED and canonical_json(recorded) != canonical_json(r.value):
-                    s.drop("recorded_output_mismatch")
-                    continue
-                if len(s.kept) < s.cap:
-                    s.kept.append((inp, r.value))
-        active = [s for s in active if len(s.kept) < s.cap and offset[id(s)] < len(s.candidates)]
-
-    # Phase 3: determinism under another hash seed, in another worker.
-    if cfg.sampling.check_determinism:
-        checks = [s for s in states if s.fatal is None and len(s.kept) >= cfg.sampling.min_pairs]
-        if checks:
-            jobs = [Job(code=s.code, calls=[i for i, _ in s.kept], entry=s.row["entry"], limits=limits) for s in checks]
-            results = _run_with_retry(pool, jobs, hash_seed=SECOND_SEED)
-            executions += sum(len(j.calls) for j in jobs)
-            for s, res in zip(checks, results):
-                for (inp, out), r in zip(s.kept, res):
-                    if r.status != "ok":
-                        # A second run that fails where the first succeeded is not proof of
-                        # non-determinism of the output: record what happened instead.
-                        s.fatal = (f"recheck_{r.status}", f"input {canonical_json(inp)[:120]}: {r.error_type or ''} {r.error_message or ''}".strip())
-                        break
-                    if canonical_json(r.value) != canonical_json(out):
-                        s.fatal = ("non_deterministic", f"input {canonical_json(inp)[:120]}: output differs under another hash seed")
-                        break
+    with ThreadPoolExecutor(max_workers=2 * max(1, pool.workers), thread_name_prefix="sample") as ex:
+        executions = sum(ex.map(lambda s: _sample(s, cfg, pool, limits), states))
 
     pairs: list[dict[str, Any]] = []
     outcomes: list[Outcome] = []
