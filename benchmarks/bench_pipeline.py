@@ -166,7 +166,7 @@ def run_build(tasks: int, args: argparse.Namespace, base_url: str, prefect_url: 
         "provider": "http",
         "llm": {"base_url": base_url, "model": "bench-model", "api_key_env": None,
                 "max_concurrency": args.concurrency, "timeout_s": 120.0},
-        "sandbox": {"workers": 2},
+        "sandbox": {"workers": args.sandbox_workers},
         "prediction": {"revision_turns": 1},
     }
     (work / "build.json").write_text(json.dumps(config, indent=2))
@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--shard-size", type=int, default=500)
     p.add_argument("--parallel-shards", type=int, default=2)
     p.add_argument("--pairs", type=int, default=5, help="recorded pairs per function")
+    p.add_argument("--sandbox-workers", type=int, default=2, help="sandbox worker processes per hash seed")
     p.add_argument("--prefect-api-url", help="use this Prefect server instead of starting one")
     p.add_argument("--keep", action="store_true", help="keep the build directories")
     p.add_argument("--json", help="write the figures to this file")
