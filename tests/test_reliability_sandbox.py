@@ -5,12 +5,13 @@ call that uses half of its CPU limit and one that loops forever."""
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from reliability_helpers import busy_cores
 from sandbox import Limits, SandboxPool
-from tasks.verify import VerifyItem, verify_batch
+from tasks.verify import VerifyItem, verify_batch, verify_one
 
 pytestmark = pytest.mark.slow
 
@@ -57,15 +58,18 @@ def test_verdicts_are_identical_under_load():
     limits = Limits(cpu_seconds=1.0)
     items = _items()
     with SandboxPool(workers=2, limits=limits) as pool, busy_cores(2):
-        runs = [verify_batch(items, pool, limits)[0] for _ in range(3)]
+        # As the answer stages verify: each answer on its own, from several threads at once.
+        with ThreadPoolExecutor(max_workers=4) as ex:
+            runs = [[v for v, _ in ex.map(lambda it: verify_one(it, pool, limits), items)] for _ in range(3)]
+        runs.append(verify_batch(items, pool, limits)[0])  # and grouped per program: the same
     summaries = [[(v.verdict, v.extract_status) for v in verdicts] for verdicts in runs]
     expected_head = ["correct", "timeout", "exception", "no_answer", "correct", "wrong"]
     assert [v for v, _ in summaries[0][:6]] == expected_head, summaries[0][:6]
     assert [v for v, _ in summaries[0][6:]] == ["correct" if i % 3 else "wrong" for i in range(QUICK)], [
         (i, v.verdict, v.feedback) for i, v in enumerate(runs[0][6:]) if v.verdict not in ("correct", "wrong")]
-    assert summaries[1] == summaries[0] and summaries[2] == summaries[0]
+    assert summaries[1] == summaries[0] and summaries[2] == summaries[0] and summaries[3] == summaries[0]
     # The feedback the revision turn would get is the same text every time, too.
-    assert [v.feedback for v in runs[1]] == [v.feedback for v in runs[0]] == [v.feedback for v in runs[2]]
+    assert all([v.feedback for v in run] == [v.feedback for v in runs[0]] for run in runs[1:])
 
 
 def test_pool_results_are_identical_under_load():

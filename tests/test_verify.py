@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sandbox import Limits, SandboxPool
-from tasks.verify import VerifyItem, verify_batch
+from tasks.verify import VerifyItem, verify_batch, verify_one
 
 CODE = '''
 import math
@@ -47,6 +47,8 @@ def test_every_verdict_kind(pool):
         item("input", None, given_output=out),                                          # the call failed
     ]
     verdicts, executions = verify_batch(items, pool, Limits(cpu_seconds=0.5))
+    one_by_one = [verify_one(it, pool, Limits(cpu_seconds=0.5)) for it in items]  # the stages' path
+    assert [v for v, _ in one_by_one] == verdicts and sum(n for _, n in one_by_one) == executions
     assert [v.verdict for v in verdicts] == [
         "correct", "wrong", "no_answer", "correct", "wrong", "exception", "timeout", "bad_format", "call_failed",
     ]
