@@ -131,19 +131,16 @@ class SandboxPool:
 
     def cpu_seconds(self) -> float | None:
         """CPU seconds the workers and everything they ran (job processes, calls) have used
-        since the pool started, finished work only for processes still running (Linux; None
-        where /proc is missing). Lets a caller tell the sandbox's share of the machine apart
-        from its own."""
+        since the pool started; a job still running counts once it has ended. None where
+        /proc cannot be read (not Linux). Lets a caller tell the sandbox's share of the
+        machine apart from its own."""
         with self._state.lock:
             live = list(self._state.everyone)
             retired = self._state.retired_cpu
-        total = retired
-        for worker in live:
-            used = _tree_cpu_seconds(worker.pid)
-            if used is None:
-                return None
-            total += used
-        return total
+        used = [_tree_cpu_seconds(worker.pid) for worker in live]
+        if live and all(u is None for u in used):
+            return None
+        return retired + sum(u for u in used if u is not None)
 
     @property
     def worker_pids(self) -> list[int]:
