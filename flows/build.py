@@ -63,18 +63,20 @@ def _shard_cache_key(_ctx: Any, params: dict[str, Any]) -> str:
     )
 
 
-@task(
-    name="shard",
+# What both shard tasks share: cached by shard, results persisted (the cache) but not kept in
+# memory (the flow reads each result once and writes it to the store; Prefect's in-memory
+# cache of its 1000 most recent results would hold every shard of a build until the end),
+# retried with backoff and jitter.
+_SHARD_TASK = dict(
     cache_key_fn=_shard_cache_key,
     persist_result=True,
-    # Results are read once, by the flow, and written to the store; Prefect's in-memory cache
-    # of results (its 1000 most recent) would hold every shard of a build until the end.
     cache_result_in_memory=False,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,
-    retry_condition_fn=_retry_condition,
-    task_run_name="{stage_name}-{shard_no}",
 )
+
+
+@task(name="shard", retry_condition_fn=_retry_condition, task_run_name="{stage_name}-{shard_no}", **_SHARD_TASK)
 def stage_shard(
     stage_name: str, shard_id: str, shard_no: int, rows: list[dict], cfg: BuildConfig, ctx: ShardContext
 ) -> ShardResult:
@@ -83,17 +85,7 @@ def stage_shard(
     return stage.run_shard(rows, cfg, ctx).model_copy(update={"run_id": ctx.run_id})
 
 
-@task(
-    name="ingest-shard",
-    cache_key_fn=_shard_cache_key,
-    persist_result=True,
-    # Results are read once, by the flow, and written to the store; Prefect's in-memory cache
-    # of results (its 1000 most recent) would hold every shard of a build until the end.
-    cache_result_in_memory=False,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    task_run_name="ingest-{shard_no}",
-)
+@task(name="ingest-shard", task_run_name="ingest-{shard_no}", **_SHARD_TASK)
 def ingest_shard(
     stage_name: str, shard_id: str, shard_no: int, rows: list[dict], max_bytes: int, ctx: ShardContext
 ) -> ShardResult:

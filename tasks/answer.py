@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from llm.types import ChatRequest, ChatResult, chat_key
 from prompts.render import render_revision
 from storage.models import Attempt, Outcome, ShardResult
-from tasks.llm_calls import complete
+from tasks.llm_calls import complete, key_model_and_extra
 from tasks.runtime import get_pool, limits_for
 from tasks.sample_io import program
 from tasks.stage import ShardContext, Stage
@@ -118,7 +118,7 @@ def _call_keys_for(turn: int):
     def call_keys(rows: list[dict[str, Any]], cfg: "BuildConfig") -> list[str]:
         # The keys of the requests _request builds, without building them (the flow asks
         # for every shard's keys before it submits the shard).
-        model, extra = cfg.model_name(), (cfg.llm.extra_body if cfg.provider == "http" else None) or None
+        model, extra = key_model_and_extra(cfg)
         return [chat_key(model, _messages(r), cfg.llm.temperature, cfg.llm.max_tokens, 0, extra) for r in rows]
 
     return call_keys

@@ -29,9 +29,14 @@ def make_provider(cfg: "BuildConfig") -> Any:
     return HTTPProvider(cfg.llm)
 
 
-def request_key(req: ChatRequest, cfg: "BuildConfig") -> str:
+def key_model_and_extra(cfg: "BuildConfig") -> tuple[str, dict | None]:
+    """The model name and extra body parameters a call's key covers under this config."""
     extra = cfg.llm.extra_body if cfg.provider == "http" else None
-    return req.key(cfg.model_name(), extra or None)
+    return cfg.model_name(), extra or None
+
+
+def request_key(req: ChatRequest, cfg: "BuildConfig") -> str:
+    return req.key(*key_model_and_extra(cfg))
 
 
 def complete(
