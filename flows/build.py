@@ -205,6 +205,7 @@ def _drive(
                 if held is None:
                     break
             if conflicts is not None and any(conflicts(held[2], meta[id(f)]) for f in window.inflight):
+                held[2]["waited"] = True
                 break
             shard_id, rows, extra = held
             held = None
@@ -306,23 +307,28 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
             rows = stage.load_rows(store, ids, keys)
             extra: dict[str, Any] = {}
             if stage.call_keys is not None:
-                extra["call_keys"] = stage.call_keys(rows, cfg)
-                wanted = set(extra["call_keys"])
-                extra["new_calls"] = wanted - set(store.cached_calls(list(wanted)))
+                call_keys = stage.call_keys(rows, cfg)
+                cached = store.cached_calls(list(dict.fromkeys(call_keys)))
+                extra.update(call_keys=call_keys, cached=cached, new_calls=set(call_keys) - cached.keys())
             yield content_id(ids), rows, extra
 
     def submit(shard_id: str, n: int, rows: list[dict], extra: dict[str, Any]) -> Any:
         rep.rows_in += len(rows)
         cached: dict[str, dict[str, Any]] = {}
         journal = None
+        call_keys: tuple[str, ...] = ()
         if stage.call_keys is not None:
-            # Looked up again now: a shard that waited for a conflicting one finds its calls.
-            cached = store.cached_calls(extra.pop("call_keys"))
+            call_keys = tuple(extra.pop("call_keys"))
+            cached = extra.pop("cached")
+            if extra.pop("waited", False):
+                # It waited for a shard that sends some of the same calls: those are in the
+                # store now. (A shard that did not wait is submitted right after its lookup.)
+                cached = store.cached_calls(list(dict.fromkeys(call_keys)))
             journal_dir.mkdir(parents=True, exist_ok=True)
             journal = str(journal_dir / f"{stage.name}-{shard_id[:16]}.jsonl")
             extra["journal"] = journal
         ctx = ShardContext(config_key=key, upstream_keys=dict(keys), cached_calls=cached,
-                           journal_path=journal, run_id=report.run_id)
+                           journal_path=journal, run_id=report.run_id, call_keys=call_keys)
         return task_fn.submit(stage.name, shard_id, n, _whole(cfg, rows), cfg, _whole(cfg, ctx))
 
     done = 0

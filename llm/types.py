@@ -30,6 +30,10 @@ def chat_key(
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def _memo(model: str, extra_body: dict | None) -> tuple[str, str]:
+    return model, json.dumps(extra_body, sort_keys=True) if extra_body else ""
+
+
 class ChatRequest(BaseModel):
     """One chat completion to make; its ``key`` identifies the call across runs and machines."""
 
@@ -52,7 +56,7 @@ class ChatRequest(BaseModel):
         ``stage`` and ``context`` are bookkeeping, so they stay out: the same prompt asked by
         two stages is one call.
         """
-        memo = (model, json.dumps(extra_body, sort_keys=True) if extra_body else "")
+        memo = _memo(model, extra_body)
         keys = self.__pydantic_private__["_keys"]  # type: ignore[index]  # (plain attribute access is slow)
         known = keys.get(memo)
         if known is None:
@@ -60,6 +64,12 @@ class ChatRequest(BaseModel):
                 model, self.messages, self.temperature, self.max_tokens, self.sample_index, extra_body
             )
         return known
+
+    def know_key(self, model: str, extra_body: dict | None, key: str) -> None:
+        """Take ``key`` as this request's key under (model, extra body), computed elsewhere
+        with ``chat_key`` from the same fields (the flow computes a shard's keys before the
+        shard builds its requests)."""
+        self.__pydantic_private__["_keys"][_memo(model, extra_body)] = key  # type: ignore[index]
 
     def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> "ChatRequest":
         copy = super().model_copy(update=update, deep=deep)

@@ -30,7 +30,9 @@ _APPEND_ONLY = {"io_pairs": "function_id", "prediction_tasks": "pair_id", "attem
 # the others keep their first row.
 _REPLACED = {"functions"}
 _FIRST_WINS = {"ingest_log", "raw_files", "llm_calls"}
-
+# Keys per IN list of an index lookup: below DuckDB's index_scan_max_count (2048), above which
+# it scans the table instead of probing the index.
+_INDEX_LOOKUP_KEYS = 1000
 
 CHECKPOINT_THRESHOLD = "256MB"
 
@@ -332,18 +334,19 @@ class Store:
         return self.query_ids(f"SELECT {cols} FROM {table} t JOIN _want w ON t.id = w.id ORDER BY t.id", ids)
 
     def cached_calls(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Ledger rows for the given call keys."""
-        if not keys:
-            return {}
-        data = pa.table({"key": list(keys)})
-        self.con.register("_keys", data)
-        try:
-            rows = self.query_dicts(
-                "SELECT c.* EXCLUDE (created_at) FROM llm_calls c JOIN _keys k USING (key)"
-            )
-        finally:
-            self.con.unregister("_keys")
-        return {r["key"]: r for r in rows}
+        """Ledger rows for the given call keys.
+
+        Looked up through the table's key index, a few hundred keys at a time: the cost is
+        per key asked, where a join with the keys would scan the whole ledger, which grows
+        with every call a build makes."""
+        found: dict[str, dict[str, Any]] = {}
+        wanted = list(dict.fromkeys(keys))
+        for i in range(0, len(wanted), _INDEX_LOOKUP_KEYS):
+            part = wanted[i : i + _INDEX_LOOKUP_KEYS]
+            marks = ",".join("?" * len(part))
+            for row in self.query_dicts(f"SELECT * EXCLUDE (created_at) FROM llm_calls WHERE key IN ({marks})", part):
+                found[row["key"]] = row
+        return found
 
     def outcome_counts(self, stage: str, config_key: str | None = None) -> dict[tuple[str, str | None], int]:
         sql = "SELECT status, reason, count(*) FROM stage_outcomes WHERE stage = ?"

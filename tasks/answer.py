@@ -128,6 +128,10 @@ def _run_for(turn: int):
     def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext) -> ShardResult:
         stage = TURN_STAGE[turn]
         requests = [_request(r, cfg, turn) for r in rows]
+        if len(ctx.call_keys) == len(rows):  # the flow's keys for these rows: not hashed twice
+            model, extra = key_model_and_extra(cfg)
+            for req, call_key in zip(requests, ctx.call_keys):
+                req.know_key(model, extra, call_key)
         pool, limits = get_pool(cfg.sandbox), limits_for(cfg.sandbox)
         checks: list[Future[tuple[Verdict, int]] | None] = [None] * len(rows)
         # Each answer is verified as soon as it arrives, while the shard's other calls are

@@ -26,6 +26,9 @@ class ShardContext:
     cached_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     journal_path: str | None = None
     run_id: str = ""  # not part of the shard cache key: tells a cached result from a fresh one
+    # The keys of the shard's calls in row order, as the flow computed them with the stage's
+    # ``call_keys`` (empty: the shard computes them itself).
+    call_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

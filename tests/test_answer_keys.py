@@ -37,3 +37,16 @@ def test_call_keys_are_the_keys_of_the_requests_sent(provider: str, extra: dict)
     revised = [_row(i, history) for i in range(4)]
     assert REVISE1.call_keys(revised, cfg) == [request_key(_request(r, cfg, 2), cfg) for r in revised]
     assert len(set(ANSWER.call_keys(rows, cfg)) | set(REVISE1.call_keys(revised, cfg))) == 8
+
+
+def test_a_key_computed_by_the_flow_is_taken_and_kept_per_model() -> None:
+    from llm.types import ChatRequest
+
+    req = ChatRequest(messages=[{"role": "user", "content": "q"}])
+    computed = req.key("m", {"seed": 1})
+    fresh = ChatRequest(messages=[{"role": "user", "content": "q"}])
+    fresh.know_key("m", {"seed": 1}, computed)
+    assert fresh.key("m", {"seed": 1}) == computed
+    # another model or extra body is another call: computed, not taken from the memo
+    assert fresh.key("m2", {"seed": 1}) == req.key("m2", {"seed": 1}) != computed
+    assert fresh.key("m", None) != computed

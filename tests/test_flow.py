@@ -140,3 +140,42 @@ def test_shards_finished_together_are_written_together():
 
     first, left, last = probe()
     assert first == [0, 1, 2] and left == 1 and last == [99]
+
+
+def test_a_shard_sharing_calls_with_one_in_flight_waits_for_it_and_is_marked():
+    """Two shards that would send the same call never run side by side: the second is held
+    until the first is written, and is marked so that it looks its cached calls up again."""
+    from prefect import flow, task
+
+    from flows.build import _drive
+
+    @task
+    def echo(name: str) -> str:
+        return name
+
+    log: list[tuple[str, bool, list[str]]] = []
+    written: list[str] = []
+
+    @flow
+    def probe() -> int:
+        shards = iter([
+            ("a", [], {"new_calls": {"k1", "k2"}}),
+            ("b", [], {"new_calls": {"k2", "k3"}}),
+            ("c", [], {"new_calls": {"k4"}}),
+        ])
+
+        def submit(shard_id: str, n: int, rows: list, extra: dict) -> object:
+            log.append((shard_id, extra.get("waited", False), list(written)))
+            return echo.submit(shard_id)
+
+        def on_done(finished: list) -> None:
+            written.extend(result for result, _extra in finished)
+
+        return _drive(shards, submit, on_done, 4, lambda x, y: not x["new_calls"].isdisjoint(y["new_calls"]))
+
+    assert probe() == 3
+    assert log[0] == ("a", False, [])
+    # b shares k2 with a: submitted only once a was written, and marked as having waited
+    assert log[1] == ("b", True, ["a"])
+    assert log[2][:2] == ("c", False)
+    assert sorted(written) == ["a", "b", "c"]

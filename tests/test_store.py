@@ -144,3 +144,21 @@ def test_not_a_database_is_a_clear_error(tmp_path):
         Store(bogus)
     with pytest.raises(StoreError, match="does not exist"):
         Store(tmp_path / "missing.duckdb", read_only=True)
+
+
+def test_cached_calls_finds_exactly_the_known_keys_among_many(store):
+    """Keys are looked up a thousand at a time through the ledger's index: asking for more
+    than that, with repeats and unknown keys among them, finds each known one once."""
+    from storage.models import LLMCall
+
+    known = [content_id("call", i) for i in range(1200)]
+    store.add_llm_calls(
+        LLMCall(key=k, model="m", stage="answer", content=f"answer {i}", finish_reason="stop")
+        for i, k in enumerate(known)
+    )
+    unknown = [content_id("other", i) for i in range(1300)]
+    asked = unknown[:700] + known[::2] + unknown[700:] + known[::2] + known[1::4]
+    found = store.cached_calls(asked)
+    assert set(found) == set(known[::2]) | set(known[1::4])
+    assert found[known[2]]["content"] == "answer 2" and "created_at" not in found[known[2]]
+    assert store.cached_calls([]) == {}
