@@ -226,6 +226,28 @@ def _whole(cfg: BuildConfig, value: Any) -> Any:
     return value if cfg.dask_address else opaque(value)
 
 
+# Shards whose rows the flow loads with one query. A load joins the stage's input tables, which
+# it scans whole (the output tables have no index), so one query per shard would cost the flow
+# the size of the store for every shard; a batch of them costs it once. What a batch holds is
+# bounded (LOAD_BATCH_SHARDS x shard_size rows).
+LOAD_BATCH_SHARDS = 8
+
+
+def _load_in_batches(
+    store: Store, stage: Stage, keys: dict[str, str], pending: list[str], shard_size: int
+) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
+    """(ids, rows) per shard of ``pending``, the rows as ``stage.load_rows`` gives them for
+    those ids (in its order), loaded LOAD_BATCH_SHARDS shards at a time."""
+    batch = shard_size * LOAD_BATCH_SHARDS
+    for start in range(0, len(pending), batch):
+        shard_ids = [pending[i : i + shard_size] for i in range(start, min(start + batch, len(pending)), shard_size)]
+        owner = {item: n for n, ids in enumerate(shard_ids) for item in ids}
+        per_shard: list[list[dict[str, Any]]] = [[] for _ in shard_ids]
+        for row in stage.load_rows(store, pending[start : start + batch], keys):
+            per_shard[owner[row["id"]]].append(row)
+        yield from zip(shard_ids, per_shard)
+
+
 def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
     buf: list[Any] = []
     for it in items:
@@ -302,9 +324,7 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
     task_fn = stage_shard.with_options(retries=cfg.task_retries)
 
     def shards() -> Iterator[tuple[str, list[dict], dict[str, Any]]]:
-        for i in range(0, len(pending), cfg.shard_size):
-            ids = pending[i : i + cfg.shard_size]
-            rows = stage.load_rows(store, ids, keys)
+        for ids, rows in _load_in_batches(store, stage, keys, pending, cfg.shard_size):
             extra: dict[str, Any] = {}
             if stage.call_keys is not None:
                 call_keys = stage.call_keys(rows, cfg)

@@ -166,11 +166,11 @@ class Attempt(Record):
         return content_id("attempt", task_id, turn, call_key)
 
     def row(self) -> dict[str, Any]:
-        d = self.model_dump(exclude={"answer", "actual_output"})
-        d["answer_json"] = None if self.answer is None else canonical_json(self.answer)
-        d["actual_output_json"] = (
-            None if self.actual_output is None else canonical_json(self.actual_output)
-        )
+        # The validated fields as they are (all plain values), without a model_dump pass.
+        d = dict(self.__dict__)
+        answer, actual = d.pop("answer"), d.pop("actual_output")
+        d["answer_json"] = None if answer is None else canonical_json(answer)
+        d["actual_output_json"] = None if actual is None else canonical_json(actual)
         return d
 
 

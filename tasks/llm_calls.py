@@ -63,8 +63,9 @@ def complete(
                 lclose()
 
     results = asyncio.run(go())
+    # ChatResult is LLMCall plus ``error``: its validated fields are the ledger row as they are.
     new_rows = [
-        LLMCall(**r.model_dump(exclude={"error"})).model_dump()
+        {name: getattr(r, name) for name in _LEDGER_FIELDS}
         for r in results
         if r.key not in preloaded and r.error is None and r.content is not None
     ]
@@ -75,6 +76,9 @@ def complete(
         "completion_tokens": float(sum(r.completion_tokens for r in results if r.key not in preloaded)),
     }
     return results, new_rows, counters
+
+
+_LEDGER_FIELDS = tuple(LLMCall.model_fields)
 
 
 def _result_fields(row: dict[str, Any]) -> dict[str, Any]:

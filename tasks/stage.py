@@ -40,7 +40,8 @@ class Stage:
     # SQL selecting the ids of input rows, given {config_key, upstream keys}; must return one
     # column named ``id`` of rows that have no outcome yet for this stage's config key.
     pending_sql: Callable[["BuildConfig", dict[str, str]], tuple[str, list[Any]]]
-    # Load full rows for a list of ids (flow process).
+    # Load full rows for a list of ids (flow process): each row holds its input id as ``id``,
+    # and depends on that id alone (the flow loads several shards' rows with one call).
     load_rows: Callable[["Store", list[str], dict[str, str]], list[dict[str, Any]]]
     # The pure shard function (task process).
     run_shard: Callable[[list[dict[str, Any]], "BuildConfig", ShardContext], ShardResult]

@@ -179,3 +179,25 @@ def test_a_shard_sharing_calls_with_one_in_flight_waits_for_it_and_is_marked():
     assert log[1] == ("b", True, ["a"])
     assert log[2][:2] == ("c", False)
     assert sorted(written) == ["a", "b", "c"]
+
+
+def test_shards_loaded_in_batches_get_the_rows_a_load_per_shard_gives():
+    """The flow loads several shards' rows with one query and hands each shard exactly the
+    rows (in the stage's order) that loading that shard alone would give, missing ones too."""
+    from flows.build import LOAD_BATCH_SHARDS, _load_in_batches
+    from tasks.stage import Stage
+
+    calls: list[int] = []
+
+    def load(_store, ids, _keys):
+        calls.append(len(ids))
+        # a stage's own order (here: reversed), and ids whose upstream row is gone (every 7th)
+        return [{"id": i, "n": int(i[1:])} for i in sorted(ids, reverse=True) if int(i[1:]) % 7]
+
+    stage = Stage(name="s", version="1", settings=lambda c: {}, pending_sql=lambda c, k: ("", []),
+                  load_rows=load, run_shard=lambda r, c, x: None)
+    pending = sorted(f"i{n:04d}" for n in range(1, 3 * LOAD_BATCH_SHARDS * 10 + 5))
+    got = list(_load_in_batches(None, stage, {}, pending, 10))
+    expected = [(pending[i : i + 10], load(None, pending[i : i + 10], {})) for i in range(0, len(pending), 10)]
+    assert got == expected
+    assert calls[:4] == [LOAD_BATCH_SHARDS * 10] * 3 + [4]
