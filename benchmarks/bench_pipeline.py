@@ -146,10 +146,12 @@ def sandbox_seconds(stage: str, st: dict[str, Any], rates: dict[str, float]) -> 
 
 def endpoint_seconds(st: dict[str, Any], latency: float, concurrency: int, parallel: int) -> float:
     """Ideal time waiting on the endpoint: every call takes ``latency``, and as many are in
-    flight as the shards running at once allow (each shard sends at most its own rows)."""
+    flight as the build's concurrency bound and the shards running at once allow (each shard
+    sends at most its own rows)."""
     sent = st.get("llm_calls_sent", 0)
-    per_shard = min(concurrency, max(1, st.get("rows_in", 0) // max(1, st.get("shards", 1))))
-    return latency * sent / (per_shard * min(parallel, max(1, st.get("shards", 1))))
+    shards = max(1, st.get("shards", 1))
+    per_shard = max(1, st.get("rows_in", 0) // shards)
+    return latency * sent / min(concurrency, per_shard * min(parallel, shards))
 
 
 def run_build(tasks: int, args: argparse.Namespace, base_url: str, prefect_url: str, work: Path) -> dict[str, Any]:
@@ -260,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--sizes", default="1000,10000", help="prediction tasks per build, comma-separated "
                    "(100k: --sizes 1000,10000,100000)")
     p.add_argument("--latency", type=float, default=0.05, help="seconds the test server waits per answer")
-    p.add_argument("--concurrency", type=int, default=64, help="LLM requests in flight per shard")
+    p.add_argument("--concurrency", type=int, default=64, help="LLM requests in flight (the build's bound)")
     p.add_argument("--shard-size", type=int, default=500)
     p.add_argument("--parallel-shards", type=int, default=2)
     p.add_argument("--pairs", type=int, default=5, help="recorded pairs per function")

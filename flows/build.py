@@ -29,6 +29,7 @@ from storage.ids import content_id
 from storage.models import ShardResult
 from storage.store import Store
 from tasks import ingest as ingest_mod
+from tasks.llm_calls import close_providers
 from tasks.registry import STAGES, stage_keys
 from tasks.runtime import sandbox_cpu_seconds
 from tasks.stage import ShardContext, Stage
@@ -434,6 +435,9 @@ def build(cfg: BuildConfig) -> BuildReport:
     except Exception:  # noqa: BLE001
         run_id = uuid.uuid4().hex
     preflight(cfg)
+    # A build starts with fresh LLM providers (full concurrency, no failures counted), as a
+    # new process would; its shards then share them (see tasks.llm_calls).
+    close_providers()
     store = Store(cfg.db_path)
     report = BuildReport(run_id=run_id, db_path=cfg.db_path)
     try:

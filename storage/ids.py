@@ -25,6 +25,12 @@ def content_id(*parts: Any) -> str:
     return hashlib.sha256(canonical_json(list(parts)).encode("utf-8")).hexdigest()
 
 
+def content_id_of_encoded(*encoded: str) -> str:
+    """``content_id`` of parts given as their ``canonical_json`` texts (the same id): for a
+    caller that needs a part's text anyway and would otherwise serialise it twice."""
+    return hashlib.sha256(("[" + ",".join(encoded) + "]").encode("utf-8")).hexdigest()
+
+
 def bytes_id(data: bytes) -> str:
     """Hex sha256 of raw bytes (used for files before they are known to be text)."""
     return hashlib.sha256(data).hexdigest()

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from storage.ids import canonical_json, content_id
+from storage.ids import canonical_json, content_id, content_id_of_encoded
 
 SourceKind = Literal["mixed", "educational", "curated"]
 TaskKind = Literal["input", "output"]
@@ -120,6 +120,15 @@ class PredictionTask(Record):
     @staticmethod
     def make_id(pair_id: str, kind: str, messages: list[dict[str, str]]) -> str:
         return content_id("task", pair_id, kind, messages)
+
+    @staticmethod
+    def row_of(pair_id: str, function_id: str, kind: TaskKind, messages: list[dict[str, str]]) -> dict[str, Any]:
+        """``PredictionTask(id=make_id(...), ...).row()``, with the messages serialised once
+        (the prompts stage makes one per task)."""
+        messages_json = canonical_json(messages)
+        task_id = content_id_of_encoded('"task"', canonical_json(pair_id), canonical_json(kind), messages_json)
+        return {"id": task_id, "pair_id": pair_id, "function_id": function_id, "kind": kind,
+                "messages_json": messages_json}
 
     def row(self) -> dict[str, Any]:
         return {

@@ -47,12 +47,7 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
                 kind, row["query"], row["io_description"], given,
                 row["refcode"] if cfg.prediction.reference_tip else None, arg_names,
             )
-            tasks.append(
-                PredictionTask(
-                    id=PredictionTask.make_id(row["id"], kind, messages), pair_id=row["id"],
-                    function_id=row["function_id"], kind=kind, messages=messages,
-                ).row()
-            )
+            tasks.append(PredictionTask.row_of(row["id"], row["function_id"], kind, messages))
         outcomes.append(Outcome(item_id=row["id"], status="ok"))
     return ShardResult(stage="prompts", config_key=ctx.config_key, rows={"prediction_tasks": tasks}, outcomes=outcomes)
 

@@ -5,8 +5,13 @@ twice."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+import atexit
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from llm.ledger import CachedProvider, JournalLedger, MemoryLedger
 from llm.types import ChatRequest, ChatResult
@@ -15,6 +20,9 @@ from tasks.stage import ShardContext
 
 if TYPE_CHECKING:
     from flows.config import BuildConfig
+
+
+T = TypeVar("T")
 
 
 def make_provider(cfg: "BuildConfig") -> Any:
@@ -27,6 +35,101 @@ def make_provider(cfg: "BuildConfig") -> Any:
     from llm.http import HTTPProvider
 
     return HTTPProvider(cfg.llm)
+
+
+# -- one event loop and one provider per process -------------------------------------------
+#
+# Every shard running in this process (the flow's task threads, or a Dask worker's) sends its
+# calls through one provider on one event loop, so the endpoint sees the configured concurrency
+# bound for the whole build (not once per shard running at a time), what the adaptive limit
+# learned from 429s and timeouts carries over from shard to shard, the consecutive-failure
+# stop counts across shards, and connections are kept alive between shards.
+
+_MAX_PROVIDERS = 4  # distinct configs kept (a notebook may build with several)
+
+
+class _LLMRuntime:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+        self.pid = 0
+        self.providers: OrderedDict[tuple[str, ...], Any] = OrderedDict()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        loop = self._loop()
+        if threading.current_thread() is self.thread:
+            coro.close()
+            raise RuntimeError("LLM calls cannot wait on their own event loop")
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        with self.lock:
+            if self.loop is None or self.pid != os.getpid():  # none yet, or inherited by a fork
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="llm-loop", daemon=True)
+                thread.start()
+                self.loop, self.thread, self.pid = loop, thread, os.getpid()
+                self.providers.clear()
+            return self.loop
+
+    def provider(self, cfg: "BuildConfig") -> Any:
+        """The provider for ``cfg`` (called on the loop, which owns the providers)."""
+        key = _provider_key(cfg)
+        provider = self.providers.get(key)
+        if provider is None:
+            provider = self.providers[key] = make_provider(cfg)
+            while len(self.providers) > _MAX_PROVIDERS:
+                _, old = self.providers.popitem(last=False)
+                close = getattr(old, "aclose", None)
+                if close is not None:
+                    asyncio.get_running_loop().create_task(close())
+        else:
+            self.providers.move_to_end(key)
+        return provider
+
+    def close(self) -> None:
+        """Close the providers (their connections) and stop the loop."""
+        with self.lock:
+            loop, thread, providers = self.loop, self.thread, list(self.providers.values())
+            self.loop, self.thread = None, None
+            self.providers.clear()
+        if loop is None or self.pid != os.getpid() or thread is None or not thread.is_alive():
+            return
+
+        async def close_all() -> None:
+            for provider in providers:
+                close = getattr(provider, "aclose", None)
+                if close is not None:
+                    await close()
+
+        try:
+            asyncio.run_coroutine_threadsafe(close_all(), loop).result(timeout=5.0)
+        except Exception:  # noqa: BLE001 - shutting down: the sockets go with the process
+            pass
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5.0)
+        if not thread.is_alive():
+            loop.close()
+
+
+def _provider_key(cfg: "BuildConfig") -> tuple[str, ...]:
+    if cfg.provider == "offline":
+        return ("offline", cfg.sandbox.model_dump_json(), str(cfg.llm.max_tokens))
+    secret = os.environ.get(cfg.llm.api_key_env) if cfg.llm.api_key_env else None
+    # The key the provider was made with is part of its identity (a notebook may change it),
+    # kept here only as a hash.
+    secret_id = hashlib.sha256(secret.encode()).hexdigest() if secret else ""
+    return ("http", cfg.llm.model_dump_json(), secret_id)
+
+
+_runtime = _LLMRuntime()
+atexit.register(_runtime.close)
+
+
+def close_providers() -> None:
+    """Close this process's LLM providers and their event loop (they restart on next use)."""
+    _runtime.close()
 
 
 def key_model_and_extra(cfg: "BuildConfig") -> tuple[str, dict | None]:
@@ -50,19 +153,16 @@ def complete(
     preloaded = {k: ChatResult(**_result_fields(v)) for k, v in ctx.cached_calls.items()}
 
     async def go() -> list[ChatResult]:
-        provider = make_provider(cfg)
+        provider = _runtime.provider(cfg)
         ledger = JournalLedger(ctx.journal_path, preloaded=preloaded) if ctx.journal_path else MemoryLedger(preloaded)
         try:
             return await CachedProvider(provider, ledger).complete(requests, on_result)
         finally:
-            close = getattr(provider, "aclose", None)
-            if close is not None:
-                await close()
             lclose = getattr(ledger, "close", None)
             if lclose is not None:
                 lclose()
 
-    results = asyncio.run(go())
+    results = _runtime.run(go())
     # ChatResult is LLMCall plus ``error``: its validated fields are the ledger row as they are.
     new_rows = [
         {name: getattr(r, name) for name in _LEDGER_FIELDS}

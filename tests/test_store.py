@@ -162,3 +162,19 @@ def test_cached_calls_finds_exactly_the_known_keys_among_many(store):
     assert set(found) == set(known[::2]) | set(known[1::4])
     assert found[known[2]]["content"] == "answer 2" and "created_at" not in found[known[2]]
     assert store.cached_calls([]) == {}
+
+
+def test_a_prediction_task_row_built_in_one_pass_is_the_models_row():
+    """The prompts stage builds task rows without the model (messages serialised once): same
+    id, same row, for text with escapes and non-ASCII alike."""
+    from storage.ids import canonical_json, content_id_of_encoded
+    from storage.models import PredictionTask
+
+    messages = [{"role": "user", "content": 'Predict "f"(x)\n\tfor x = ünï\u2028cödé, {"k": [1, 2]}'},
+                {"role": "assistant", "content": "\\ok/"}]
+    for kind in ("input", "output"):
+        model = PredictionTask(id=PredictionTask.make_id("pair-é", kind, messages), pair_id="pair-é",
+                               function_id="fn", kind=kind, messages=messages)
+        assert PredictionTask.row_of("pair-é", "fn", kind, messages) == model.row()
+    parts = ["x", {"b": [1.5, None], "a": "ü"}, 3]
+    assert content_id_of_encoded(*(canonical_json(p) for p in parts)) == content_id(*parts)

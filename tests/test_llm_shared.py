@@ -1,0 +1,88 @@
+"""Shards running at once in one process share one LLM provider on one event loop: the
+endpoint sees the configured concurrency bound for the whole build, and what the client
+learns about the endpoint (its limit, its failures) carries over from shard to shard."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from flows.config import BuildConfig
+from llm.testserver import Fault, serve
+from llm.types import ChatRequest
+from tasks import llm_calls
+from tasks.stage import ShardContext
+
+
+def _cfg(tmp_path: Path, base_url: str, **llm: object) -> BuildConfig:
+    return BuildConfig.model_validate({
+        "sources": [{"path": str(tmp_path), "name": "t"}], "db_path": str(tmp_path / "db.duckdb"),
+        "provider": "http",
+        "llm": {"base_url": base_url, "model": "test-model", "api_key_env": None, "backoff_base_s": 0.01,
+                "backoff_max_s": 0.05, **llm},
+    })
+
+
+def _requests(tag: str, n: int) -> list[ChatRequest]:
+    return [ChatRequest(messages=[{"role": "user", "content": f"{tag}-{i}"}], stage="answer") for i in range(n)]
+
+
+@pytest.fixture(autouse=True)
+def fresh_providers():
+    llm_calls.close_providers()
+    yield
+    llm_calls.close_providers()
+
+
+def test_two_shards_at_once_stay_within_one_concurrency_bound(tmp_path: Path) -> None:
+    with serve(latency_s=0.05) as server:
+        cfg = _cfg(tmp_path, server.base_url, max_concurrency=6)
+        results: dict[str, list] = {}
+
+        def shard(tag: str) -> None:
+            ctx = ShardContext(config_key="k", upstream_keys={})
+            results[tag] = llm_calls.complete(_requests(tag, 30), cfg, ctx)[0]
+
+        threads = [threading.Thread(target=shard, args=(tag,)) for tag in ("a", "b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(r.content is not None for tag in ("a", "b") for r in results[tag])
+        assert len(server.requests) == 60
+        # two shards of 30 calls each, but never more than the build's bound in flight
+        assert 3 <= server.max_in_flight <= 6
+
+
+def test_the_limit_learned_from_overload_carries_over_to_the_next_shard(tmp_path: Path) -> None:
+    with serve(faults=[Fault("429", times=40)]) as server:
+        cfg = _cfg(tmp_path, server.base_url, max_concurrency=32, max_retries=20)
+        ctx = ShardContext(config_key="k", upstream_keys={})
+        first, _rows, _counters = llm_calls.complete(_requests("a", 40), cfg, ctx)
+        assert all(r.content is not None for r in first)
+
+        async def limit() -> int:
+            return llm_calls._runtime.provider(cfg).concurrency_limit
+
+        learned = llm_calls._runtime.run(limit())
+        assert learned < 32  # halved on the 429s, and not forgotten when the shard ended
+        # a new build starts from the configured bound again
+        llm_calls.close_providers()
+        assert llm_calls._runtime.run(limit()) == 32
+
+
+def test_waiting_on_the_loop_from_the_loop_is_an_error_not_a_deadlock() -> None:
+    async def inner() -> None:
+        return None
+
+    async def nested() -> str:
+        coro = inner()
+        try:
+            llm_calls._runtime.run(coro)
+        except RuntimeError as exc:
+            return str(exc)
+        return "no error"
+
+    assert "own event loop" in llm_calls._runtime.run(nested())
