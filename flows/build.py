@@ -150,6 +150,27 @@ class BuildReport:
         }
 
 
+# A stage's progress artifact is updated at most this often (and once at the end): each update
+# is a call to the Prefect API, and a large build finishes several shards a second.
+PROGRESS_INTERVAL_S = 2.0
+
+
+class _Every:
+    """``due()`` is true at most once per ``interval`` seconds; ``due(final=True)`` always."""
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.last: float | None = None
+
+    def __call__(self, final: bool = False) -> bool:
+        now = self.clock()
+        if final or self.last is None or now - self.last >= self.interval:
+            self.last = now
+            return True
+        return False
+
+
 class _Window:
     """Keeps at most ``limit`` shard futures in flight and hands back finished ones in order
     of completion, so memory stays bounded however many shards a stage has."""
@@ -353,6 +374,7 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
         return task_fn.submit(stage.name, shard_id, n, _whole(cfg, rows), cfg, _whole(cfg, ctx))
 
     done = 0
+    progress_due = _Every(PROGRESS_INTERVAL_S)
 
     def on_done(finished: list[tuple[ShardResult, dict[str, Any]]]) -> None:
         nonlocal done
@@ -373,7 +395,8 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
                 "%s: shard %d/%d written (%d ok, %d dropped)",
                 stage.name, done, total, ok, len(result.outcomes) - ok,
             )
-        publish_stage_progress(stage.name, done, total)
+        if progress_due(final=done == total):
+            publish_stage_progress(stage.name, done, total)
 
     def shares_calls(a: dict[str, Any], b: dict[str, Any]) -> bool:
         # Two shards that would send the same call: the later one waits and reuses the answer.

@@ -42,18 +42,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+def atomic_open(
+    path: str | Path, mode: str = "wb", encoding: str | None = None, buffering: int = -1
+) -> Iterator[IO]:
     """Open a temp file beside ``path`` for writing; on a clean exit it becomes ``path``.
 
     ``mode`` is 'wb' or 'w' (text, UTF-8 and '\\n' line ends unless ``encoding`` says otherwise).
+    ``buffering`` is ``open``'s (a writer of many small records may want a larger buffer).
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_open mode must be 'wb' or 'w', not {mode!r}")
     with atomic_path(path) as tmp:
         if mode == "w":
-            handle: IO = open(tmp, "w", encoding=encoding or "utf-8", newline="\n")
+            handle: IO = open(tmp, "w", encoding=encoding or "utf-8", newline="\n", buffering=buffering)
         else:
-            handle = open(tmp, "wb")
+            handle = open(tmp, "wb", buffering=buffering)
         with handle:
             yield handle
 

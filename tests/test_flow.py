@@ -201,3 +201,15 @@ def test_shards_loaded_in_batches_get_the_rows_a_load_per_shard_gives():
     expected = [(pending[i : i + 10], load(None, pending[i : i + 10], {})) for i in range(0, len(pending), 10)]
     assert got == expected
     assert calls[:4] == [LOAD_BATCH_SHARDS * 10] * 3 + [4]
+
+
+def test_progress_is_published_at_most_every_interval_and_always_at_the_end():
+    from flows.build import _Every
+
+    now = [100.0]
+    due = _Every(2.0, clock=lambda: now[0])
+    seen = []
+    for step in range(10):  # a shard finished every 0.5 s
+        seen.append(due(final=step == 9))
+        now[0] += 0.5
+    assert seen == [True, False, False, False, True, False, False, False, True, True]
