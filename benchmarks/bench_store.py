@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--profile-shards", type=int, default=4)
     p.add_argument("--explore", action="store_true", help="also time the previous keyed schema")
     p.add_argument("--explore-rows", type=int, default=200_000)
+    p.add_argument("--threads", type=int, default=1,
+                   help="DuckDB threads (the flow's store uses 1: the cores belong to the sandbox)")
     p.add_argument("--json", help="write the figures to this file")
     args = p.parse_args(argv)
 
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         for name, group in (("write_one_per_commit", 1), ("write_grouped", args.group)):
             path = Path(folder) / f"{name}.duckdb"
-            store = Store(path)
+            store = Store(path, threads=args.threads)
             print(f"writing {shards * args.shard_rows} io_pairs rows in {shards} shards of {args.shard_rows}, "
                   f"{group} shard(s) per commit")
             report[name] = bench_writes(store, shards, args.shard_rows, group)

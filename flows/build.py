@@ -461,7 +461,10 @@ def build(cfg: BuildConfig) -> BuildReport:
     # A build starts with fresh LLM providers (full concurrency, no failures counted), as a
     # new process would; its shards then share them (see tasks.llm_calls).
     close_providers()
-    store = Store(cfg.db_path)
+    # One DuckDB thread: the flow's queries are per shard and small, and the export streams;
+    # with one thread per core they used more CPU for the same work (bench_store.py,
+    # --threads), taken from the sandbox, which runs on every core.
+    store = Store(cfg.db_path, threads=1)
     report = BuildReport(run_id=run_id, db_path=cfg.db_path)
     try:
         store.start_run(run_id, json.loads(cfg.model_dump_json()))

@@ -57,7 +57,8 @@ def _migrations() -> list[tuple[int, str, str]]:
 class Store:
     """A DuckDB file holding every record and every per-row stage outcome."""
 
-    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+    def __init__(self, path: str | Path, read_only: bool = False, threads: int | None = None) -> None:
+        """``threads``: DuckDB's worker threads for this database (default: one per core)."""
         self.path = Path(path)
         self.read_only = read_only
         if read_only and not self.path.exists():
@@ -82,6 +83,9 @@ class Store:
             # writes spent half their time there (benchmarks/bench_store.py); a larger log
             # costs only a longer replay when a killed build's file is next opened.
             self.con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+        if threads is not None:
+            self.con.execute(f"SET threads = {int(threads)}")
+        if not read_only:
             self.migrate()
         elif self.schema_version() == 0:
             raise StoreError(f"{self.path} is not a codeio database (no schema)")

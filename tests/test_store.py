@@ -178,3 +178,10 @@ def test_a_prediction_task_row_built_in_one_pass_is_the_models_row():
         assert PredictionTask.row_of("pair-é", "fn", kind, messages) == model.row()
     parts = ["x", {"b": [1.5, None], "a": "ü"}, 3]
     assert content_id_of_encoded(*(canonical_json(p) for p in parts)) == content_id(*parts)
+
+
+def test_the_store_can_be_given_its_duckdb_threads(tmp_path):
+    with Store(tmp_path / "t.duckdb", threads=1) as store:
+        assert store.query("SELECT current_setting('threads')")[0][0] == 1
+    with Store(tmp_path / "t.duckdb", read_only=True, threads=2) as store:
+        assert store.query("SELECT current_setting('threads')")[0][0] == 2
