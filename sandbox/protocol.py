@@ -29,8 +29,10 @@ def encode_frame(message: dict[str, Any]) -> bytes:
     return _LENGTH.pack(len(body)) + body
 
 
-def write_frame(fd: int, message: dict[str, Any]) -> None:
-    data = memoryview(encode_frame(message))
+def write_frame(fd: int, *messages: dict[str, Any]) -> None:
+    """Write ``messages`` as frames with one write: a reader waiting for the last of them
+    wakes once (on a VM a wake-up costs more CPU than decoding a small frame)."""
+    data = memoryview(b"".join(encode_frame(message) for message in messages))
     try:
         while data:
             data = data[os.write(fd, data) :]

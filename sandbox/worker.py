@@ -156,13 +156,19 @@ class Worker:
         limits = Limits(**request["limits"])
         calls = request["calls"]
 
+        last: list[dict[str, Any]] = []
+
         def emit(index: int, result: dict[str, Any]) -> None:
-            write_frame(self.replies_fd, {"type": "result", "index": index, **result})
+            frame = {"type": "result", "index": index, **result}
+            if index == len(calls) - 1:
+                last.append(frame)  # sent with "done": the pool reads both on one wake-up
+            else:
+                write_frame(self.replies_fd, frame)
 
         index = 0
         while index < len(calls):
             index = self._job("run", request, limits, index, len(calls), emit)
-        write_frame(self.replies_fd, {"type": "done"})
+        write_frame(self.replies_fd, *last, {"type": "done"})
 
     def _serve_generate(self, request: dict[str, Any]) -> None:
         limits = Limits(**request["limits"])
