@@ -185,7 +185,7 @@ class SandboxPool:
                 if state.live.get(seed, 0) < self._capacity(seed):
                     state.live[seed] = state.live.get(seed, 0) + 1
                     break
-                state.lock.wait()
+                state.waiters(seed).wait()
         try:
             worker = _WorkerProcess(seed, self.network, self.temp_root)
             with state.lock:
@@ -195,7 +195,7 @@ class SandboxPool:
         except BaseException:
             with state.lock:
                 state.live[seed] -= 1
-                state.lock.notify_all()
+                state.waiters(seed).notify()  # one waiter may start a worker in its place
             raise
 
     def _release(self, worker: "_WorkerProcess", healthy: bool) -> None:
@@ -208,7 +208,10 @@ class SandboxPool:
                 state.live[worker.seed] -= 1
                 state.everyone.discard(worker)
                 state.retired_cpu += _tree_cpu_seconds(worker.pid) or 0.0
-            state.lock.notify_all()
+                state.lock.notify_all()  # shutdown waits for everyone to be gone
+            # One waiter of this seed: the worker, or room for a new one, serves one request.
+            # (Waking every waiting thread cost each of them a wake-up to find nothing.)
+            state.waiters(worker.seed).notify()
         if not keep:
             if healthy:
                 worker.stop()
@@ -221,11 +224,20 @@ class _PoolState:
 
     def __init__(self) -> None:
         self.lock = threading.Condition()
+        # Threads waiting for a worker of a seed; on the same lock as ``lock``.
+        self._waiters: dict[int, threading.Condition] = {}
         self.idle: dict[int, list[_WorkerProcess]] = {}
         self.live: dict[int, int] = {}
         self.everyone: set[_WorkerProcess] = set()
         self.retired_cpu = 0.0  # CPU of workers that were replaced, read before they went
         self.closed = False
+
+    def waiters(self, seed: int) -> threading.Condition:
+        """The condition threads wait on for a worker of ``seed`` (call with ``lock`` held)."""
+        waiting = self._waiters.get(seed)
+        if waiting is None:
+            waiting = self._waiters[seed] = threading.Condition(self.lock)
+        return waiting
 
     def shutdown(self, temp_root: str) -> None:
         with self.lock:
@@ -235,6 +247,8 @@ class _PoolState:
             for worker in idle:
                 self.everyone.discard(worker)
             self.lock.notify_all()
+            for waiting in self._waiters.values():
+                waiting.notify_all()
         for worker in idle:
             worker.stop()
         with self.lock:  # requests in flight end, then their workers stop in _release

@@ -259,3 +259,48 @@ def test_another_seed_runs_as_wide_as_the_pool_and_cpu_is_accounted(pool):
     used = pool.cpu_seconds() - before
     spent = sum(r.cpu_seconds for res in results for r in res)
     assert used >= spent > 0
+
+
+def test_a_freed_worker_wakes_one_waiting_thread_of_its_seed():
+    """Threads waiting for a worker wait per hash seed, and a worker coming back wakes one of
+    them: waking them all cost every waiter a wake-up to find nothing. Nobody is left waiting,
+    whichever seed they asked for."""
+    from sandbox import pool as pool_module
+
+    wakeups = [0]
+    real_waiters = pool_module._PoolState.waiters
+
+    def counting_waiters(state, seed):
+        waiting = real_waiters(state, seed)
+        if not getattr(waiting, "_counted", False):
+            real_wait = waiting.wait
+
+            def wait(timeout=None):
+                result = real_wait(timeout)
+                wakeups[0] += 1
+                return result
+
+            waiting.wait, waiting._counted = wait, True
+        return waiting
+
+    code = "import time\ndef main_solution(x):\n    time.sleep(0.02)\n    return x\n"
+    pool_module._PoolState.waiters = counting_waiters
+    try:
+        with SandboxPool(workers=1) as small:
+            jobs = [(i, 0 if i % 3 else 5) for i in range(24)]  # two seeds, 16 and 8 requests
+            out: dict[int, object] = {}
+
+            def ask(i: int, seed: int) -> None:
+                out[i] = small.run(code, [{"x": i}], hash_seed=seed)[0].value
+
+            threads = [threading.Thread(target=ask, args=job) for job in jobs]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            assert out == {i: i for i in range(24)}
+    finally:
+        pool_module._PoolState.waiters = real_waiters
+    # 22 requests had to wait (one worker per seed); woken all at once each release would
+    # have cost several wake-ups per request
+    assert wakeups[0] <= 2 * len(jobs), wakeups[0]
