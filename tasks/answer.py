@@ -18,7 +18,7 @@ from tasks.llm_calls import complete, key_model_and_extra
 from tasks.runtime import get_pool, limits_for
 from tasks.sample_io import program
 from tasks.stage import ShardContext, Stage
-from tasks.verify import Verdict, VerifyItem, verify_one
+from tasks.verify import Verdict, VerifyItem, check_without_running, run_predicted_input
 
 if TYPE_CHECKING:
     from flows.config import BuildConfig
@@ -145,7 +145,20 @@ def _run_for(turn: int):
                     arg_names=req.context["arg_names"], given_input=req.context["input"],
                     given_output=req.context["output"],
                 )
-                checks[i] = executor.submit(verify_one, item, pool, limits)
+                # What needs no execution (output predictions, unreadable answers) is decided
+                # here and now; only a predicted input goes to a verify thread, to be run.
+                decided: Future[tuple[Verdict, int]] = Future()
+                try:
+                    checked = check_without_running(item)
+                except Exception as exc:  # noqa: BLE001 - raised where the verdicts are read
+                    decided.set_exception(exc)
+                    checks[i] = decided
+                    return
+                if isinstance(checked, Verdict):
+                    decided.set_result((checked, 0))
+                    checks[i] = decided
+                else:
+                    checks[i] = executor.submit(run_predicted_input, item, checked, pool, limits)
 
             try:
                 results, llm_rows, counters = complete(requests, cfg, ctx, on_result)

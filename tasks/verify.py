@@ -63,8 +63,14 @@ def verify_one(it: VerifyItem, pool: SandboxPool, limits: Limits) -> tuple[Verdi
     checked = check_without_running(it)
     if isinstance(checked, Verdict):
         return checked, 0
-    (result,) = pool.run(it.code, [checked], entry=it.entry, limits=limits)
-    return _input_verdict(it, checked, result), 1
+    return run_predicted_input(it, checked, pool, limits)
+
+
+def run_predicted_input(it: VerifyItem, value: dict[str, Any], pool: SandboxPool, limits: Limits) -> tuple[Verdict, int]:
+    """The verdict on a predicted input that ``check_without_running`` handed back, by running
+    it (one execution)."""
+    (result,) = pool.run(it.code, [value], entry=it.entry, limits=limits)
+    return _input_verdict(it, value, result), 1
 
 
 def verify_batch(items: list[VerifyItem], pool: SandboxPool, limits: Limits) -> tuple[list[Verdict], int]:
