@@ -29,7 +29,6 @@ from storage.ids import content_id
 from storage.models import ShardResult
 from storage.store import Store
 from tasks import ingest as ingest_mod
-from tasks.llm_calls import close_providers
 from tasks.registry import STAGES, stage_keys
 from tasks.runtime import sandbox_cpu_seconds
 from tasks.stage import ShardContext, Stage
@@ -458,9 +457,6 @@ def build(cfg: BuildConfig) -> BuildReport:
     except Exception:  # noqa: BLE001
         run_id = uuid.uuid4().hex
     preflight(cfg)
-    # A build starts with fresh LLM providers (full concurrency, no failures counted), as a
-    # new process would; its shards then share them (see tasks.llm_calls).
-    close_providers()
     # One DuckDB thread: the flow's queries are per shard and small, and the export streams;
     # with one thread per core they used more CPU for the same work (bench_store.py,
     # --threads), taken from the sandbox, which runs on every core.

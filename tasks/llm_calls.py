@@ -39,13 +39,15 @@ def make_provider(cfg: "BuildConfig") -> Any:
 
 # -- one event loop and one provider per process -------------------------------------------
 #
-# Every shard running in this process (the flow's task threads, or a Dask worker's) sends its
-# calls through one provider on one event loop, so the endpoint sees the configured concurrency
-# bound for the whole build (not once per shard running at a time), what the adaptive limit
-# learned from 429s and timeouts carries over from shard to shard, the consecutive-failure
-# stop counts across shards, and connections are kept alive between shards.
+# Every shard of a build running in this process (the flow's task threads, or a Dask worker's)
+# sends its calls through one provider on one event loop, so the endpoint sees the configured
+# concurrency bound for the whole build (not once per shard running at a time), what the
+# adaptive limit learned from 429s and timeouts carries over from shard to shard, the
+# consecutive-failure stop counts across shards, and connections are kept alive between
+# shards. Another build (another run id) starts with providers of its own, as a new process
+# would.
 
-_MAX_PROVIDERS = 4  # distinct configs kept (a notebook may build with several)
+_MAX_PROVIDERS = 4  # providers kept (builds, or configs, in this process)
 
 
 class _LLMRuntime:
@@ -73,9 +75,9 @@ class _LLMRuntime:
                 self.providers.clear()
             return self.loop
 
-    def provider(self, cfg: "BuildConfig") -> Any:
-        """The provider for ``cfg`` (called on the loop, which owns the providers)."""
-        key = _provider_key(cfg)
+    def provider(self, cfg: "BuildConfig", run_id: str = "") -> Any:
+        """The provider for ``cfg`` in run ``run_id`` (called on the loop, which owns them)."""
+        key = (run_id, *_provider_key(cfg))
         provider = self.providers.get(key)
         if provider is None:
             provider = self.providers[key] = make_provider(cfg)
@@ -153,7 +155,7 @@ def complete(
     preloaded = {k: ChatResult(**_result_fields(v)) for k, v in ctx.cached_calls.items()}
 
     async def go() -> list[ChatResult]:
-        provider = _runtime.provider(cfg)
+        provider = _runtime.provider(cfg, ctx.run_id)
         ledger = JournalLedger(ctx.journal_path, preloaded=preloaded) if ctx.journal_path else MemoryLedger(preloaded)
         try:
             return await CachedProvider(provider, ledger).complete(requests, on_result)

@@ -1,6 +1,7 @@
 """Shards running at once in one process share one LLM provider on one event loop: the
 endpoint sees the configured concurrency bound for the whole build, and what the client
-learns about the endpoint (its limit, its failures) carries over from shard to shard."""
+learns about the endpoint (its limit, its failures) carries over from shard to shard of a
+build."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def test_two_shards_at_once_stay_within_one_concurrency_bound(tmp_path: Path) ->
         results: dict[str, list] = {}
 
         def shard(tag: str) -> None:
-            ctx = ShardContext(config_key="k", upstream_keys={})
+            ctx = ShardContext(config_key="k", upstream_keys={}, run_id="run")
             results[tag] = llm_calls.complete(_requests(tag, 30), cfg, ctx)[0]
 
         threads = [threading.Thread(target=shard, args=(tag,)) for tag in ("a", "b")]
@@ -59,18 +60,17 @@ def test_two_shards_at_once_stay_within_one_concurrency_bound(tmp_path: Path) ->
 def test_the_limit_learned_from_overload_carries_over_to_the_next_shard(tmp_path: Path) -> None:
     with serve(faults=[Fault("429", times=40)]) as server:
         cfg = _cfg(tmp_path, server.base_url, max_concurrency=32, max_retries=20)
-        ctx = ShardContext(config_key="k", upstream_keys={})
+        ctx = ShardContext(config_key="k", upstream_keys={}, run_id="run-1")
         first, _rows, _counters = llm_calls.complete(_requests("a", 40), cfg, ctx)
         assert all(r.content is not None for r in first)
 
-        async def limit() -> int:
-            return llm_calls._runtime.provider(cfg).concurrency_limit
+        async def limit(run_id: str) -> int:
+            return llm_calls._runtime.provider(cfg, run_id).concurrency_limit
 
-        learned = llm_calls._runtime.run(limit())
+        learned = llm_calls._runtime.run(limit("run-1"))
         assert learned < 32  # halved on the 429s, and not forgotten when the shard ended
-        # a new build starts from the configured bound again
-        llm_calls.close_providers()
-        assert llm_calls._runtime.run(limit()) == 32
+        # another build starts from the configured bound, as a new process would
+        assert llm_calls._runtime.run(limit("run-2")) == 32
 
 
 def test_waiting_on_the_loop_from_the_loop_is_an_error_not_a_deadlock() -> None:
