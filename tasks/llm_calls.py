@@ -51,6 +51,9 @@ _MAX_PROVIDERS = 4  # providers kept (builds, or configs, in this process)
 
 
 class _LLMRuntime:
+    """This process's LLM event loop (on a daemon thread, started on first use) and the
+    providers that live on it."""
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -93,13 +96,15 @@ class _LLMRuntime:
     def close(self) -> None:
         """Close the providers (their connections) and stop the loop."""
         with self.lock:
-            loop, thread, providers = self.loop, self.thread, list(self.providers.values())
+            loop, thread = self.loop, self.thread
             self.loop, self.thread = None, None
-            self.providers.clear()
         if loop is None or self.pid != os.getpid() or thread is None or not thread.is_alive():
+            self.providers.clear()
             return
 
-        async def close_all() -> None:
+        async def close_all() -> None:  # on the loop, which alone touches the providers
+            providers = list(self.providers.values())
+            self.providers.clear()
             for provider in providers:
                 close = getattr(provider, "aclose", None)
                 if close is not None:
