@@ -180,7 +180,7 @@ def test_no_network_even_to_a_loopback_listener(pool):
         "    return 'connected'\n"
     )
     result = pool.run(code, [{"port": port}])[0]
-    assert result.status == "error" and result.error_type in ("PermissionError", "OSError", "ConnectionRefusedError")
+    assert result.status == "error" and result.error_type in ("PermissionError", "OSError", "ConnectionRefusedError"), result
     with pytest.raises(socket.timeout):
         listener.accept()
     listener.close()
