@@ -329,7 +329,9 @@ def expose_to_other_users(paths: list[str], staging_root: str) -> tuple[list[str
             staged = []
             for name in sorted(blocked[directory]):
                 source = os.path.join(directory, name)
-                stage = os.path.join(staging_root, f".stage-{len(staged)}")
+                # Named per process: the pool starts its workers side by side, all staging
+                # in the same directory (one name for all made every few starts fail).
+                stage = os.path.join(staging_root, f".stage-{os.getpid()}-{len(staged)}")
                 if os.path.isdir(source):
                     os.mkdir(stage)
                 else:
