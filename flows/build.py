@@ -349,7 +349,7 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
             extra: dict[str, Any] = {}
             if stage.call_keys is not None:
                 call_keys = stage.call_keys(rows, cfg)
-                cached = store.cached_calls(list(dict.fromkeys(call_keys)))
+                cached = store.cached_calls(call_keys)
                 extra.update(call_keys=call_keys, cached=cached, new_calls=set(call_keys) - cached.keys())
             yield content_id(ids), rows, extra
 
@@ -364,7 +364,7 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
             if extra.pop("waited", False):
                 # It waited for a shard that sends some of the same calls: those are in the
                 # store now. (A shard that did not wait is submitted right after its lookup.)
-                cached = store.cached_calls(list(dict.fromkeys(call_keys)))
+                cached = store.cached_calls(call_keys)
             journal_dir.mkdir(parents=True, exist_ok=True)
             journal = str(journal_dir / f"{stage.name}-{shard_id[:16]}.jsonl")
             extra["journal"] = journal

@@ -340,9 +340,9 @@ class Store:
     def cached_calls(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Ledger rows for the given call keys.
 
-        Looked up through the table's key index, a few hundred keys at a time: the cost is
-        per key asked, where a join with the keys would scan the whole ledger, which grows
-        with every call a build makes."""
+        Looked up through the table's key index, each key once and up to a thousand at a
+        time: the cost is per key asked, where a join with the keys would scan the whole
+        ledger, which grows with every call a build makes."""
         found: dict[str, dict[str, Any]] = {}
         wanted = list(dict.fromkeys(keys))
         for i in range(0, len(wanted), _INDEX_LOOKUP_KEYS):

@@ -150,15 +150,13 @@ def _run_for(turn: int):
                 decided: Future[tuple[Verdict, int]] = Future()
                 try:
                     checked = check_without_running(item)
+                    if isinstance(checked, Verdict):
+                        decided.set_result((checked, 0))
+                    else:
+                        decided = executor.submit(run_predicted_input, item, checked, pool, limits)
                 except Exception as exc:  # noqa: BLE001 - raised where the verdicts are read
                     decided.set_exception(exc)
-                    checks[i] = decided
-                    return
-                if isinstance(checked, Verdict):
-                    decided.set_result((checked, 0))
-                    checks[i] = decided
-                else:
-                    checks[i] = executor.submit(run_predicted_input, item, checked, pool, limits)
+                checks[i] = decided
 
             try:
                 results, llm_rows, counters = complete(requests, cfg, ctx, on_result)
