@@ -6,18 +6,21 @@ rows out) and may run on threads here or on Dask workers elsewhere.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import pickle
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.context import get_run_context
 from prefect.futures import as_completed
+from prefect.serializers import Serializer
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import opaque
@@ -63,6 +66,22 @@ def _shard_cache_key(_ctx: Any, params: dict[str, Any]) -> str:
     )
 
 
+class ShardResultSerializer(Serializer):
+    """How Prefect persists a shard's result (its cache): the standard pickle, base64 in one
+    line. Prefect's default, cloudpickle with base64 broken into 76-character lines, took twice
+    the CPU for the few MB of an answer shard (about 33 against 16 ms): cloudpickle pickles
+    plain data through Python-level hooks, and every line break becomes an escape in the
+    record's JSON. Shard results are plain data (models and dicts of strings and numbers)."""
+
+    type: Literal["codeio-shard-pickle"] = "codeio-shard-pickle"
+
+    def dumps(self, obj: Any) -> bytes:
+        return base64.b64encode(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def loads(self, blob: bytes) -> Any:
+        return pickle.loads(base64.b64decode(blob))
+
+
 # What both shard tasks share: cached by shard, results persisted (the cache) but not kept in
 # memory (the flow reads each result once and writes it to the store; Prefect's in-memory
 # cache of its 1000 most recent results would hold every shard of a build until the end),
@@ -70,6 +89,7 @@ def _shard_cache_key(_ctx: Any, params: dict[str, Any]) -> str:
 _SHARD_TASK = dict(
     cache_key_fn=_shard_cache_key,
     persist_result=True,
+    result_serializer=ShardResultSerializer(),
     cache_result_in_memory=False,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,

@@ -103,6 +103,25 @@ def test_finished_shards_are_visible_cache_hits(tmp_path):
     assert _digest(Path(second_cfg.output_dir)) == _digest(Path(first_cfg.output_dir))
 
 
+def test_shard_results_are_persisted_with_the_plain_pickle_serializer(tmp_path):
+    """Prefect's cache records of a build's shards use the project's serializer (standard
+    pickle, base64 in one line), and each reads back as the ShardResult the flow wrote."""
+    from prefect._internal.result_records import ResultRecord
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    from flows.build import run_build
+    from storage.models import ShardResult
+
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path / "results"}):
+        summary = run_build(_cfg(tmp_path / "a", _corpus(tmp_path, 2)))
+    records = [ResultRecord.deserialize(p.read_bytes()) for p in (tmp_path / "results").iterdir()]
+    assert len(records) == summary["task_runs"] > 0
+    assert {r.metadata.serializer.type for r in records} == {"codeio-shard-pickle"}
+    assert all(isinstance(r.result, ShardResult) for r in records)
+    assert {r.result.stage for r in records} >= {"ingest", "sample_io", "prompts", "answer"}
+    assert all(b"\\n" not in p.read_bytes() for p in (tmp_path / "results").iterdir())
+
+
 def test_shards_finished_together_are_written_together():
     """The window hands back every shard finished by the time it is asked, so the flow writes
     them in one transaction; one still running stays in the window."""
