@@ -103,17 +103,29 @@ def test_finished_shards_are_visible_cache_hits(tmp_path):
     assert _digest(Path(second_cfg.output_dir)) == _digest(Path(first_cfg.output_dir))
 
 
-def test_shard_results_are_persisted_with_the_plain_pickle_serializer(tmp_path):
+def test_shard_results_are_persisted_with_the_plain_pickle_serializer(tmp_path, monkeypatch):
     """Prefect's cache records of a build's shards use the project's serializer (standard
-    pickle, base64 in one line), and each reads back as the ShardResult the flow wrote."""
+    pickle, base64 in one line), and each reads back as the ShardResult the flow wrote. The
+    flow takes the results of the shards it ran from their tasks, not back from storage; a
+    second build served from the cache reads them."""
     from prefect._internal.result_records import ResultRecord
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
+    import flows.build
     from flows.build import run_build
     from storage.models import ShardResult
 
+    reads = []
+    deserialize = ResultRecord.deserialize.__func__
+    monkeypatch.setattr(ResultRecord, "deserialize",
+                        classmethod(lambda cls, *a, **k: reads.append(1) or deserialize(cls, *a, **k)))
+    corpus = _corpus(tmp_path, 2)
     with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path / "results"}):
-        summary = run_build(_cfg(tmp_path / "a", _corpus(tmp_path, 2)))
+        summary = run_build(_cfg(tmp_path / "a", corpus))
+        assert reads == [] and flows.build._HANDED_OVER == {}
+        again = run_build(_cfg(tmp_path / "b", corpus))
+    assert len(reads) >= again["task_runs"] == summary["task_runs"]  # (Prefect reads a hit twice)
+    monkeypatch.undo()
     records = [ResultRecord.deserialize(p.read_bytes()) for p in (tmp_path / "results").iterdir()]
     assert len(records) == summary["task_runs"] > 0
     assert {r.metadata.serializer.type for r in records} == {"codeio-shard-pickle"}
