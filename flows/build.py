@@ -40,10 +40,11 @@ log = logging.getLogger("codeio")
 
 
 def _fatal(exc: BaseException) -> bool:
-    """Errors no retry can fix: a bad setting, or bad input."""
+    """Errors no retry can fix: a bad setting, bad input, a machine the sandbox cannot use."""
     from llm.errors import ConfigError
+    from sandbox import SandboxUnavailable
 
-    return isinstance(exc, (ConfigError, UserError))
+    return isinstance(exc, (ConfigError, UserError, SandboxUnavailable))
 
 
 def _retry_condition(task: Any, task_run: Any, state: Any) -> bool:

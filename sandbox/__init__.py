@@ -74,7 +74,7 @@ from .values import NotJSONError, canonical_json, size_violation, to_json_value
 def __getattr__(name: str) -> Any:
     # The pool (threads, subprocess, logging) loads on first use, so the worker processes,
     # which import this package too, stay smaller and fork faster.
-    if name in ("SandboxPool", "WorkerLost"):
+    if name in ("SandboxPool", "SandboxUnavailable", "WorkerLost"):
         from . import pool
 
         return getattr(pool, name)
@@ -90,6 +90,7 @@ __all__ = [
     "Limits",
     "NotJSONError",
     "SandboxPool",
+    "SandboxUnavailable",
     "WorkerLost",
     "canonical_json",
     "outputs_match",

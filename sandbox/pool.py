@@ -41,6 +41,11 @@ class WorkerLost(Exception):
     """A worker died or hung while serving a request."""
 
 
+class SandboxUnavailable(OSError):
+    """A worker could not be set up to run code as promised on this machine (the message says
+    why and what to change); retrying does not help."""
+
+
 class SandboxPool:
     """Runs untrusted programs in warm worker processes; see the package docstring.
 
@@ -72,11 +77,15 @@ class SandboxPool:
             for worker in started:
                 worker.wait_ready()
         except BaseException:
+            for worker in started:  # none serves yet: stop them here, not in close()'s wait
+                worker.kill()
+                self._state.everyone.discard(worker)
             self.close()
             raise
         self._state.idle[hash_seed] = started
         self.isolation: Isolation = started[0].isolation
-        _warn_once(self.isolation, network)
+        for worker in started:  # each worker sets itself up: warn about any that fell short
+            _warn_once(worker.isolation, network)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -186,14 +195,18 @@ class SandboxPool:
                     state.live[seed] = state.live.get(seed, 0) + 1
                     break
                 state.waiters(seed).wait()
+        worker = None
         try:
             worker = _WorkerProcess(seed, self.network, self.temp_root)
             with state.lock:
                 state.everyone.add(worker)
             worker.wait_ready()
+            _warn_once(worker.isolation, self.network)
             return worker
         except BaseException:
             with state.lock:
+                if worker is not None:  # killed by wait_ready; close() must not wait for it
+                    state.everyone.discard(worker)
                 state.live[seed] -= 1
                 state.waiters(seed).notify()  # one waiter may start a worker in its place
             raise
@@ -270,6 +283,7 @@ class _WorkerProcess:
         self.uid: int | None = None
         self.unique_uid = False
         self.progress = 0  # index of the call being served (for WorkerLost)
+        self.killed = False
         requests_r, self.requests = os.pipe()
         self.replies, replies_w = os.pipe()
         self.reader = FrameReader(self.replies)
@@ -292,6 +306,9 @@ class _WorkerProcess:
         except ChannelClosed as exc:
             self.kill()
             raise RuntimeError(f"sandbox worker failed to start: {exc}") from exc
+        if ready.get("type") == "failed":
+            self.kill()
+            raise SandboxUnavailable(f"sandbox: {ready['error']}")
         self.uid = ready["uid"]
         self.unique_uid = ready["unique_uid"]
         facts = ready["isolation"]
@@ -348,7 +365,11 @@ class _WorkerProcess:
             self._clean_up_after()
 
     def kill(self) -> None:
-        """Kill the worker and everything its children left behind."""
+        """Kill the worker and everything its children left behind (once: a second call would
+        close descriptor numbers that may belong to someone else by then)."""
+        if self.killed:
+            return
+        self.killed = True
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):

@@ -52,9 +52,19 @@ _MAX_PAYLOAD = 1 << 20
 _SHARED_UID = 65534
 
 
+class SetupFailed(Exception):
+    """This worker cannot run code as the pool promises; the message says why and what to do."""
+
+
 def main(config_text: str) -> None:
     """Entry point of the worker process (see ``sandbox.pool`` for how it is started)."""
-    Worker(json.loads(config_text)).serve()
+    config = json.loads(config_text)
+    try:
+        worker = Worker(config)
+    except SetupFailed as exc:  # told to the pool instead of "ready"; nothing is served
+        write_frame(config["replies_fd"], {"type": "failed", "error": str(exc)})
+        raise SystemExit(3) from None
+    worker.serve()
 
 
 class Worker:
@@ -84,9 +94,10 @@ class Worker:
         self.unique_uid = False
         self.tmpfs = False
         if os.geteuid() == 0:
+            interpreter = _interpreter_paths()
             problem = isolation.enter_mount_namespace()
             if problem is None:
-                covered, problem = isolation.expose_to_other_users(_interpreter_paths(), config["temp_root"])
+                covered, problem = isolation.expose_to_other_users(interpreter, config["temp_root"])
                 if covered:
                     notes.append(f"hidden from children, except the interpreter: {', '.join(covered)}")
             if problem:
@@ -97,6 +108,15 @@ class Worker:
             if self.uid is None:
                 self.uid = _SHARED_UID
                 notes.append("uid range not mapped: children share uid 65534; strays are found by process tree")
+            # Children under another uid that cannot read the interpreter fail on every import
+            # the worker did not preload: wrong verdicts, not a sandbox. Refuse to serve.
+            unreachable = [p for p in interpreter if not os.path.exists(p) or isolation.first_blocked(p)]
+            if unreachable:
+                raise SetupFailed(
+                    f"the children's uid cannot read the interpreter at {unreachable[0]}"
+                    + (f" ({problem})" if problem else "")
+                    + "; install Python where every user may read it, or run the pool as a user other than root"
+                )
         else:
             notes.append("pool not running as root: children keep the pool's uid (no RLIMIT_NPROC per worker, "
                          "file permissions of the pool's user apply)")

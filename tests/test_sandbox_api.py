@@ -320,3 +320,40 @@ def test_workers_started_side_by_side_all_get_their_mounts():
             results = started.run_many([Job(code=code, calls=[{}]) for _ in range(4)])
             assert [r[0].value for r in results] == ["imported"] * 4, results
     assert problems == []
+
+
+def _interpreter_hidden_from_other_users() -> bool:
+    from sandbox import isolation
+    from sandbox.worker import _interpreter_paths
+
+    return os.geteuid() == 0 and any(isolation.first_blocked(p) for p in _interpreter_paths())
+
+
+@pytest.mark.skipif(not _interpreter_hidden_from_other_users(),
+                    reason="needs root and an interpreter other users cannot read (the worker then exposes it)")
+def test_a_worker_that_cannot_expose_the_interpreter_refuses_to_serve(monkeypatch):
+    """A worker whose children could not read the interpreter would fail every import it had
+    not preloaded. It says so instead of serving: the pool raises one line naming the reason,
+    promptly, and leaves no worker behind; the flow does not retry it."""
+    import sandbox.pool as pool_module
+    from flows.build import _fatal
+    from sandbox import SandboxUnavailable
+
+    started = []
+    original = pool_module._WorkerProcess.__init__
+
+    def staging_where_nothing_can_be_made(self, seed, network, temp_root):
+        original(self, seed, network, os.path.join(temp_root, "missing"))  # the worker stages mounts there
+        started.append(self.pid)
+
+    monkeypatch.setattr(pool_module._WorkerProcess, "__init__", staging_where_nothing_can_be_made)
+    began = time.monotonic()
+    with pytest.raises(SandboxUnavailable) as raised:
+        SandboxPool(workers=2, limits=LIMITS)
+    assert time.monotonic() - began < 20
+    message = str(raised.value)
+    assert "\n" not in message and "cannot read the interpreter" in message and "No such file" in message, message
+    assert _fatal(raised.value)
+    assert len(started) == 2
+    for pid in started:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
