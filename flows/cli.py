@@ -146,18 +146,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # the build, so the cyclic garbage collector need not walk it on every full collection
     # (it halves the collector's time in a build). Unfrozen after it, so that exit finalizes
     # everything as usual (DuckDB's bindings report objects still alive at exit).
-    # The young generation is collected every 10,000 net allocations instead of 700: a build
-    # allocates rows by the million, nearly all freed by reference counting, and the default
-    # ran a collection every few hundred rows (0.5 s of a 10k-task build's 12.6 CPU-s in the
-    # collector; 0.2 s with a larger threshold, for about 30 MB more peak memory).
-    thresholds = gc.get_threshold()
-    gc.set_threshold(10_000, *thresholds[1:])
     gc.freeze()
     try:
         summary = run_build(cfg)
     finally:
         gc.unfreeze()
-        gc.set_threshold(*thresholds)
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
     else:
