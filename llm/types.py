@@ -21,22 +21,12 @@ def chat_key(
 ) -> str:
     """The key of a chat call (``ChatRequest.key``), for callers that only need the key."""
     # The text of json.dumps({...}, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-    # allow_nan=False) over these six fields, put together field by field so the messages,
-    # nearly all of it, go through the fast canonical writer (the same text).
-    canonical = "".join((
-        '{"extra_body":', _strict(extra_body or {}),
-        ',"max_tokens":', _strict(max_tokens),
-        ',"messages":', canonical_json(messages, allow_nan=False),
-        ',"model":', _strict(model),
-        ',"sample_index":', _strict(sample_index),
-        ',"temperature":', _strict(temperature),
-        "}",
-    ))
+    # allow_nan=False) over these six fields (in sorted order), put together field by field so
+    # the messages, nearly all of it, go through the fast canonical writer (the same text).
+    fields = (("extra_body", extra_body or {}), ("max_tokens", max_tokens), ("messages", messages),
+              ("model", model), ("sample_index", sample_index), ("temperature", temperature))
+    canonical = "{" + ",".join(f'"{name}":{canonical_json(value, allow_nan=False)}' for name, value in fields) + "}"
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def _strict(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _memo(model: str, extra_body: dict | None) -> tuple[str, str]:
