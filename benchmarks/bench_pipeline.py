@@ -111,8 +111,8 @@ def _machine_busy_s() -> float:
     return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def sandbox_rates(pairs: int, seconds: float = 2.0) -> dict[str, float]:
-    """Calls per second of a two-worker pool on the benchmark's functions, as the stages run
+def sandbox_rates(pairs: int, workers: int | None, seconds: float = 2.0) -> dict[str, float]:
+    """Calls per second of a pool as wide as the build's on the benchmark's functions, as the stages run
     them: one job per function with its pairs (sample_io, the pool's own hash seed), the same
     under the second hash seed (the determinism check, as many workers), and one call per
     job (verifying input predictions)."""
@@ -123,7 +123,7 @@ def sandbox_rates(pairs: int, seconds: float = 2.0) -> dict[str, float]:
     per_function = [Job(r["refcode"], [io["input"] for io in r["ios"]], limits=Limits()) for r in records]
     single = [Job(r["refcode"], [io["input"]], limits=Limits()) for r in records for io in r["ios"][:2]]
     rates = {}
-    with SandboxPool(workers=2) as pool:
+    with SandboxPool(workers=workers) as pool:
         for name, jobs, seed in (("sample", per_function, None), ("second_seed", per_function, 1),
                                  ("verify", single, None)):
             pool.run_many(jobs[:4], hash_seed=seed)  # warm (starts the second-seed worker)
@@ -207,7 +207,7 @@ def figures(run: dict[str, Any], latency: float, concurrency: int, parallel: int
     stages = s["stages"]
     tasks = stages.get("answer", {}).get("rows_in", 0)
     endpoint = {k: endpoint_seconds(v, latency, concurrency, parallel) for k, v in stages.items()}
-    cores = min(os.cpu_count() or 1, run["sandbox_workers"])
+    cores = min(os.cpu_count() or 1, run["sandbox_workers"] or os.cpu_count() or 1)
     calls = max(1.0, sum(v.get("llm_calls_sent", 0) for v in stages.values()))
     stand_in = run["cpu"]["benchmark_process_s"]
     # Executing code takes at least the sandbox's CPU time spread over its cores; the LLM
@@ -266,7 +266,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--shard-size", type=int, default=500)
     p.add_argument("--parallel-shards", type=int, default=2)
     p.add_argument("--pairs", type=int, default=5, help="recorded pairs per function")
-    p.add_argument("--sandbox-workers", type=int, default=2, help="sandbox worker processes per hash seed")
+    p.add_argument("--sandbox-workers", type=int, default=None,
+                   help="sandbox worker processes per hash seed (default: the pool's, one per core and one more)")
     p.add_argument("--prefect-api-url", help="use this Prefect server instead of starting one")
     p.add_argument("--keep", action="store_true", help="keep the build directories")
     p.add_argument("--json", help="write the figures to this file")
@@ -280,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="codeio-bench-pipeline-"))
     with serve(llm_script, latency_s=args.latency) as server:
         for n in sizes:
-            rates = sandbox_rates(args.pairs)  # right before the build: the machine's load varies
+            rates = sandbox_rates(args.pairs, args.sandbox_workers)  # right before the build: the machine's load varies
             run = run_build(n, args, server.base_url, prefect_url, root / f"n{n}")
             fig = figures(run, args.latency, args.concurrency, args.parallel_shards, rates)
             fig["sandbox_calls_per_s"] = {k: round(v, 1) for k, v in rates.items()}
