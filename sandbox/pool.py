@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -328,7 +329,7 @@ class _WorkerProcess:
     def run(self, code: str, entry: str, calls: list[dict], first: int, limits: Limits,
             results: list[CallResult | None]) -> int:
         self.progress = first
-        self._send({"type": "run", "code": code, "entry": entry, "calls": calls[first:], "limits": asdict(limits)})
+        self._send({"type": "run", "code": code, "entry": entry, "calls": calls[first:], "limits": _fields(limits)})
         while True:
             frame = self._receive(limits.wall_seconds)
             if frame["type"] == "done":
@@ -342,7 +343,7 @@ class _WorkerProcess:
 
     def generate(self, code: str, entry: str, count: int, budget_seconds: float, limits: Limits) -> GenerateResult:
         self._send({"type": "generate", "code": code, "entry": entry, "count": count,
-                    "budget_seconds": budget_seconds, "limits": asdict(limits)})
+                    "budget_seconds": budget_seconds, "limits": _fields(limits)})
         frame = self._receive(max(limits.wall_seconds, budget_seconds * limits.wall_factor + 1.0))
         return GenerateResult(
             status=frame["status"], values=frame["values"], calls=frame["calls"], failures=frame["failures"],
@@ -425,6 +426,13 @@ def _clean_env(seed: int) -> dict[str, str]:
     }
     env.update({k: os.environ[k] for k in _INHERITED_ENV if k in os.environ})
     return env
+
+
+@functools.lru_cache(maxsize=64)
+def _fields(limits: Limits) -> dict[str, Any]:
+    """``asdict(limits)``, once per distinct Limits (frozen): every job sends them, and asdict
+    deep-copies field by field. Only ever encoded, never changed."""
+    return asdict(limits)
 
 
 def _kwargs(call: Any) -> dict[str, Any]:
