@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--parallel-shards", type=int, default=2)
     p.add_argument("--pairs", type=int, default=5, help="recorded pairs per function")
     p.add_argument("--sandbox-workers", type=int, default=None,
-                   help="sandbox worker processes per hash seed (default: the pool's, one per core and one more)")
+                   help="sandbox worker processes per hash seed (default: the pool's, one per core)")
     p.add_argument("--prefect-api-url", help="use this Prefect server instead of starting one")
     p.add_argument("--keep", action="store_true", help="keep the build directories")
     p.add_argument("--json", help="write the figures to this file")

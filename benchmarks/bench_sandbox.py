@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000, help="calls through the pool")
     parser.add_argument("--calls-per-job", type=int, default=10, help="calls sharing one program execution")
     parser.add_argument("--naive-calls", type=int, default=40, help="calls through fresh interpreters")
-    parser.add_argument("--workers", type=int, default=None, help="pool workers (default: the pool's, one per core and one more)")
+    parser.add_argument("--workers", type=int, default=None, help="pool workers (default: one per core)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
 

@@ -45,7 +45,7 @@ class SourceSpec(_Strict):
 
 
 class SandboxSettings(_Strict):
-    workers: int | None = Field(default=None, ge=1, description="Worker processes (default: one per core, and one more)")
+    workers: int | None = Field(default=None, ge=1, description="Worker processes (default: one per core)")
     cpu_seconds: float = Field(default=5.0, gt=0, description="CPU time per call; decides 'timeout'")
     wall_factor: float = Field(default=3.0, ge=1)
     memory_mb: int = Field(default=2048, ge=256)

@@ -3,7 +3,7 @@
 Process model (each level a fork of the one above, except the worker, which is started)::
 
     pool (P, the pipeline's process)
-     └─ worker W  "sandbox-worker": one per core, and one more; `python -s -P -B` with a clean environment
+     └─ worker W  "sandbox-worker": one per core; `python -s -P -B` with a clean environment
         │   (PATH, PYTHONHASHSEED, TZ=UTC, LANG, *_NUM_THREADS=1); own network and mount
         │   namespaces; modules preloaded; trusted: it never runs user code
         └─ job process J  "sandbox-job": one per job; confines itself, then compiles and

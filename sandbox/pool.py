@@ -1,4 +1,4 @@
-"""The pool (P side): warm workers, one per core and one more, shared safely by the pipeline's threads."""
+"""The pool (P side): warm workers, one per core, shared safely by the pipeline's threads."""
 
 from __future__ import annotations
 
@@ -38,17 +38,6 @@ _warned_lock = threading.Lock()
 _warned: set[tuple[str, ...]] = set()
 
 
-def default_workers() -> int:
-    """Workers when none are asked for: one per core, and one more.
-
-    A worker and its job process take turns (the worker waits while the call runs, the call
-    waits while the worker forks, reads and reports), so one worker per core leaves about an
-    eighth of the machine idle; a spare worker fills those gaps (benchmarks/bench_sandbox.py:
-    12-15 % more calls per second on 2 cores). Timeouts are decided by CPU time, so the extra
-    worker never turns a slow call into a timeout."""
-    return (os.cpu_count() or 1) + 1
-
-
 class WorkerLost(Exception):
     """A worker died or hung while serving a request."""
 
@@ -67,7 +56,7 @@ class SandboxPool:
 
     def __init__(self, workers: int | None = None, limits: Limits = Limits(), hash_seed: int = 0,
                  network: bool = False) -> None:
-        self.workers: int = workers or default_workers()
+        self.workers: int = workers or os.cpu_count() or 1
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
         self.limits = limits

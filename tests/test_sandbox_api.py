@@ -357,13 +357,3 @@ def test_a_worker_that_cannot_expose_the_interpreter_refuses_to_serve(monkeypatc
     assert len(started) == 2
     for pid in started:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
-
-
-def test_a_pool_asked_for_no_width_starts_one_worker_per_core_and_a_spare():
-    """The spare fills the gaps a worker and its call leave while they wait on each other."""
-    with SandboxPool() as pool:
-        assert pool.workers == (os.cpu_count() or 1) + 1
-        assert len(pool.worker_pids) == pool.workers
-        results = pool.run_many([Job(code="def main_solution(x):\n    return x * 2\n", calls=[{"x": i}])
-                                 for i in range(2 * pool.workers)])
-        assert [r[0].value for r in results] == [2 * i for i in range(2 * pool.workers)]
