@@ -342,6 +342,7 @@ def run_ingest(store: Store, cfg: BuildConfig, report: BuildReport, key: str) ->
     logger = _logger()
     rep = report.stages.setdefault("ingest", StageReport("ingest"))
     t0, c0 = time.perf_counter(), time.process_time()
+    task_fn = ingest_shard.with_options(refresh_cache=_refresh(cfg))
 
     def items() -> Iterator[ingest_mod.SourceItem]:
         for spec in cfg.sources:
@@ -361,7 +362,7 @@ def run_ingest(store: Store, cfg: BuildConfig, report: BuildReport, key: str) ->
     def submit(shard_id: str, n: int, rows: list[dict], _extra: dict[str, Any]) -> Any:
         rep.rows_in += len(rows)
         ctx = ShardContext(config_key=key, upstream_keys={}, run_id=report.run_id)
-        return ingest_shard.submit("ingest", shard_id, n, _whole(cfg, rows), cfg.max_file_bytes, _whole(cfg, ctx))
+        return task_fn.submit("ingest", shard_id, n, _whole(cfg, rows), cfg.max_file_bytes, _whole(cfg, ctx))
 
     def on_done(finished: list[tuple[ShardResult, dict[str, Any]]]) -> None:
         for result, _extra in finished:
@@ -375,6 +376,12 @@ def run_ingest(store: Store, cfg: BuildConfig, report: BuildReport, key: str) ->
     rep.shards += _drive(shards(), submit, on_done, cfg.max_parallel_shards * 2)
     rep.seconds += time.perf_counter() - t0
     rep.cpu_seconds += time.process_time() - c0
+
+
+def _refresh(cfg: BuildConfig) -> bool | None:
+    """Prefect's refresh_cache for the shard tasks: True runs them all (and caches the new
+    results); None leaves it to Prefect's setting (PREFECT_TASKS_REFRESH_CACHE, off by default)."""
+    return True if cfg.refresh_cache else None
 
 
 def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str], report: BuildReport) -> None:
@@ -391,7 +398,7 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
     logger.info("%s: %d rows pending in %d shard(s)", stage.name, len(pending), total)
     publish_stage_progress(stage.name, 0, total)
     journal_dir = Path(cfg.db_path).parent / "ledger"
-    task_fn = stage_shard.with_options(retries=cfg.task_retries)
+    task_fn = stage_shard.with_options(retries=cfg.task_retries, refresh_cache=_refresh(cfg))
 
     def shards() -> Iterator[tuple[str, list[dict], dict[str, Any]]]:
         for ids, rows in _load_in_batches(store, stage, keys, pending, cfg.shard_size):

@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--api-key-env", help="environment variable holding the API key")
     run.add_argument("--shard-size", type=int)
     run.add_argument("--parallel-shards", type=int)
+    run.add_argument("--refresh-cache", action="store_true",
+                     help="run every shard the build submits, even those Prefect's result cache holds "
+                          "(a fresh database otherwise reuses shards any earlier build on this machine finished)")
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
     st = sub.add_parser("stats", help="funnel, drop reasons, response types, token use",
@@ -94,6 +97,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             {"path": c, "kind": args.kind or "mixed", **({"format": "unified"} if args.unified else {})}
             for c in args.corpus
         ]
+    if getattr(args, "refresh_cache", False):
+        o["refresh_cache"] = True
     for attr, key in (("provider", "provider"), ("shard_size", "shard_size"), ("parallel_shards", "max_parallel_shards")):
         if getattr(args, attr, None) is not None:
             o[key] = getattr(args, attr)

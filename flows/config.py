@@ -98,6 +98,11 @@ class BuildConfig(_Strict):
         default=None, description="Dask scheduler address, or 'local' for a local cluster"
     )
     task_retries: int = Field(default=2, ge=0, le=10)
+    refresh_cache: bool = Field(
+        default=False,
+        description="Run every shard this build submits instead of taking a result Prefect cached "
+        "for the same stage, settings and rows (by this or another database on the machine)",
+    )
 
     @field_validator("sources")
     @classmethod

@@ -94,3 +94,25 @@ def test_run_freezes_what_was_loaded_during_the_build_only(tmp_path, monkeypatch
     with pytest.raises(SystemExit):
         main(["run", "--corpus", str(corpus), "--db", str(tmp_path / "c.duckdb")])
     assert seen["frozen"] > 0 and gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("flag, refresh", [([], False), (["--refresh-cache"], True)])
+def test_run_refresh_cache_flag_reaches_the_build(tmp_path, monkeypatch, flag, refresh):
+    """`--refresh-cache` turns the build's refresh_cache on; without it the config's value
+    (off by default) stands."""
+    import flows.build
+    from flows.cli import main
+
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "a.py").write_text("def f(x: int) -> int:\n    return x\n")
+    seen = {}
+
+    def fake_build(cfg):
+        seen["refresh"] = cfg.refresh_cache
+        raise SystemExit(0)
+
+    monkeypatch.setattr(flows.build, "run_build", fake_build)
+    with pytest.raises(SystemExit):
+        main(["run", "--corpus", str(corpus), "--db", str(tmp_path / "c.duckdb"), *flag])
+    assert seen["refresh"] is refresh

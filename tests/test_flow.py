@@ -102,6 +102,14 @@ def test_finished_shards_are_visible_cache_hits(tmp_path):
     assert cached == second["task_runs"] > 0, second["stages"]
     assert _digest(Path(second_cfg.output_dir)) == _digest(Path(first_cfg.output_dir))
 
+    # Asked to refresh, a third database runs every shard again (same work, same export).
+    third_cfg = _cfg(tmp_path / "c", corpus).model_copy(update={"refresh_cache": True})
+    third = run_build(third_cfg)
+    assert sum(st.get("cached_shards", 0) for st in third["stages"].values()) == 0, third["stages"]
+    assert third["task_runs"] == second["task_runs"]
+    assert third["executions"] == first["executions"] and third["llm_calls_sent"] == first["llm_calls_sent"]
+    assert _digest(Path(third_cfg.output_dir)) == _digest(Path(first_cfg.output_dir))
+
 
 def test_shard_results_are_persisted_with_the_plain_pickle_serializer(tmp_path, monkeypatch):
     """Prefect's cache records of a build's shards use the project's serializer (standard
