@@ -555,14 +555,35 @@ def run_build(cfg: BuildConfig) -> dict[str, Any]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     flow_fn = build_dataset.with_options(task_runner=_task_runner(cfg))
-    if not cfg.dask_address or PREFECT_API_URL.value():
+    if PREFECT_API_URL.value():
         return flow_fn(cfg)
-    # Dask workers are other processes: with no API URL each would start a temporary Prefect
-    # server of its own. Start the flow's one first and hand its URL on to the workers (a
-    # loopback URL: workers on other machines need PREFECT_API_URL set to a real server).
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
-    server.start()
+    # No Prefect server configured: start the temporary one here rather than let Prefect start
+    # it on first use, for two reasons. Dask workers are other processes, and with no API URL
+    # each would start a server of its own; handing them this one's (loopback) URL avoids that
+    # (workers on other machines need PREFECT_API_URL set to a real server). And the server is
+    # shielded from Ctrl-C: a terminal sends SIGINT to its whole process group, and a server
+    # killed by it left the interrupted flow retrying its last state report for minutes.
+    server = temporary_server()
     with temporary_settings({PREFECT_API_URL: server.api_url}):
         return flow_fn(cfg)
+
+
+def temporary_server() -> Any:
+    """This process's temporary Prefect server, started (once) with SIGINT blocked, so that
+    only a deliberate stop ends it: SIGTERM at exit."""
+    import signal
+
+    from prefect.server.api.server import SubprocessASGIServer
+
+    class ShieldedServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> Any:
+            # The child inherits the blocked mask across exec; uvicorn's handlers do not lift it.
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                return super()._run_uvicorn_command()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    server = ShieldedServer()  # one per process (and port): Prefect keeps them by port
+    server.start()
+    return server

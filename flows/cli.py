@@ -272,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     except EndpointDown as exc:
         _fail(f"codeio: error: {_one_line(exc)} (completed work is saved; run again to resume)", exc)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        _fail("codeio: interrupted (completed work is saved; run again to resume)", None)
+    except KeyboardInterrupt as exc:
+        _fail("codeio: interrupted (completed work is saved; run again to resume)", exc)
         return 130
     except OSError as exc:
         _fail(f"codeio: error: {_one_line(exc)}", exc)
@@ -284,6 +284,7 @@ def _fail(line: str, exc: BaseException | None) -> None:
     """Print the one-line error as the last line on stderr: Prefect's background services
     (events, API logs) would otherwise log their shutdown progress after it, at exit."""
     _drain_prefect_services()
+    _stop_temporary_server()
     print(line, file=sys.stderr)
     if exc is not None:
         _release(exc)
@@ -300,6 +301,19 @@ def _drain_prefect_services(timeout_s: float = 5.0) -> None:
             service.drain_all(timeout=timeout_s)
     except Exception:  # noqa: BLE001 - best effort; the error line matters more than the drain
         pass
+
+
+def _stop_temporary_server() -> None:
+    """Stop the temporary Prefect server now (it would be stopped at exit, logging after the
+    error line)."""
+    server_module = sys.modules.get("prefect.server.api.server")
+    if server_module is None:
+        return
+    for server in list(server_module.SubprocessASGIServer._instances.values()):
+        try:
+            server.stop()
+        except Exception:  # noqa: BLE001 - best effort; it is stopped at exit otherwise
+            pass
 
 
 def _release(exc: BaseException) -> None:
