@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -120,27 +122,135 @@ class BuildConfig(_Strict):
         return content_id(*parts)[:16]
 
 
+MAX_REPORTED_ERRORS = 5  # an error line names this many problems, then "and N more"
+ACCEPTED_FORMATS = "only TOML (.toml) and JSON (.json) configs are accepted"
+
+
 def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> BuildConfig:
     """Read a TOML or JSON config file (optional) and apply overrides; one-line errors."""
-    data: dict[str, Any] = {}
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"config file {path} not found")
-        try:
-            text = p.read_text(encoding="utf-8")
-            data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(f"config file {path} cannot be parsed: {exc}") from None
+    data: dict[str, Any] = _read_config(path) if path else {}
     for k, v in (overrides or {}).items():
         if v is not None:
             data[k] = v
     try:
         return BuildConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "config"
-        msg = first["msg"]
-        if first["type"] == "extra_forbidden":
-            msg = "unknown setting"
-        raise UserError(f"invalid config: {where}: {msg} ({exc.error_count()} error(s))") from None
+        raise UserError(f"invalid config: {_summary(exc)}") from None
+
+
+def _read_config(path: str) -> dict[str, Any]:
+    """A .toml file is TOML; any other file is read as JSON, as it always was, and one that
+    is not JSON is told which formats are accepted."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {path} not found")
+    try:
+        text = p.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"config file {path} cannot be parsed: {exc}") from None
+    except json.JSONDecodeError as exc:
+        if p.suffix.lower() == ".json":
+            raise UserError(f"config file {path} cannot be parsed: {exc}") from None
+        data = _not_json(path, text, exc)
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold an object of settings, not {_json_kind(data)}")
+    return data
+
+
+def _not_json(path: str, text: str, exc: json.JSONDecodeError) -> dict[str, Any]:
+    """A file that is neither .toml nor JSON: TOML if it is named .TOML, else the error."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        data = None
+    if data is not None and p.suffix.lower() == ".toml":
+        return data
+    msg = f"config file {path}: {ACCEPTED_FORMATS}"
+    if data:  # not an empty or comments-only file, which any format reads
+        msg += f"; it reads as TOML, so name it {p.stem}.toml"
+    elif text.lstrip().startswith(("{", "[")):
+        msg += f"; read as JSON it fails: {exc}"
+    raise UserError(msg)
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "a string" if isinstance(value, str) else "an array"
+
+
+def _summary(exc: ValidationError) -> str:
+    """Every error on one line, unknown keys first: a misspelt key is often why a required
+    one is missing, and the cap must not hide it."""
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    parts = list(dict.fromkeys(_describe(e) for e in errors))
+    if len(parts) > MAX_REPORTED_ERRORS:
+        parts = [*parts[:MAX_REPORTED_ERRORS], f"and {len(parts) - MAX_REPORTED_ERRORS} more"]
+    return "; ".join(parts)
+
+
+def _describe(error: Any) -> str:
+    loc = tuple(error["loc"])
+    where = ".".join(_loc_part(x) for x in loc) or "config"
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown setting{_did_you_mean(loc)}"
+    msg = " ".join(error["msg"].removeprefix("Value error, ").split())  # one line, whatever it said
+    return f"{where}: {msg}"
+
+
+def _loc_part(part: Any) -> str:
+    return str(part) if isinstance(part, int) or re.fullmatch(r"[\w-]+", part) else json.dumps(part)
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """' (did you mean ...?)' for an unknown key close to a setting of its section, or a part
+    of one's name (``parallel_shards``), or named like a setting of a section below it
+    (``model`` for ``llm.model``)."""
+    key, model = loc[-1], _model_at(loc[:-1])
+    if model is None or not isinstance(key, str):
+        return ""
+    fields = list(model.model_fields)
+    norm = key.strip().lower().replace("-", "_").replace(" ", "_")
+    found = [norm] if norm in fields else difflib.get_close_matches(norm, fields, n=1)
+    if not found and len(norm) >= 2:  # a part of a name: parallel_shards, db, size
+        found = [f for f in fields if f"_{norm}" in f"_{f}"]
+        found = found if len(found) <= 2 else []
+    if not found:
+        found = [f"{name}.{norm}" for name in fields
+                 if norm in getattr(_as_model(model.model_fields[name].annotation), "model_fields", {})][:2]
+    return f" (did you mean {' or '.join(repr(f) for f in found)}?)" if found else ""
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The settings model an error location points into (``sources.0`` is a SourceSpec)."""
+    tp: Any = BuildConfig
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel) and part in tp.model_fields:
+            tp = tp.model_fields[part].annotation
+        elif isinstance(part, int) and get_origin(tp) in (list, tuple):
+            tp = get_args(tp)[0]
+        elif get_origin(tp) is dict:
+            tp = get_args(tp)[1]
+        else:
+            return None
+    return _as_model(tp)
+
+
+def _as_model(tp: Any) -> type[BaseModel] | None:
+    tp = _unwrap(tp)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _unwrap(tp: Any) -> Any:
+    """``X | None`` -> ``X``: the one member a key or index can lead into."""
+    if get_origin(tp) in (Union, type(int | None)):
+        members = [a for a in get_args(tp) if a is not type(None)]
+        return members[0] if len(members) == 1 else tp
+    return tp
