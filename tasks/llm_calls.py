@@ -170,17 +170,19 @@ def complete(
                 lclose()
 
     results = _runtime.run(go())
+    # A request asked twice in one shard is sent once (CachedProvider): count calls by key.
+    fresh = {r.key: r for r in results if r.key not in preloaded}
     # ChatResult is LLMCall plus ``error``: its validated fields are the ledger row as they are.
     new_rows = [
         {name: getattr(r, name) for name in _LEDGER_FIELDS}
-        for r in results
-        if r.key not in preloaded and r.error is None and r.content is not None
+        for r in fresh.values()
+        if r.error is None and r.content is not None
     ]
     counters = {
-        "llm_calls_sent": float(sum(1 for r in results if r.key not in preloaded)),
-        "llm_calls_cached": float(sum(1 for r in results if r.key in preloaded)),
-        "prompt_tokens": float(sum(r.prompt_tokens for r in results if r.key not in preloaded)),
-        "completion_tokens": float(sum(r.completion_tokens for r in results if r.key not in preloaded)),
+        "llm_calls_sent": float(len(fresh)),
+        "llm_calls_cached": float(len(results) - len(fresh)),
+        "prompt_tokens": float(sum(r.prompt_tokens for r in fresh.values())),
+        "completion_tokens": float(sum(r.completion_tokens for r in fresh.values())),
     }
     return results, new_rows, counters
 

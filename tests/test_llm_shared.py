@@ -86,3 +86,16 @@ def test_waiting_on_the_loop_from_the_loop_is_an_error_not_a_deadlock() -> None:
         return "no error"
 
     assert "own event loop" in llm_calls._runtime.run(nested())
+
+
+def test_a_request_asked_twice_in_a_shard_is_sent_and_counted_once(tmp_path: Path) -> None:
+    with serve() as server:
+        cfg = _cfg(tmp_path, server.base_url)
+        ctx = ShardContext(config_key="k", upstream_keys={}, run_id="run")
+        requests = _requests("a", 5) + _requests("a", 3)  # a-0, a-1, a-2 asked twice
+        results, rows, counters = llm_calls.complete(requests, cfg, ctx)
+        assert [r.content for r in results[5:]] == [r.content for r in results[:3]]
+        assert len(server.requests) == 5
+        assert counters["llm_calls_sent"] == 5 and counters["llm_calls_cached"] == 3
+        assert sorted(r["key"] for r in rows) == sorted({r.key for r in results})
+        assert counters["prompt_tokens"] == sum(r.prompt_tokens for r in results[:5])
