@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import pickle
 import time
 import uuid
@@ -186,16 +187,22 @@ class BuildReport:
             "db_path": self.db_path,
             "seconds": round(self.seconds, 3),
             "task_runs": self.task_runs,
-            "llm_calls_sent": self.counter("llm_calls_sent"),
-            "executions": self.counter("executions"),
+            "llm_calls_sent": _count(self.counter("llm_calls_sent")),
+            "executions": _count(self.counter("executions")),
             "stages": {
                 k: {"shards": v.shards, "rows_in": v.rows_in, "seconds": round(v.seconds, 3),
                     "cpu_seconds": round(v.cpu_seconds, 3),
-                    "sandbox_cpu_seconds": round(v.sandbox_cpu_seconds, 3), **v.counters}
+                    "sandbox_cpu_seconds": round(v.sandbox_cpu_seconds, 3),
+                    **{name: _count(n) for name, n in v.counters.items()}}
                 for k, v in self.stages.items()
             },
             "exports": self.exports,
         }
+
+
+def _count(n: float) -> int | float:
+    """Counters add up as floats (tokens, calls); a whole number is reported as one."""
+    return int(n) if float(n).is_integer() else n
 
 
 # A stage's progress artifact is updated at most this often (and once at the end): each update
@@ -330,12 +337,28 @@ def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
 
 
 def preflight(cfg: BuildConfig) -> None:
-    """Fail fast, with one line, on sources that cannot be read at all (before any work)."""
+    """Fail fast, with one line, on what would otherwise fail only after the work is done or
+    at its start: sources that cannot be read at all, a database or export directory that
+    cannot be written, decontamination files that are not there."""
+    _writable_dir(Path(cfg.db_path).parent, f"database {cfg.db_path}")
+    _writable_dir(Path(cfg.output_dir), f"export directory {cfg.output_dir}")
+    for name in cfg.export.decontaminate:
+        if not Path(name).is_file() or not os.access(name, os.R_OK):
+            raise UserError(f"export.decontaminate: {name} is not a readable file")
     for spec in cfg.sources:
         try:
             next(ingest_mod.iter_source(spec.path, spec.source_name, spec.kind, spec.format), None)
         except (ingest_mod.SourceError, OSError) as exc:
             raise UserError(str(exc)) from None
+
+
+def _writable_dir(path: Path, what: str) -> None:
+    """``path`` is a directory this process can write, or can be created as one."""
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{what}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{what}: {existing} is not writable")
 
 
 def run_ingest(store: Store, cfg: BuildConfig, report: BuildReport, key: str) -> None:

@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--corpus", action="append", help="directory, glob, or .jsonl/.parquet file (repeatable)")
     run.add_argument("--kind", choices=["mixed", "educational", "curated"], help="source kind for --corpus")
     run.add_argument("--unified", action="store_true", help="--corpus holds already-unified records")
-    run.add_argument("--out", help="export directory")
+    run.add_argument("--out", help="export directory (default: export/ beside the database)")
     run.add_argument("--provider", choices=["offline", "http"])
     run.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     run.add_argument("--model", help="model name at the endpoint")
@@ -92,6 +92,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         o["db_path"] = args.db
     if getattr(args, "out", None):
         o["output_dir"] = args.out
+    if not getattr(args, "corpus", None) and (getattr(args, "kind", None) or getattr(args, "unified", False)):
+        from flows.errors import UserError
+
+        raise UserError("--kind and --unified describe --corpus, which is not given "
+                        "(for the config's sources, set kind and format in its [[sources]])")
     if getattr(args, "corpus", None):
         o["sources"] = [
             {"path": c, "kind": args.kind or "mixed", **({"format": "unified"} if args.unified else {})}

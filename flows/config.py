@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flows.errors import UserError
 from llm.settings import LLMSettings
@@ -105,6 +105,15 @@ class BuildConfig(_Strict):
         description="Run every shard this build submits instead of taking a result Prefect cached "
         "for the same stage, settings and rows (by this or another database on the machine)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _export_beside_the_database(cls, data: Any) -> Any:
+        """Without its own output_dir, a build exports next to its database (``export/`` in
+        the database's directory): two builds with their own --db do not share one export."""
+        if isinstance(data, dict) and data.get("db_path") and data.get("output_dir") is None:
+            return {**data, "output_dir": str(Path(data["db_path"]).parent / "export")}
+        return data
 
     @field_validator("sources")
     @classmethod

@@ -63,8 +63,12 @@ def _detect_format(path: str, fmt: str) -> str:
     return "python"
 
 
+def _is_glob(path: str) -> bool:
+    return any(ch in path for ch in "*?[")
+
+
 def _expand(path: str, suffixes: tuple[str, ...]) -> list[Path]:
-    if any(ch in path for ch in "*?["):
+    if _is_glob(path):
         files = [Path(p) for p in glob.glob(path, recursive=True)]
         return sorted(p for p in files if p.is_file())
     p = Path(path)
@@ -80,6 +84,9 @@ def iter_source(path: str, name: str, kind: str, fmt: str = "auto") -> Iterator[
     fmt = _detect_format(path, fmt)
     if fmt == "python":
         files = _expand(path, (".py",))
+        if not files:  # most often a mistyped glob or directory: say so rather than build nothing
+            raise SourceError(f"corpus path {path} matches no files" if _is_glob(path)
+                              else f"corpus path {path} holds no .py files")
         base = Path(path) if Path(path).is_dir() else None
         for f in files:
             rel = str(f.relative_to(base)) if base else str(f)

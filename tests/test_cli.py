@@ -116,3 +116,36 @@ def test_run_refresh_cache_flag_reaches_the_build(tmp_path, monkeypatch, flag, r
     with pytest.raises(SystemExit):
         main(["run", "--corpus", str(corpus), "--db", str(tmp_path / "c.duckdb"), *flag])
     assert seen["refresh"] is refresh
+
+
+def test_kind_without_corpus(tmp_path):
+    for flag in (("--kind", "curated"), ("--unified",)):
+        res = codeio("run", *flag, "--db", str(tmp_path / "c.duckdb"), cwd=tmp_path)
+        _one_line_error(res, "describe --corpus, which is not given")
+    assert not (tmp_path / "c.duckdb").exists()
+
+
+@pytest.mark.parametrize("pattern", ["*.pyy", "empty-dir"])
+def test_corpus_that_matches_nothing(tmp_path, pattern):
+    (tmp_path / "empty-dir").mkdir()
+    (tmp_path / "a.py").write_text("def f(x):\n    return x\n")
+    res = codeio("run", "--corpus", str(tmp_path / pattern), "--db", str(tmp_path / "c.duckdb"), cwd=tmp_path)
+    _one_line_error(res, "matches no files" if "*" in pattern else "holds no .py files")
+    assert not (tmp_path / "c.duckdb").exists()
+
+
+def test_output_settings_are_checked_before_any_work(tmp_path):
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "a.py").write_text("def f(x):\n    return x\n")
+    (tmp_path / "taken").write_text("a file where the export directory should go")
+    base = ("run", "--corpus", str(corpus), "--db", str(tmp_path / "db" / "c.duckdb"))
+    res = codeio(*base, "--out", str(tmp_path / "taken" / "export"), cwd=tmp_path)
+    _one_line_error(res, f"export directory {tmp_path / 'taken' / 'export'}: {tmp_path / 'taken'} is a file")
+    res = codeio("run", "--corpus", str(corpus), "--db", str(tmp_path / "taken" / "c.duckdb"), cwd=tmp_path)
+    _one_line_error(res, "is a file, not a directory")
+    cfg = tmp_path / "build.json"
+    cfg.write_text(json.dumps({"export": {"decontaminate": [str(tmp_path / "bench.jsonl")]}}))
+    res = codeio(*base, "--config", str(cfg), cwd=tmp_path)
+    _one_line_error(res, f"export.decontaminate: {tmp_path / 'bench.jsonl'} is not a readable file")
+    assert not (tmp_path / "db").exists()  # nothing started, nothing written

@@ -1,4 +1,4 @@
-"""Config errors: one line that names every problem, with a hint for a misspelt key, and a
+"""Config loading: errors are one line that names every problem, with a hint for a misspelt key, and a
 file in another format told which formats are accepted. load_config only: no Prefect run."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from flows.config import ACCEPTED_FORMATS, load_config
+from flows.config import ACCEPTED_FORMATS, BuildConfig, load_config
 from flows.errors import UserError
 
 
@@ -141,3 +141,12 @@ def test_parse_errors_of_toml_and_json_files(tmp_path):
 def test_json_that_is_not_an_object(tmp_path, text, kind):
     p = _toml(tmp_path, text, "c.json")
     assert _error(p, {"db_path": "x.duckdb"}) == f"config file {p} must hold an object of settings, not {kind}"
+
+
+def test_a_build_exports_beside_its_database_unless_told_otherwise(tmp_path):
+    assert BuildConfig().output_dir == "codeio-out/export"  # beside the default database
+    elsewhere = load_config(None, {"db_path": str(tmp_path / "b" / "codeio.duckdb")})
+    assert elsewhere.output_dir == str(tmp_path / "b" / "export")
+    cfg = tmp_path / "build.json"
+    cfg.write_text(json.dumps({"output_dir": str(tmp_path / "mine")}))
+    assert load_config(str(cfg), {"db_path": str(tmp_path / "b" / "codeio.duckdb")}).output_dir == str(tmp_path / "mine")
