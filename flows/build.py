@@ -468,7 +468,14 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
             else:
                 for k, v in result.counters.items():
                     rep.counters[k] = rep.counters.get(k, 0) + v
-            ok = sum(1 for o in result.outcomes if o.status == "ok")
+            ok = 0
+            for o in result.outcomes:  # what became of the rows, for the run's summary
+                if o.status == "ok":
+                    ok += 1
+                else:
+                    name = f"{o.status}:{o.reason}"
+                    rep.counters[name] = rep.counters.get(name, 0) + 1
+            rep.counters["ok"] = rep.counters.get("ok", 0) + ok
             logger.info(
                 "%s: shard %d/%d written (%d ok, %d dropped)",
                 stage.name, done, total, ok, len(result.outcomes) - ok,
@@ -518,7 +525,8 @@ def _task_runner(cfg: BuildConfig) -> Any:
         try:
             from prefect_dask import DaskTaskRunner
         except ImportError:
-            raise UserError("dask_address is set but prefect-dask is not installed") from None
+            raise UserError("dask_address is set but prefect-dask is not installed "
+                            "(pip install -e '.[dask]' in the project)") from None
         if cfg.dask_address == "local":
             return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.max_parallel_shards, "threads_per_worker": 1})
         return DaskTaskRunner(address=cfg.dask_address)

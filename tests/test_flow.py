@@ -51,6 +51,13 @@ def test_first_run_rerun_and_incremental(tmp_path):
     assert first["stages"]["ingest"]["rows_in"] == PICK
     assert first["executions"] > 0
     assert first["llm_calls_sent"] > 0
+    assert isinstance(first["llm_calls_sent"], int) and isinstance(first["executions"], int)
+    # What became of each stage's rows: every row in is ok or dropped with a reason.
+    with Store(cfg.db_path, read_only=True) as s:
+        outcomes = {(stage, status if status == "ok" else f"{status}:{reason}"): n for stage, status, reason, n in
+                    s.query("SELECT stage, status, reason, count(*) FROM stage_outcomes GROUP BY ALL")}
+    for (stage, name), n in outcomes.items():
+        assert first["stages"][stage][name] == n, (stage, name)
     # Where the CPU went, per stage: this process, and the sandbox pool's processes.
     assert first["stages"]["sample_io"]["sandbox_cpu_seconds"] > 0
     assert first["stages"]["prompts"]["sandbox_cpu_seconds"] == 0
