@@ -599,12 +599,20 @@ def run_build(cfg: BuildConfig) -> dict[str, Any]:
         return flow_fn(cfg)
 
 
+_SERVERS: list[Any] = []  # the temporary Prefect servers this process started (at most one runs)
+
+
 def temporary_server() -> Any:
-    """This process's temporary Prefect server, started (once) with SIGINT blocked, so that
-    only a deliberate stop ends it: SIGTERM at exit."""
+    """A temporary Prefect server for this process, started once with SIGINT blocked, so that
+    only a deliberate stop ends it (``stop_temporary_servers``, or SIGTERM at exit)."""
     import signal
+    import socket
 
     from prefect.server.api.server import SubprocessASGIServer
+
+    for server in _SERVERS:
+        if server.running:
+            return server
 
     class ShieldedServer(SubprocessASGIServer):
         def _run_uvicorn_command(self) -> Any:
@@ -615,6 +623,16 @@ def temporary_server() -> Any:
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
-    server = ShieldedServer()  # one per process (and port): Prefect keeps them by port
+    with socket.socket() as probe:  # a port of its own: Prefect keeps servers by port, and the
+        probe.bind(("127.0.0.1", 0))  # unnamed one may be someone else's (a test harness's)
+        port = probe.getsockname()[1]
+    server = ShieldedServer(port=port)
     server.start()
+    _SERVERS.append(server)
     return server
+
+
+def stop_temporary_servers() -> None:
+    """Stop the temporary Prefect servers this process started (and only those)."""
+    while _SERVERS:
+        _SERVERS.pop().stop()

@@ -309,16 +309,15 @@ def _drain_prefect_services(timeout_s: float = 5.0) -> None:
 
 
 def _stop_temporary_server() -> None:
-    """Stop the temporary Prefect server now (it would be stopped at exit, logging after the
-    error line)."""
-    server_module = sys.modules.get("prefect.server.api.server")
-    if server_module is None:
+    """Stop the temporary Prefect server the build started, now (it would be stopped at exit,
+    logging after the error line)."""
+    build = sys.modules.get("flows.build")
+    if build is None:
         return
-    for server in list(server_module.SubprocessASGIServer._instances.values()):
-        try:
-            server.stop()
-        except Exception:  # noqa: BLE001 - best effort; it is stopped at exit otherwise
-            pass
+    try:
+        build.stop_temporary_servers()
+    except Exception:  # noqa: BLE001 - best effort; it is stopped at exit otherwise
+        pass
 
 
 def _release(exc: BaseException) -> None:

@@ -139,8 +139,10 @@ class Store:
         self.con.execute("BEGIN TRANSACTION")
         try:
             yield
-        except BaseException:
+        except BaseException as exc:
+            self._abandon()
             self.con.execute("ROLLBACK")
+            _reraise_interrupt(exc)
             raise
         else:
             self.con.execute("COMMIT")
@@ -315,12 +317,31 @@ class Store:
     # -- reads -----------------------------------------------------------------------------
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
-        return self.con.execute(sql, params or []).fetchall()
+        try:
+            return self.con.execute(sql, params or []).fetchall()
+        except BaseException as exc:
+            self._abandon()
+            _reraise_interrupt(exc)
+            raise
 
     def query_dicts(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
-        cur = self.con.execute(sql, params or [])
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        try:
+            cur = self.con.execute(sql, params or [])
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+        except BaseException as exc:
+            self._abandon()
+            _reraise_interrupt(exc)
+            raise
+
+    def _abandon(self) -> None:
+        """Drop what is left of a statement's result after it was interrupted (Ctrl-C, an
+        error while fetching): until then DuckDB refuses any other work on the connection, so
+        the rollback or the run's final status would fail in place of the interruption."""
+        try:
+            self.con.abort()
+        except Exception:  # noqa: BLE001 - nothing pending, or the connection is gone
+            pass
 
     def query_ids(self, sql: str, ids: Sequence[str], params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         """Run ``sql`` with the table ``_want(id)`` holding ``ids`` (for joins on many ids)."""
@@ -371,11 +392,20 @@ class Store:
             )
 
     def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
+        self._abandon()  # it may follow an interruption anywhere
         with self.transaction():
             self.con.execute(
                 "UPDATE runs SET finished_at = ?, status = ?, summary_json = ? WHERE run_id = ?",
                 [_now(), status, json.dumps(summary, sort_keys=True, default=str), run_id],
             )
+
+
+def _reraise_interrupt(exc: BaseException) -> None:
+    """DuckDB turns a SIGINT (Ctrl-C) that arrives mid-statement into an exception of its own
+    (a RuntimeError "Query interrupted"; InterruptException for ``interrupt()``); raise it as
+    the KeyboardInterrupt it is, so callers (Prefect, the CLI) stop as on any Ctrl-C."""
+    if isinstance(exc, duckdb.InterruptException) or (type(exc) is RuntimeError and str(exc) == "Query interrupted"):
+        raise KeyboardInterrupt("interrupted during a database statement") from exc
 
 
 def _now() -> datetime:

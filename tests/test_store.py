@@ -185,3 +185,21 @@ def test_the_store_can_be_given_its_duckdb_threads(tmp_path):
         assert store.query("SELECT current_setting('threads')")[0][0] == 1
     with Store(tmp_path / "t.duckdb", read_only=True, threads=2) as store:
         assert store.query("SELECT current_setting('threads')")[0][0] == 2
+
+
+def test_ctrl_c_during_a_query_is_an_interrupt_and_the_store_stays_usable(tmp_path):
+    """DuckDB reports a SIGINT that lands mid-statement as its own error and then refuses
+    other work on the connection while the statement's result is pending; the store raises
+    KeyboardInterrupt, and the run's final status can still be written."""
+    import os
+    import signal
+    import threading
+
+    with Store(tmp_path / "i.duckdb") as store:
+        store.start_run("r", {})
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        with pytest.raises(KeyboardInterrupt):  # seconds of work: still running at 0.3 s
+            store.query_ids("SELECT sum(hash(range)) AS s FROM range(5000000000), _want", ["a"])
+        assert store.query("SELECT 42") == [(42,)]
+        store.finish_run("r", "failed", {"error": "interrupted"})
+        assert store.query("SELECT status FROM runs WHERE run_id = 'r'") == [("failed",)]
