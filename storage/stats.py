@@ -129,9 +129,35 @@ def token_usage(store: Store) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=_TOKEN_SCHEMA, orient="row")
 
 
+def drop_examples(store: Store, keys: dict[str, str] | None = None) -> dict[tuple[str, str, str | None], str]:
+    """One example per (stage, status, reason) that is not ok, so a reader can find the rows
+    behind a count: where it is (the file and line for ingest, the item id otherwise) and the
+    recorded detail. The example is the first by location or id, so it is stable."""
+    found = {
+        ("ingest", status, reason): where + (f": {detail}" if detail else "")
+        for status, reason, where, detail in store.query(
+            "SELECT status, reason, min(locator), min_by(detail, locator) FROM ingest_log "
+            "WHERE status <> 'ok' GROUP BY ALL")
+    }
+    sql = ("SELECT stage, status, reason, min(item_id), min_by(detail, item_id) FROM stage_outcomes "
+           "WHERE status <> 'ok'")
+    params: list[Any] = []
+    if keys is not None:
+        pairs = sorted((stage, key) for stage, key in keys.items() if stage != "ingest" and key)
+        if not pairs:
+            return found
+        sql += " AND (" + " OR ".join("(stage = ? AND config_key = ?)" for _ in pairs) + ")"
+        params = [v for pair in pairs for v in pair]
+    for stage, status, reason, item, detail in store.query(sql + " GROUP BY ALL", params):
+        found[(stage, status, reason)] = f"{item[:16]}" + (f": {detail}" if detail else "")
+    return found
+
+
 def format_report(store: Store, keys: dict[str, str] | None) -> str:
-    """The plain-text report of `codeio stats`: funnel with drop reasons, response types, tokens."""
-    sections = ["Funnel (rows per stage and status; drop reasons)", _funnel_text(funnel(store, keys))]
+    """The plain-text report of `codeio stats`: funnel with drop reasons (and an example of
+    each), response types, tokens."""
+    sections = ["Funnel (rows per stage and status; drop reasons, each with an example)",
+                _funnel_text(funnel(store, keys), drop_examples(store, keys))]
     sections.append("Response types (per turn and task kind; share of that turn's attempts)")
     types = response_types(store, keys or {})
     sections.append(_response_text(types) if types.height else "  (no attempts)")
@@ -150,15 +176,21 @@ def funnel_markdown(store: Store, keys: dict[str, str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _funnel_text(frame: pl.DataFrame) -> str:
+def _funnel_text(frame: pl.DataFrame, examples: dict[tuple[str, str, str | None], str]) -> str:
     rows = []
     for stage in frame["stage"].unique(maintain_order=True):
         part = frame.filter(pl.col("stage") == stage)
         total = int(part["count"].sum())
         kept = int(part.filter(pl.col("status") == "ok")["count"].sum())
-        rows.append([stage, "total", f"{kept} kept of {total}", str(total)])
-        rows += [["", r["status"], r["reason"] or "-", str(r["count"])] for r in part.iter_rows(named=True)]
-    return _text_table(["stage", "status", "reason", "count"], rows, right=(3,))
+        rows.append([stage, "total", f"{kept} kept of {total}", str(total), ""])
+        for r in part.iter_rows(named=True):
+            example = " ".join(examples.get((stage, r["status"], r["reason"]), "").split())
+            example = example if len(example) <= EXAMPLE_CHARS else example[: EXAMPLE_CHARS - 3] + "..."
+            rows.append(["", r["status"], r["reason"] or "-", str(r["count"]), example])
+    return _text_table(["stage", "status", "reason", "count", "example"], rows, right=(3,))
+
+
+EXAMPLE_CHARS = 80  # an example's detail is cut to this (the store holds it whole)
 
 
 def _response_text(frame: pl.DataFrame) -> str:

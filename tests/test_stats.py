@@ -91,7 +91,10 @@ def test_format_report_and_markdown(store):
     lines = report.splitlines()
     assert lines[0].startswith("Funnel")
     assert any(line.split() == ["transform", "total", "2", "kept", "of", "3", "3"] for line in lines)
-    assert any(line.split() == ["dropped", "non_deterministic", "1"] for line in lines)
+    # Each drop reason comes with an example: where the row is, and its recorded detail.
+    assert any(line.split() == ["dropped", "non_deterministic", "1", "fn-2"] for line in lines)
+    assert any(line.split() == ["rejected", "too_large", "1", "big.py"] for line in lines)
+    assert any(line.split() == ["ok", "-", "3"] for line in lines)  # no example for kept rows
     assert any(line.split()[:3] == ["1", "input", "2"] and "50.0% (1)" in line for line in lines)
     assert any(line.split() == ["total", "3", "122", "4176", "1"] for line in lines)
 
@@ -100,6 +103,25 @@ def test_format_report_and_markdown(store):
     assert md[2] == "| ingest | ok |  | 3 |"
     assert "| transform | dropped | parse_failure | 1 |" in md
     assert len(md) == 2 + len(CURRENT_FUNNEL)
+
+
+def test_drop_examples_name_the_row_and_its_detail(tmp_path):
+    from storage.models import IngestEntry, Outcome, ShardResult
+    from storage.stats import drop_examples
+
+    with Store(tmp_path / "d.duckdb") as store:
+        entries = [IngestEntry(id=f"i{n}", source="s", locator=f"c.jsonl:{n}", bytes_sha256=f"h{n}", size_bytes=1,
+                               status="rejected", reason="bad_record", detail=f"line {n} is not a JSON object").row()
+                   for n in (7, 3)]
+        store.write_ingest(ShardResult(stage="ingest", config_key="k-ingest", rows={"ingest_log": entries}))
+        store.write_shard(ShardResult(stage="transform", config_key="k-t", rows={}, outcomes=[
+            Outcome(item_id="raw-b", status="dropped", reason="syntax_error", detail="line 2"),
+            Outcome(item_id="raw-a", status="dropped", reason="syntax_error", detail="line 9")]))
+        examples = drop_examples(store, {"ingest": "k-ingest", "transform": "k-t"})
+        assert examples == {("ingest", "rejected", "bad_record"): "c.jsonl:3: line 3 is not a JSON object",
+                            ("transform", "dropped", "syntax_error"): "raw-a: line 9"}
+        assert drop_examples(store, {"transform": "other-key"}) == {
+            ("ingest", "rejected", "bad_record"): "c.jsonl:3: line 3 is not a JSON object"}
 
 
 def test_empty_store(tmp_path):
