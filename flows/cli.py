@@ -325,7 +325,15 @@ def _release(exc: BaseException) -> None:
     exits quietly instead of with the bindings' leak warnings."""
     import traceback
 
-    traceback.clear_frames(exc.__traceback__)
+    seen: set[int] = set()
+    chain: list[BaseException | None] = [exc]
+    while chain:  # and the errors it was raised from or while handling
+        err = chain.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        traceback.clear_frames(err.__traceback__)
+        chain += [err.__cause__, err.__context__]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -333,5 +341,24 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def entry() -> None:
+    """The `codeio` command: ``main``, then exit with its status. After a failure or an
+    interruption the process ends right after the exit handlers ran (sandbox workers, the
+    temporary server, log handlers), skipping the interpreter's teardown, in which DuckDB's
+    bindings report every object an interrupted statement left alive (dozens of lines after
+    the one that matters)."""
+    import atexit
+
+    code = main()
+    if code:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -66,7 +66,7 @@ class Store:
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
+            self.con: Any = _Connection(duckdb.connect(str(self.path), read_only=read_only))
         except duckdb.IOException as exc:
             msg = str(exc)
             if "lock" in msg.lower():
@@ -139,10 +139,9 @@ class Store:
         self.con.execute("BEGIN TRANSACTION")
         try:
             yield
-        except BaseException as exc:
+        except BaseException:
             self._abandon()
             self.con.execute("ROLLBACK")
-            _reraise_interrupt(exc)
             raise
         else:
             self.con.execute("COMMIT")
@@ -319,9 +318,8 @@ class Store:
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
         try:
             return self.con.execute(sql, params or []).fetchall()
-        except BaseException as exc:
+        except BaseException:
             self._abandon()
-            _reraise_interrupt(exc)
             raise
 
     def query_dicts(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
@@ -329,9 +327,8 @@ class Store:
             cur = self.con.execute(sql, params or [])
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row)) for row in cur.fetchall()]
-        except BaseException as exc:
+        except BaseException:
             self._abandon()
-            _reraise_interrupt(exc)
             raise
 
     def _abandon(self) -> None:
@@ -400,12 +397,43 @@ class Store:
             )
 
 
-def _reraise_interrupt(exc: BaseException) -> None:
-    """DuckDB turns a SIGINT (Ctrl-C) that arrives mid-statement into an exception of its own
-    (a RuntimeError "Query interrupted"; InterruptException for ``interrupt()``); raise it as
-    the KeyboardInterrupt it is, so callers (Prefect, the CLI) stop as on any Ctrl-C."""
-    if isinstance(exc, duckdb.InterruptException) or (type(exc) is RuntimeError and str(exc) == "Query interrupted"):
-        raise KeyboardInterrupt("interrupted during a database statement") from exc
+class _Connection:
+    """A DuckDB connection whose calls raise a Ctrl-C as KeyboardInterrupt.
+
+    DuckDB turns a SIGINT that arrives during any of its calls into an exception of its own
+    (a RuntimeError "Query interrupted"; InterruptException for ``interrupt()``), and then
+    refuses other work on the connection while that statement's result is pending. Callers
+    (the flow, Prefect, the CLI) stop on KeyboardInterrupt as on any Ctrl-C, and the store's
+    cleanup (rollback, the run's final status) must still work, so the pending result is
+    dropped first. Cursors it hands out are wrapped the same way."""
+
+    __slots__ = ("_con",)
+
+    def __init__(self, con: Any) -> None:
+        self._con = con
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._con, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                out = attr(*args, **kwargs)
+            except (RuntimeError, duckdb.Error) as exc:
+                if isinstance(exc, duckdb.InterruptException) or (
+                        type(exc) is RuntimeError and str(exc) == "Query interrupted"):
+                    try:
+                        self._con.abort()
+                    except Exception:  # noqa: BLE001 - nothing pending
+                        pass
+                    raise KeyboardInterrupt("interrupted during a database statement") from exc
+                raise
+            if out is self._con:  # execute() returns the connection itself
+                return self
+            return _Connection(out) if isinstance(out, duckdb.DuckDBPyConnection) else out
+
+        return call
 
 
 def _now() -> datetime:
