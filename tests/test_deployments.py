@@ -203,3 +203,20 @@ def _check_served(api_url: str, serving: subprocess.Popen, serve_log: Path, db: 
     with Store(db, read_only=True) as s:
         assert s.query("SELECT status, count(*) FROM runs GROUP BY ALL") == [("completed", 1)]
         assert s.query("SELECT count(*) FROM ingest_log")[0][0] == 3
+
+
+def test_serve_exports_beside_its_database_and_kind_needs_a_corpus(tmp_path):
+    import argparse
+
+    from deployments.serve import add_arguments, deployment_parameters
+    from flows.errors import UserError
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    params = deployment_parameters(parser.parse_args(["--db", str(tmp_path / "b" / "c.duckdb")]))
+    assert params["output_dir"] == str(tmp_path / "b" / "export")
+    given = deployment_parameters(parser.parse_args(["--db", str(tmp_path / "c.duckdb"), "--out", str(tmp_path / "o")]))
+    assert given["output_dir"] == str(tmp_path / "o")
+    for flags in (["--kind", "curated"], ["--unified"]):
+        with pytest.raises(UserError, match="describe --corpus, which is not given"):
+            deployment_parameters(parser.parse_args(flags))
