@@ -325,15 +325,7 @@ def _release(exc: BaseException) -> None:
     exits quietly instead of with the bindings' leak warnings."""
     import traceback
 
-    seen: set[int] = set()
-    chain: list[BaseException | None] = [exc]
-    while chain:  # and the errors it was raised from or while handling
-        err = chain.pop()
-        if err is None or id(err) in seen:
-            continue
-        seen.add(id(err))
-        traceback.clear_frames(err.__traceback__)
-        chain += [err.__cause__, err.__context__]
+    traceback.clear_frames(exc.__traceback__)
 
 
 def _one_line(exc: BaseException) -> str:
