@@ -165,7 +165,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2, sort_keys=True))
     else:
         print(_summary_text(summary))
+    if _exported_rows(summary) == 0:
+        print("codeio: warning: the export holds no samples; `codeio stats` shows where the rows were "
+              "dropped", file=sys.stderr)
     return 0
+
+
+def _exported_rows(summary: dict[str, Any]) -> int | None:
+    """Samples in the build's export (from its stats.json), or None if it cannot be read."""
+    path = summary.get("exports", {}).get("stats.json")
+    try:
+        files = json.loads(Path(path).read_text(encoding="utf-8"))["files"]
+        return max(files.values(), default=0)
+    except (TypeError, OSError, ValueError, KeyError, AttributeError):
+        return None
 
 
 def _summary_text(s: dict[str, Any]) -> str:

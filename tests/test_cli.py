@@ -149,3 +149,15 @@ def test_output_settings_are_checked_before_any_work(tmp_path):
     res = codeio(*base, "--config", str(cfg), cwd=tmp_path)
     _one_line_error(res, f"export.decontaminate: {tmp_path / 'bench.jsonl'} is not a readable file")
     assert not (tmp_path / "db").exists()  # nothing started, nothing written
+
+
+@pytest.mark.slow
+def test_a_build_that_exports_nothing_says_so(tmp_path):
+    corpus = tmp_path / "records.jsonl"
+    corpus.write_text("[1, 2, 3]\n\"not a record\"\n")  # every line is rejected as bad_record
+    res = codeio("run", "--corpus", str(corpus), "--db", str(tmp_path / "c.duckdb"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "rejected:bad_record 2" in res.stdout
+    assert res.stderr.rstrip().splitlines()[-1] == (
+        "codeio: warning: the export holds no samples; `codeio stats` shows where the rows were dropped")
+    assert json.loads((tmp_path / "export" / "stats.json").read_text())["files"]["codeio.jsonl"] == 0
