@@ -49,17 +49,15 @@ def deployment_parameters(args: argparse.Namespace) -> dict[str, Any]:
     """The form values both deployments start with; validated now, so a bad setting fails
     here rather than in the first scheduled run."""
     from deployments.flow import form_config, form_parameters
+    from flows.cli import check_corpus_flags
     from flows.config import load_config
-    from flows.errors import UserError
 
     given = {
         "db_path": _abs(args.db), "output_dir": _abs(args.out), "provider": args.provider,
         "base_url": args.base_url, "model": args.model, "api_key_env": args.api_key_env,
     }
     config_file = _abs(args.config) or ""
-    if (args.kind or args.unified) and not args.corpus:
-        raise UserError("--kind and --unified describe --corpus, which is not given "
-                        "(for the config's sources, set kind and format in its [[sources]])")
+    check_corpus_flags(args)
     # Settings not given on the command line come from the config file, then the defaults
     # (the export directory beside the database, as for `codeio run`).
     params = form_parameters(load_config(config_file or None, {"db_path": given["db_path"]}))

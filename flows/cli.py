@@ -92,11 +92,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         o["db_path"] = args.db
     if getattr(args, "out", None):
         o["output_dir"] = args.out
-    if not getattr(args, "corpus", None) and (getattr(args, "kind", None) or getattr(args, "unified", False)):
-        from flows.errors import UserError
-
-        raise UserError("--kind and --unified describe --corpus, which is not given "
-                        "(for the config's sources, set kind and format in its [[sources]])")
+    check_corpus_flags(args)
     if getattr(args, "corpus", None):
         o["sources"] = [
             {"path": c, "kind": args.kind or "mixed", **({"format": "unified"} if args.unified else {})}
@@ -108,6 +104,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, attr, None) is not None:
             o[key] = getattr(args, attr)
     return o
+
+
+def check_corpus_flags(args: argparse.Namespace) -> None:
+    """--kind and --unified only describe --corpus (of `run` and `serve`): alone, an error."""
+    if not getattr(args, "corpus", None) and (getattr(args, "kind", None) or getattr(args, "unified", False)):
+        from flows.errors import UserError
+
+        raise UserError("--kind and --unified describe --corpus, which is not given "
+                        "(for the config's sources, set kind and format in its [[sources]])")
 
 
 def _load(args: argparse.Namespace) -> Any:

@@ -61,16 +61,23 @@ def funnel(store: Store, keys: dict[str, str] | None = None) -> pl.DataFrame:
         ("ingest", status, reason, n)
         for status, reason, n in store.query("SELECT status, reason, count(*) FROM ingest_log GROUP BY ALL")
     ]
-    sql = "SELECT stage, status, reason, count(*) FROM stage_outcomes"
-    params: list[Any] = []
-    if keys is not None:
-        pairs = sorted((stage, key) for stage, key in keys.items() if stage != "ingest" and key)
-        if not pairs:
-            return _funnel_frame(rows)
-        sql += " WHERE " + " OR ".join("(stage = ? AND config_key = ?)" for _ in pairs)
-        params = [v for pair in pairs for v in pair]
-    rows += store.query(sql + " GROUP BY ALL", params)
+    where = _outcomes_of(keys)
+    if where is not None:
+        rows += store.query(f"SELECT stage, status, reason, count(*) FROM stage_outcomes WHERE {where[0]} "
+                            "GROUP BY ALL", where[1])
     return _funnel_frame(rows)
+
+
+def _outcomes_of(keys: dict[str, str] | None) -> tuple[str, list[Any]] | None:
+    """The stage_outcomes condition (and its parameters) for the stages' config keys: every
+    outcome with None, none (None returned) when no stage but ingest has a key."""
+    if keys is None:
+        return "true", []
+    pairs = sorted((stage, key) for stage, key in keys.items() if stage != "ingest" and key)
+    if not pairs:
+        return None
+    return ("(" + " OR ".join("(stage = ? AND config_key = ?)" for _ in pairs) + ")",
+            [v for pair in pairs for v in pair])
 
 
 def _funnel_frame(rows: list[tuple]) -> pl.DataFrame:
@@ -139,16 +146,12 @@ def drop_examples(store: Store, keys: dict[str, str] | None = None) -> dict[tupl
             "SELECT status, reason, min(locator), min_by(detail, locator) FROM ingest_log "
             "WHERE status <> 'ok' GROUP BY ALL")
     }
-    sql = ("SELECT stage, status, reason, min(item_id), min_by(detail, item_id) FROM stage_outcomes "
-           "WHERE status <> 'ok'")
-    params: list[Any] = []
-    if keys is not None:
-        pairs = sorted((stage, key) for stage, key in keys.items() if stage != "ingest" and key)
-        if not pairs:
-            return found
-        sql += " AND (" + " OR ".join("(stage = ? AND config_key = ?)" for _ in pairs) + ")"
-        params = [v for pair in pairs for v in pair]
-    for stage, status, reason, item, detail in store.query(sql + " GROUP BY ALL", params):
+    where = _outcomes_of(keys)
+    if where is None:
+        return found
+    for stage, status, reason, item, detail in store.query(
+            "SELECT stage, status, reason, min(item_id), min_by(detail, item_id) FROM stage_outcomes "
+            f"WHERE status <> 'ok' AND {where[0]} GROUP BY ALL", where[1]):
         found[(stage, status, reason)] = f"{item[:16]}" + (f": {detail}" if detail else "")
     return found
 
