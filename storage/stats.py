@@ -137,8 +137,9 @@ def token_usage(store: Store) -> pl.DataFrame:
 
 
 def drop_examples(store: Store, keys: dict[str, str] | None = None) -> dict[tuple[str, str, str | None], str]:
-    """One example per (stage, status, reason) that is not ok, so a reader can find the rows
-    behind a count: where it is (the file and line for ingest, the item id otherwise) and the
+    """One example per (stage, status, reason) that is not a plain ok (a drop, or a kept row
+    with a reason such as prompts' input_prompt_shared), so a reader can find the rows behind
+    a count: where it is (the file and line for ingest, the item id otherwise) and the
     recorded detail. The example is the first by location or id, so it is stable."""
     found = {
         ("ingest", status, reason): where + (f": {detail}" if detail else "")
@@ -151,7 +152,7 @@ def drop_examples(store: Store, keys: dict[str, str] | None = None) -> dict[tupl
         return found
     for stage, status, reason, item, detail in store.query(
             "SELECT stage, status, reason, min(item_id), min_by(detail, item_id) FROM stage_outcomes "
-            f"WHERE status <> 'ok' AND {where[0]} GROUP BY ALL", where[1]):
+            f"WHERE (status <> 'ok' OR reason IS NOT NULL) AND {where[0]} GROUP BY ALL", where[1]):
         found[(stage, status, reason)] = f"{item[:16]}" + (f": {detail}" if detail else "")
     return found
 

@@ -1,5 +1,11 @@
 """Stage 3: I/O pair -> prediction tasks (one input- and one output-prediction prompt by
-default; either kind can be switched off). Pure text work: no LLM call, no execution."""
+default; either kind can be switched off). Pure text work: no LLM call, no execution.
+
+An input-prediction prompt shows the function and the output only, so two pairs of one
+function with the same output would give the same prompt twice: the same task, the same
+(cached) answer, and the same sample twice in the export. Only the pair with the smallest id
+among them gets the input-prediction task; the others get their output-prediction task and
+an ``ok`` outcome with reason ``input_prompt_shared`` (``codeio stats`` counts them)."""
 
 from __future__ import annotations
 
@@ -28,33 +34,49 @@ def _pending(cfg: "BuildConfig", keys: dict[str, str]) -> tuple[str, list[Any]]:
 
 
 def _load(store: "Store", ids: list[str], keys: dict[str, str]) -> list[dict[str, Any]]:
+    # first_of_output: the smallest pair id among the function's pairs with this output (all
+    # of a function's pairs are written together, so they are all there by now).
     return store.query_ids(
         "SELECT p.id, p.function_id, p.input_json, p.output_json, f.query, f.io_description, "
-        "f.refcode, f.arg_names FROM io_pairs p JOIN _want w ON p.id = w.id "
-        "JOIN functions f ON f.id = p.function_id WHERE p.config_key = ? ORDER BY p.id",
-        ids, [keys["sample_io"]],
+        "f.refcode, f.arg_names, d.first_of_output FROM io_pairs p JOIN _want w ON p.id = w.id "
+        "JOIN functions f ON f.id = p.function_id "
+        "JOIN (SELECT function_id, output_json, min(id) AS first_of_output FROM io_pairs WHERE config_key = ? "
+        "AND function_id IN (SELECT q.function_id FROM io_pairs q JOIN _want v ON q.id = v.id) GROUP BY ALL) d "
+        "ON d.function_id = p.function_id AND d.output_json = p.output_json "
+        "WHERE p.config_key = ? ORDER BY p.id",
+        ids, [keys["sample_io"], keys["sample_io"]],
     )
 
 
 def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext) -> ShardResult:
     tasks: list[dict[str, Any]] = []
     outcomes: list[Outcome] = []
+    shared = 0
     for row in rows:
         arg_names = json.loads(row["arg_names"])
+        first = row.get("first_of_output", row["id"])
         for kind in sorted(cfg.prediction.kinds):
+            if kind == "input" and first != row["id"]:
+                continue
             given = json.loads(row["input_json"] if kind == "output" else row["output_json"])
             messages = render_prediction(
                 kind, row["query"], row["io_description"], given,
                 row["refcode"] if cfg.prediction.reference_tip else None, arg_names,
             )
             tasks.append(PredictionTask.row_of(row["id"], row["function_id"], kind, messages))
-        outcomes.append(Outcome(item_id=row["id"], status="ok"))
-    return ShardResult(stage="prompts", config_key=ctx.config_key, rows={"prediction_tasks": tasks}, outcomes=outcomes)
+        if "input" in cfg.prediction.kinds and first != row["id"]:
+            shared += 1
+            outcomes.append(Outcome(item_id=row["id"], status="ok", reason="input_prompt_shared",
+                                    detail=f"same output as pair {first}: its input-prediction task is that pair's"))
+        else:
+            outcomes.append(Outcome(item_id=row["id"], status="ok"))
+    return ShardResult(stage="prompts", config_key=ctx.config_key, rows={"prediction_tasks": tasks},
+                       outcomes=outcomes, counters={"input_prompts_shared": shared} if shared else {})
 
 
 PROMPTS = Stage(
     name="prompts",
-    version="1",
+    version="2",  # 2: one input-prediction task per distinct output of a function
     settings=_settings,
     pending_sql=_pending,
     load_rows=_load,

@@ -40,3 +40,24 @@ def test_kind_and_tip_switches():
     no_tip = _tasks({"reference_tip": False})
     assert all("main_solution(n - 1)" not in json.loads(t["messages_json"])[-1]["content"] for t in no_tip)
     assert {t["id"] for t in no_tip}.isdisjoint({t["id"] for t in _tasks({})})  # other prompts, other ids
+
+
+def test_pairs_with_the_same_output_share_one_input_prediction_task():
+    # Input prediction shows the output only: a second pair with the same output would ask the
+    # same question again (same prompt, same cached answer, the same sample twice).
+    first = {**ROW, "first_of_output": "pair1"}
+    second = {**ROW, "id": "pair2", "input_json": json.dumps({"n": 6}), "first_of_output": "pair1"}
+    other = {**ROW, "id": "pair3", "input_json": json.dumps({"n": 4}), "output_json": "24", "first_of_output": "pair3"}
+    cfg = BuildConfig.model_validate({})
+    res = run_shard([first, second, other], cfg, ShardContext(config_key="k", upstream_keys={}))
+    kinds = sorted((t["pair_id"], t["kind"]) for t in res.rows["prediction_tasks"])
+    assert kinds == [("pair1", "input"), ("pair1", "output"), ("pair2", "output"), ("pair3", "input"), ("pair3", "output")]
+    outcome = {o.item_id: o for o in res.outcomes}
+    assert all(o.status == "ok" for o in res.outcomes)
+    assert outcome["pair2"].reason == "input_prompt_shared" and "pair1" in outcome["pair2"].detail
+    assert outcome["pair1"].reason is None and outcome["pair3"].reason is None
+    assert res.counters == {"input_prompts_shared": 1}
+    # With input prediction switched off nothing is shared.
+    only_output = run_shard([first, second], BuildConfig.model_validate({"prediction": {"kinds": ["output"]}}),
+                            ShardContext(config_key="k", upstream_keys={}))
+    assert all(o.reason is None for o in only_output.outcomes) and only_output.counters == {}

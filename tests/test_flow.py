@@ -53,11 +53,16 @@ def test_first_run_rerun_and_incremental(tmp_path):
     assert first["llm_calls_sent"] > 0
     assert isinstance(first["llm_calls_sent"], int) and isinstance(first["executions"], int)
     # What became of each stage's rows: every row in is ok or dropped with a reason.
+    # (An ok row may carry a reason too, e.g. prompts' input_prompt_shared: it counts as ok.)
     with Store(cfg.db_path, read_only=True) as s:
-        outcomes = {(stage, status if status == "ok" else f"{status}:{reason}"): n for stage, status, reason, n in
-                    s.query("SELECT stage, status, reason, count(*) FROM stage_outcomes GROUP BY ALL")}
+        outcomes = {(stage, name): n for stage, name, n in s.query(
+            "SELECT stage, CASE WHEN status = 'ok' THEN 'ok' ELSE status || ':' || reason END, count(*) "
+            "FROM stage_outcomes GROUP BY ALL")}
     for (stage, name), n in outcomes.items():
         assert first["stages"][stage][name] == n, (stage, name)
+    # Two tasks per pair, less one per pair whose input-prediction prompt another pair has.
+    pairs = sum(n for (stage, _), n in outcomes.items() if stage == "prompts")
+    assert first["stages"]["answer"]["rows_in"] == 2 * pairs - first["stages"]["prompts"]["input_prompts_shared"]
     # Where the CPU went, per stage: this process, and the sandbox pool's processes.
     assert first["stages"]["sample_io"]["sandbox_cpu_seconds"] > 0
     assert first["stages"]["prompts"]["sandbox_cpu_seconds"] == 0

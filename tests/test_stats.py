@@ -117,9 +117,13 @@ def test_drop_examples_name_the_row_and_its_detail(tmp_path):
         store.write_shard(ShardResult(stage="transform", config_key="k-t", rows={}, outcomes=[
             Outcome(item_id="raw-b", status="dropped", reason="syntax_error", detail="line 2"),
             Outcome(item_id="raw-a", status="dropped", reason="syntax_error", detail="line 9")]))
-        examples = drop_examples(store, {"ingest": "k-ingest", "transform": "k-t"})
+        store.write_shard(ShardResult(stage="prompts", config_key="k-p", rows={}, outcomes=[
+            Outcome(item_id="pair-a", status="ok"),
+            Outcome(item_id="pair-b", status="ok", reason="input_prompt_shared", detail="same output as pair-a")]))
+        examples = drop_examples(store, {"ingest": "k-ingest", "transform": "k-t", "prompts": "k-p"})
         assert examples == {("ingest", "rejected", "bad_record"): "c.jsonl:3: line 3 is not a JSON object",
-                            ("transform", "dropped", "syntax_error"): "raw-a: line 9"}
+                            ("transform", "dropped", "syntax_error"): "raw-a: line 9",
+                            ("prompts", "ok", "input_prompt_shared"): "pair-b: same output as pair-a"}
         assert drop_examples(store, {"transform": "other-key"}) == {
             ("ingest", "rejected", "bad_record"): "c.jsonl:3: line 3 is not a JSON object"}
 
