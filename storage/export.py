@@ -9,13 +9,16 @@ task id. In ``out_dir``, per set (``codeio``, ``codeio_pp``):
   [ground_truth_appended in mode 'ground_truth'], [contaminated with decontam_action 'flag'].
   Absent turns and feedbacks are null. CODEI/O samples hold turn 1 only (feedback_1 is its
   stored feedback, for reference; it is not part of the training text).
-- ``<set>.messages.jsonl``: ``{"messages": [{"role": "user", "content": prompt},
-  {"role": "assistant", "content": response}]}`` on the same line numbers as ``<set>.jsonl``;
+- ``<set>.messages.jsonl``: ``{"id": id, "messages": [{"role": "user", "content": prompt},
+  {"role": "assistant", "content": response}]}`` on the same line numbers as ``<set>.jsonl``
+  (the id is the sample's, so a filtered or shuffled copy still links back);
   the CODEI/O response is turn 1, the CODEI/O++ response is
   ``prompts.render.assemble_multiturn(turns, feedbacks)``.
 - ``<set>.parquet``: the same columns as ``<set>.jsonl``.
-- ``stats.json``: rows per file, sample counts, mode, decontamination counts and the
-  response-type table.
+- ``stats.json``: rows per file, sample counts, mode, decontamination counts,
+  ``exported_verdicts`` (per set, task kind and final verdict: what the files hold) and
+  ``build_response_types`` (every attempt of the build per turn and kind, before the mode
+  and decontamination choose samples: the paper's figure 7).
 
 Modes: 'keep_all' keeps every sample; 'rejection' keeps samples whose final verdict is
 'correct'; 'ground_truth' keeps every sample and, when the final verdict is not 'correct',
@@ -215,7 +218,9 @@ def export_datasets(
 
     files = {f: n for sink in sinks.values() for f, n in sink.rows_per_file().items()}
     paths = {f: out / f for f in files}
-    stats = _stats(store, keys, mode, revision_turns, decontam, decontam_action, files, counts)
+    verdicts = {name: {kind: dict(sorted(v.items())) for kind, v in sorted(sink.verdicts.items())}
+                for name, sink in sinks.items()}
+    stats = _stats(store, keys, mode, revision_turns, decontam, decontam_action, files, counts, verdicts)
     atomic_write_text(out / "stats.json", json.dumps(stats, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
     paths["stats.json"] = out / "stats.json"
     return ExportResult(paths=paths, counts=files, stats=stats)
@@ -384,13 +389,16 @@ class _DatasetSink:
         parquet_tmp = stack.enter_context(atomic_path(out / f"{name}.parquet"))
         self._parquet = pq.ParquetWriter(parquet_tmp, schema, **_PARQUET_OPTIONS)
         self._buffer: dict[str, list[Any]] = {c: [] for c in schema.names}
+        self.verdicts: dict[str, dict[str, int]] = {}  # kind -> final verdict -> samples
         # Registered after the Parquet temp file, so it runs before that file is committed.
         stack.callback(self._parquet.close)
 
     def write(self, record: dict[str, Any], prompt: str, response: str) -> None:
         self._jsonl.write(_json_line(record))
         messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-        self._messages.write(_json_line({"messages": messages}))
+        self._messages.write(_json_line({"id": record["id"], "messages": messages}))
+        by_verdict = self.verdicts.setdefault(record["kind"], {})
+        by_verdict[record["verdict"]] = by_verdict.get(record["verdict"], 0) + 1
         for column, values in self._buffer.items():
             values.append(record[column])
         self.rows += 1
@@ -425,6 +433,7 @@ def _stats(
     decontam_action: str,
     files: dict[str, int],
     counts: dict[str, int],
+    verdicts: dict[str, dict[str, dict[str, int]]],
 ) -> dict[str, Any]:
     # The response types of the turns this export uses.
     unused = {_TURN_KEYS[turn] for turn in range(revision_turns + 2, 4)}
@@ -445,5 +454,6 @@ def _stats(
         "files": files,
         "samples": counts,
         "decontamination": decontamination,
-        "response_types": response_types(store, turn_keys).to_dicts(),
+        "exported_verdicts": verdicts,
+        "build_response_types": response_types(store, turn_keys).to_dicts(),
     }

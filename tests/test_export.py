@@ -95,17 +95,18 @@ def test_messages_files_load_as_alternating_chat(store, tmp_path):
     for name in ("codeio", "codeio_pp"):
         path = out / f"{name}.messages.jsonl"
         frame = pl.read_ndjson(path)
-        assert frame.columns == ["messages"] and frame.height == 4
+        assert frame.columns == ["id", "messages"] and frame.height == 4
         for line in path.read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
-            assert list(record) == ["messages"]
+            assert list(record) == ["id", "messages"]
             roles = [m["role"] for m in record["messages"]]
             assert len(roles) % 2 == 0
             assert roles == [("user", "assistant")[i % 2] for i in range(len(roles))]
             assert all(isinstance(m["content"], str) and m["content"].strip() for m in record["messages"])
         # line i of the messages file is sample i of the dataset file
-        prompts = [r["prompt"] for r in read_jsonl(out / f"{name}.jsonl")]
-        assert [r["messages"][0]["content"] for r in read_jsonl(path)] == prompts
+        samples = read_jsonl(out / f"{name}.jsonl")
+        assert [r["messages"][0]["content"] for r in read_jsonl(path)] == [r["prompt"] for r in samples]
+        assert [r["id"] for r in read_jsonl(path)] == [r["id"] for r in samples]
 
 
 def test_parquet_has_the_jsonl_columns_and_rows(store, tmp_path):
@@ -148,6 +149,18 @@ def test_rejection_keeps_only_correct_final_answers(store, tmp_path):
     assert result.stats["samples"]["codeio.rejected"] == 3
     assert result.stats["samples"]["codeio_pp.rejected"] == 2
     assert result.stats["mode"] == "rejection"
+    # What the files hold, by kind and final verdict (only correct ones in this mode)...
+    exported = result.stats["exported_verdicts"]
+    for name in ("codeio", "codeio_pp"):
+        rows = read_jsonl(out / f"{name}.jsonl")
+        expected: dict[str, dict[str, int]] = {}
+        for r in rows:
+            expected.setdefault(r["kind"], {}).setdefault(r["verdict"], 0)
+            expected[r["kind"]][r["verdict"]] += 1
+        assert exported[name] == expected and {v for kind in expected.values() for v in kind} == {"correct"}
+    # ...and every attempt of the build, whatever the mode kept.
+    assert sum(r["count"] for r in result.stats["build_response_types"] if r["turn"] == 1) > len(
+        read_jsonl(out / "codeio.jsonl"))
 
 
 def test_ground_truth_appends_the_recorded_answer(store, tmp_path):
@@ -205,7 +218,7 @@ def test_zero_revision_turns_give_turn_1_and_feedback(store, tmp_path):
     pp = by_id(out / "codeio_pp.jsonl")
     assert all(r["turn_2"] is None for r in pp.values())
     assert pp["task-b"]["verdict"] == "wrong"
-    assert [r["turn"] for r in result.stats["response_types"]] == [1] * 8  # only the turns exported
+    assert [r["turn"] for r in result.stats["build_response_types"]] == [1] * 8  # only the turns exported
 
 
 def test_failed_export_leaves_previous_files_intact(store, tmp_path, monkeypatch):
