@@ -16,6 +16,7 @@ from llm.types import ChatRequest
 from prompts.render import render_transform
 from prompts.transform_parse import TransformRejected, parse_transform
 from storage.models import Function, Outcome, ShardResult
+from tasks.docstrings import strip_doctest_examples
 from tasks.llm_calls import complete, request_key
 from tasks.stage import ShardContext, Stage
 
@@ -63,7 +64,13 @@ def _call_keys(rows: list[dict[str, Any]], cfg: "BuildConfig") -> list[str]:
 
 def _function(row: dict[str, Any], origin: str, model: str, refcode: str, generator: str | None,
               io_description: str, query: str, arg_names: list[str], entry: str = "main_solution",
-              seed_ios: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+              seed_ios: list[dict[str, Any]] | None = None, counters: dict[str, float] | None = None) -> dict[str, Any]:
+    # The reference code is shown in every prompt: its docstrings' worked examples would state
+    # inputs and outputs outright (tasks.docstrings).
+    shown = strip_doctest_examples(refcode)
+    if shown != refcode and counters is not None:
+        counters["doctest_examples_removed"] = counters.get("doctest_examples_removed", 0) + 1
+    refcode = shown
     return Function(
         id=Function.make_id(refcode, generator, io_description, query),
         raw_id=row["id"],
@@ -81,7 +88,7 @@ def _function(row: dict[str, Any], origin: str, model: str, refcode: str, genera
     ).row()
 
 
-def import_unified(row: dict[str, Any]) -> tuple[dict[str, Any] | None, Outcome]:
+def import_unified(row: dict[str, Any], counters: dict[str, float] | None = None) -> tuple[dict[str, Any] | None, Outcome]:
     """A record in the released CodeI/O shape becomes a function without a transform."""
     try:
         rec = json.loads(row["content"])
@@ -108,7 +115,7 @@ def import_unified(row: dict[str, Any]) -> tuple[dict[str, Any] | None, Outcome]
         row, "import", str(rec.get("model") or "imported"), refcode,
         generator if isinstance(generator, str) else None,
         str(rec.get("io_requirements") or ""), str(rec.get("problem_description") or ""),
-        arg_names, entry=entry, seed_ios=seed,
+        arg_names, entry=entry, seed_ios=seed, counters=counters,
     )
     return fields, Outcome(item_id=row["id"], status="ok")
 
@@ -121,7 +128,7 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
     raw_rows = []
     for row in rows:
         if row["origin"] == "unified":
-            fn, outcome = import_unified(row)
+            fn, outcome = import_unified(row, counters)
             outcomes.append(outcome)
             if fn:
                 functions.append(fn)
@@ -138,11 +145,12 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
                 continue
             functions.append(
                 _function(row, "offline", OFFLINE_TRANSFORM_MODEL, got.refcode, got.input_generator,
-                          got.io_description, got.query, list(got.arg_names))
+                          got.io_description, got.query, list(got.arg_names), counters=counters)
             )
             outcomes.append(Outcome(item_id=row["id"], status="ok"))
     elif raw_rows:
-        results, llm_rows, counters = complete([_request(r, cfg) for r in raw_rows], cfg, ctx)
+        results, llm_rows, call_counters = complete([_request(r, cfg) for r in raw_rows], cfg, ctx)
+        counters.update(call_counters)
         for row, res in zip(raw_rows, results):
             if res.content is None:
                 outcomes.append(Outcome(item_id=row["id"], status="dropped", reason="call_failed", detail=(res.error or "")[:200]))
@@ -157,7 +165,7 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
                 continue
             functions.append(
                 _function(row, "llm", res.model, parsed.refcode, parsed.input_generator,
-                          parsed.io_description, parsed.query, list(parsed.arg_names))
+                          parsed.io_description, parsed.query, list(parsed.arg_names), counters=counters)
             )
             outcomes.append(Outcome(item_id=row["id"], status="ok"))
     table_rows = {"functions": functions}
@@ -168,7 +176,7 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
 
 TRANSFORM = Stage(
     name="transform",
-    version="1",
+    version="2",  # 2: doctest examples removed from the reference code's docstrings
     settings=_settings,
     pending_sql=_pending,
     load_rows=_load,

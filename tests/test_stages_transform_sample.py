@@ -337,4 +337,6 @@ def test_full_flow_pairs_and_drops(built):
     for reason in PAIR_DROPS:
         assert counters.get(reason, 0) > 0, reason
     # The later stages ran on the kept pairs against the same server.
-    assert report["stages"]["answer"]["rows_in"] == 2 * sum(expected.values())
+    # (Two tasks per pair, less the input-prediction prompts pairs with one output share.)
+    shared = report["stages"]["prompts"].get("input_prompts_shared", 0)
+    assert report["stages"]["answer"]["rows_in"] == 2 * sum(expected.values()) - shared
