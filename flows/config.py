@@ -61,6 +61,11 @@ class SamplingSettings(_Strict):
     )
     min_pairs: int = Field(default=2, ge=1, description="Fewer valid pairs than this drops the function")
     check_determinism: bool = Field(default=True, description="Re-run pairs under another hash seed")
+    distinct_outputs_search: int = Field(
+        default=4, ge=0, le=100,
+        description="Prefer pairs with outputs not seen yet: run up to this many times the cap of "
+        "candidates looking for them before repeats fill the cap (0: keep candidates in order)",
+    )
 
 
 class PredictionSettings(_Strict):

@@ -2,7 +2,11 @@
 
 The input generator runs up to ``generator_calls`` times in one sandbox child; distinct inputs
 that pass the size check are run through the entry point, each call in a fresh fork; outputs
-that pass the size check and are not None are kept up to the source's cap. Every kept pair is
+that pass the size check and are not None are kept up to the source's cap. Pairs whose output
+no kept pair has yet come first: a function whose first candidates all return ``false`` would
+otherwise teach a constant, so more candidates (up to ``distinct_outputs_search`` times the cap)
+are run looking for other outputs before repeated ones fill the cap (recorded pairs of
+imported functions are kept as recorded). Every kept pair is
 then re-run in a worker with another hash seed, and a function whose outputs differ is dropped
 as non-deterministic. Imported functions bring recorded pairs, which are re-executed the same
 way: a recorded output that does not reproduce drops that pair.
@@ -72,6 +76,8 @@ class _Sampling:
         self.candidates: list[dict[str, Any]] = []
         self.expected: list[Any] = []  # recorded outputs of imported pairs (None: not recorded)
         self.kept: list[tuple[dict[str, Any], Any]] = []
+        self.repeated: list[tuple[int, dict[str, Any], Any]] = []  # (candidate index, input, output)
+        self.repeats_kept = 0  # kept pairs whose output another kept pair has too
         self.drops: dict[str, int] = {}
         self.first_error: str | None = None
         self.fatal: tuple[str, str] | None = None
@@ -149,17 +155,23 @@ def _sample(s: _Sampling, cfg: "BuildConfig", pool: Any, limits: Any) -> int:
     if s.fatal is not None or not s.candidates:
         return executions
 
-    # The entry point on candidates, in rounds until the function reaches its cap.
+    # The entry point on candidates, in rounds until the function has its cap of pairs with
+    # distinct outputs, or has its cap with repeats and the search for new outputs is spent.
     offset = 0
+    chosen: list[tuple[int, dict[str, Any], Any]] = []  # first pair of each output
+    outputs: set[str] = set()
+    search = s.cap * cfg.sampling.distinct_outputs_search
     while True:
-        need = s.cap - len(s.kept)
-        take = s.candidates[offset : offset + max(need * 2, need + 2)] if need > 0 else []
+        need = s.cap - len(chosen)
+        if need <= 0 or offset >= len(s.candidates):
+            break
+        if len(chosen) + len(s.repeated) >= s.cap and offset >= search:
+            break
+        take = s.candidates[offset : offset + max(need * 2, need + 2)]
         if s.seed_ios and offset == 0:
             take = s.candidates[: max(len(s.seed_ios), need * 2)]
         start = offset
         offset += len(take)
-        if not take:
-            break
         results = _run_with_retry(pool, Job(code=s.code, calls=take, entry=s.row["entry"], limits=limits))
         executions += len(take)
         for i, (inp, r) in enumerate(zip(take, results)):
@@ -173,10 +185,17 @@ def _sample(s: _Sampling, cfg: "BuildConfig", pool: Any, limits: Any) -> int:
             if recorded is not _NOT_RECORDED and canonical_json(recorded) != canonical_json(r.value):
                 s.drop("recorded_output_mismatch")
                 continue
-            if len(s.kept) < s.cap:
-                s.kept.append((inp, r.value))
-        if len(s.kept) >= s.cap or offset >= len(s.candidates):
-            break
+            key = canonical_json(r.value)
+            # A recorded pair (an imported function's) is kept as recorded, repeat or not.
+            if key in outputs and cfg.sampling.distinct_outputs_search and recorded is _NOT_RECORDED:
+                s.repeated.append((start + i, inp, r.value))
+            elif len(chosen) < s.cap:
+                outputs.add(key)
+                chosen.append((start + i, inp, r.value))
+    # Repeats fill what new outputs could not, earliest first; pairs keep candidate order.
+    fill = s.repeated[: max(0, s.cap - len(chosen))]
+    s.kept = [(inp, out) for _, inp, out in sorted(chosen + fill, key=lambda c: c[0])]
+    s.repeats_kept = len(s.kept) - len({canonical_json(out) for _, out in s.kept})
 
     # Determinism under another hash seed, in another worker.
     if cfg.sampling.check_determinism and len(s.kept) >= cfg.sampling.min_pairs:
@@ -209,6 +228,8 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
         fid = s.row["id"]
         for reason, n in s.drops.items():
             counters[f"pair_drop:{reason}"] = counters.get(f"pair_drop:{reason}", 0) + n
+        if s.repeats_kept:  # pairs kept although another kept pair has their output
+            counters["pairs_repeating_an_output"] = counters.get("pairs_repeating_an_output", 0) + s.repeats_kept
         if s.fatal:
             outcomes.append(Outcome(item_id=fid, status="dropped", reason=s.fatal[0], detail=s.fatal[1] or None))
             continue
@@ -228,7 +249,7 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
 
 SAMPLE_IO = Stage(
     name="sample_io",
-    version="1",
+    version="2",  # 2: pairs with outputs not seen yet come first
     settings=_settings,
     pending_sql=_pending,
     load_rows=_load,

@@ -340,3 +340,39 @@ def test_full_flow_pairs_and_drops(built):
     # (Two tasks per pair, less the input-prediction prompts pairs with one output share.)
     shared = report["stages"]["prompts"].get("input_prompts_shared", 0)
     assert report["stages"]["answer"]["rows_in"] == 2 * sum(expected.values()) - shared
+
+
+COUNTING_GENERATOR = '''
+_n = [0]
+
+
+def input_generator():
+    _n[0] += 1
+    return {"x": _n[0]}
+'''
+
+
+def test_pairs_with_new_outputs_come_first(tmp_path):
+    # Candidates x = 1, 2, 3, ... in order; only every fifth gives "big". Taken in order, the
+    # cap of three would be three "small"s: a function that teaches a constant.
+    record = {"refcode": 'def main_solution(x):\n    return "big" if x % 5 == 0 else "small"\n',
+              "funcname": "main_solution", "problem_description": "q", "io_requirements": "io",
+              "input_generator": COUNTING_GENERATOR}
+    row = _raw_row("sizes", json.dumps(record), "unified", "fixtures")
+
+    def kept(search: int) -> tuple[list[tuple[int, str]], dict[str, float]]:
+        base = _direct_cfg(tmp_path)
+        sampling = base.sampling.model_copy(update={"distinct_outputs_search": search, "pairs_per_kind": {"mixed": 3}})
+        cfg = base.model_copy(update={"sampling": sampling})
+        _, sampled = _run_stages([row], cfg)
+        pairs = sorted(sampled.rows["io_pairs"], key=lambda p: p["ordinal"])
+        return [(json.loads(p["input_json"])["x"], json.loads(p["output_json"])) for p in pairs], sampled.counters
+
+    pairs, counters = kept(4)
+    # x = 5 is found; one repeat fills the cap; pairs stay in candidate order.
+    assert pairs == [(1, "small"), (2, "small"), (5, "big")]
+    assert counters["pairs_repeating_an_output"] == 1
+    assert counters["executions"] == 1 + 12 + 3  # generator, 4 x cap candidates, determinism re-run
+    in_order, counters = kept(0)
+    assert in_order == [(1, "small"), (2, "small"), (3, "small")]
+    assert counters["pairs_repeating_an_output"] == 2
