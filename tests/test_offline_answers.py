@@ -236,3 +236,11 @@ def test_phrasing_varies_between_inputs():
         openings.add(text.split(" ", 3)[:3].__str__())
         assert _last_json(text) == {"output": trace["return_value"]}
     assert len(openings) > 1
+
+
+def test_a_wrong_boolean_is_said_once():
+    from llm.offline.answers import _why_different
+
+    # Read after "It produces true, and true ...": the value is not repeated.
+    assert _why_different(True, False) == "is not the false we need"
+    assert _why_different(3, 5) == "is too small by 2"

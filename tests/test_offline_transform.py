@@ -222,6 +222,41 @@ def test_grid_examples_shape_the_generator():
         assert len({len(row) for row in board}) <= 1, "rows of a grid have one length"
 
 
+def test_lists_the_function_wants_in_order_are_drawn_sorted():
+    by_name = _transform('''
+        def contains(sorted_values: list[int], target: int) -> bool:
+            """Binary search."""
+            return target in sorted_values
+    ''')
+    by_examples = _transform('''
+        def median(values: list[int]) -> int:
+            """Middle value.
+
+            >>> median([1, 3, 8])
+            3
+            >>> median([2, 2, 5, 9])
+            2
+            """
+            return values[(len(values) - 1) // 2]
+    ''')
+    unordered = _transform('''
+        def total(values: list[int]) -> int:
+            """Sum.
+
+            >>> total([3, 1, 2])
+            6
+            >>> total([1, 2])
+            3
+            """
+            return sum(values)
+    ''')
+    for function, name in ((by_name, "sorted_values"), (by_examples, "values")):
+        generate = _load(function)["input_generator"]
+        assert all((v := generate()[name]) == sorted(v) for _ in range(30)), function.input_generator
+    generate = _load(unordered)["input_generator"]
+    assert any((v := generate()["values"]) != sorted(v) for _ in range(30)), "only some lists are kept sorted"
+
+
 # ----------------------------------------------------------------------------- refcode
 
 

@@ -408,7 +408,7 @@ def _why_different(got: Any, want: Any) -> str:
     if _type_word(got) != _type_word(want):
         return f"is a {_type_word(got)} where a {_type_word(want)} is needed"
     if isinstance(got, bool):
-        return f"is {json.dumps(got)} instead of {json.dumps(want)}"
+        return f"is not the {json.dumps(want)} we need"
     if isinstance(got, (int, float)):
         gap = want - got
         direction = "too small" if gap > 0 else "too large"

@@ -879,10 +879,26 @@ def _generator_expr(kind: JsonType, samples: list[Any], name: str, level: int = 
     raise ValueError(f"cannot generate {kind}")
 
 
+def _kept_sorted(param: _Param) -> bool:
+    """A list of scalars the function wants in order: its name says so (``sorted_values``), or
+    every example of it with two or more items is in ascending order (two examples at least)."""
+    if param.type.kind != "list" or param.type.args[0].kind not in ("int", "float", "str"):
+        return False
+    if "sorted" in param.name.lower():
+        return True
+    longer = [s for s in param.samples if isinstance(s, (list, tuple)) and len(s) >= 2]
+    try:
+        return len(longer) >= 2 and all(list(s) == sorted(s) for s in longer)
+    except TypeError:  # mixed item types do not compare
+        return False
+
+
 def _generator_source(params: tuple[_Param, ...]) -> str:
     lines = [f"def {GENERATOR}():", "    import random", "", "    return {"]
     for param in params:
         expr = _generator_expr(param.type, list(param.samples), param.name)
+        if _kept_sorted(param):
+            expr = f"sorted({expr})"
         lines.append(f"        {param.name!r}: {expr},")
     lines.append("    }")
     return "\n".join(lines) + "\n"
