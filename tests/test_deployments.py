@@ -1,6 +1,7 @@
 """The served deployments against a real Prefect server on loopback: a UI-style trigger of
 `build-dataset` completes and exports; the scheduled `incremental-ingest` is declared with a
-cron schedule and a concurrency limit of 1, and skips when nothing is new. Plus the form's
+cron schedule and a concurrency limit of 1, the server schedules its runs, and it skips when
+nothing is new. Plus the form's
 mapping onto BuildConfig, without a server."""
 
 from __future__ import annotations
@@ -144,7 +145,9 @@ def test_served_build_dataset_runs_from_the_api(tmp_path):
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
     }
-    server = LocalPrefectServer(_free_port(), env=env, log_path=tmp_path / "server.log")
+    # The scheduler looks for deployments to schedule every second instead of every minute.
+    server_env = {**env, "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "1"}
+    server = LocalPrefectServer(_free_port(), env=server_env, log_path=tmp_path / "server.log")
     serve_log = tmp_path / "serve.log"
     serving = None
     try:
@@ -166,6 +169,7 @@ def test_served_build_dataset_runs_from_the_api(tmp_path):
 
 def _check_served(api_url: str, serving: subprocess.Popen, serve_log: Path, db: Path, out: Path) -> None:
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -189,6 +193,12 @@ def _check_served(api_url: str, serving: subprocess.Popen, serve_log: Path, db: 
         assert ingest_dep.parameters["only_if_new"] is True
         assert ingest_dep.concurrency_options.collision_strategy == "CANCEL_NEW"
         assert [s.schedule.cron for s in ingest_dep.schedules] == ["0 3 * * *"]
+        # ...and the server's scheduler turns it into scheduled runs (it could not, silently,
+        # under SQLAlchemy 2.1: only the server's log said so).
+        deadline = time.monotonic() + 30
+        while not client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[ingest_dep.id]))):
+            assert time.monotonic() < deadline, "the scheduler made no run of incremental-ingest"
+            time.sleep(0.5)
         assert "output_dir" in build_dep.parameter_openapi_schema["properties"]
 
         run = run_deployment("codeio/build-dataset", timeout=90, poll_interval=1)
