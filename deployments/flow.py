@@ -40,7 +40,7 @@ def form_config(
     unified: bool = False,
     config_file: str = "",
     db_path: str = _DEFAULT.db_path,
-    output_dir: str = _DEFAULT.output_dir,
+    output_dir: str = "",
     provider: str = _DEFAULT.provider,
     base_url: str = _DEFAULT_LLM.base_url,
     model: str = _DEFAULT_LLM.model,
@@ -51,14 +51,16 @@ def form_config(
     max_parallel_shards: int = _DEFAULT.max_parallel_shards,
 ) -> BuildConfig:
     """The build config of a form: ``config_file`` (if any) with every form field written
-    over it; an empty ``corpus`` keeps the file's sources (or the bundled sample)."""
+    over it; an empty ``corpus`` keeps the file's sources (or the bundled sample), an empty
+    ``output_dir`` is ``export/`` beside ``db_path`` (so a form that names another database
+    never writes over the export of the one it started with)."""
     base = load_config(config_file or None)
     data = json.loads(base.model_dump_json())
     if corpus:
         data["sources"] = [
             {"path": path, "kind": kind, **({"format": "unified"} if unified else {})} for path in corpus
         ]
-    data.update(db_path=db_path, output_dir=output_dir, provider=provider, shard_size=shard_size,
+    data.update(db_path=db_path, output_dir=output_dir or None, provider=provider, shard_size=shard_size,
                 max_parallel_shards=max_parallel_shards)
     data["llm"] = {**data["llm"], "base_url": base_url, "model": model, "api_key_env": api_key_env or None}
     data["prediction"] = {**data["prediction"], "revision_turns": revision_turns}
@@ -76,7 +78,8 @@ def form_parameters(cfg: BuildConfig, config_file: str = "", corpus: list[str] |
         "unified": unified,
         "config_file": config_file,
         "db_path": cfg.db_path,
-        "output_dir": cfg.output_dir,
+        # Shown empty when it is the default beside the database: it then follows db_path.
+        "output_dir": "" if _beside(cfg.db_path, cfg.output_dir) else cfg.output_dir,
         "provider": cfg.provider,
         "base_url": cfg.llm.base_url,
         "model": cfg.llm.model,
@@ -86,6 +89,10 @@ def form_parameters(cfg: BuildConfig, config_file: str = "", corpus: list[str] |
         "shard_size": cfg.shard_size,
         "max_parallel_shards": cfg.max_parallel_shards,
     }
+
+
+def _beside(db_path: str, output_dir: str) -> bool:
+    return Path(output_dir) == Path(db_path).parent / "export"
 
 
 @dataclass(frozen=True)
@@ -182,7 +189,7 @@ def codeio(
     unified: bool = False,
     config_file: str = "",
     db_path: str = _DEFAULT.db_path,
-    output_dir: str = _DEFAULT.output_dir,
+    output_dir: str = "",
     provider: Literal["offline", "http"] = _DEFAULT.provider,
     base_url: str = _DEFAULT_LLM.base_url,
     model: str = _DEFAULT_LLM.model,
@@ -206,6 +213,7 @@ def codeio(
             form override the same settings in it.
         db_path: DuckDB file: the system of record, and what makes re-runs incremental.
         output_dir: Where the CODEI/O and CODEI/O++ JSONL, chat JSONL and Parquet files go.
+            Empty: export/ beside the database.
         provider: offline (no LLM; the bundled stand-in) or http (an OpenAI-compatible endpoint).
         base_url: OpenAI-compatible endpoint for provider http, e.g. http://127.0.0.1:8000/v1.
         model: Model name at the endpoint.

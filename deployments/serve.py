@@ -64,7 +64,7 @@ def deployment_parameters(args: argparse.Namespace) -> dict[str, Any]:
     params.update({k: v for k, v in given.items() if v is not None})
     params.update(corpus=[_abs(c) for c in args.corpus or []], kind=args.kind or "mixed",
                   unified=args.unified, config_file=config_file)
-    params.update(db_path=_abs(params["db_path"]), output_dir=_abs(params["output_dir"]))
+    params.update(db_path=_abs(params["db_path"]), output_dir=_abs(params["output_dir"]) or "")
     form_config(**params)  # raises UserError on an invalid combination
     return params
 
@@ -99,7 +99,22 @@ def build_deployments(params: dict[str, Any], cron: str = DEFAULT_CRON, timezone
         concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
         tags=["codeio"],
     )
+    for deployment in (build, ingest):
+        deployment._parameter_openapi_schema = _closed(deployment._parameter_openapi_schema)
     return [build, ingest]
+
+
+def _closed(schema: Any) -> Any:
+    """The flow's parameter schema, refusing parameters it does not name: the server then
+    rejects a run with an unknown parameter (from the API, or the UI's JSON editor) when it
+    is created, as it rejects a wrong type, instead of the run crashing on a signature
+    mismatch with the reason only in a traceback in the log."""
+    from prefect.utilities.callables import ParameterSchema
+
+    class ClosedParameterSchema(ParameterSchema):
+        additionalProperties: bool = False
+
+    return ClosedParameterSchema(**schema.model_dump(exclude_unset=True), additionalProperties=False)
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -200,6 +200,11 @@ def _check_served(api_url: str, serving: subprocess.Popen, serve_log: Path, db: 
             assert time.monotonic() < deadline, "the scheduler made no run of incremental-ingest"
             time.sleep(0.5)
         assert "output_dir" in build_dep.parameter_openapi_schema["properties"]
+        # A parameter the flow does not take is refused when the run is created (as a wrong type
+        # is), not left to crash the run on a signature mismatch.
+        for bad in ({"no_such_setting": 1}, {"shard_size": "many"}):
+            with pytest.raises(Exception, match="409"):
+                client.create_flow_run_from_deployment(build_dep.id, parameters=bad)
 
         run = run_deployment("codeio/build-dataset", timeout=90, poll_interval=1)
         assert run.state is not None and run.state.is_completed(), (run.state, serve_log.read_text()[-3000:])
@@ -218,13 +223,18 @@ def _check_served(api_url: str, serving: subprocess.Popen, serve_log: Path, db: 
 def test_serve_exports_beside_its_database_and_kind_needs_a_corpus(tmp_path):
     import argparse
 
+    from deployments.flow import form_config
     from deployments.serve import add_arguments, deployment_parameters
     from flows.errors import UserError
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     params = deployment_parameters(parser.parse_args(["--db", str(tmp_path / "b" / "c.duckdb")]))
-    assert params["output_dir"] == str(tmp_path / "b" / "export")
+    # The form leaves the export directory empty: it follows whatever database the form names.
+    assert params["output_dir"] == ""
+    assert form_config(**params).output_dir == str(tmp_path / "b" / "export")
+    other = {**params, "db_path": str(tmp_path / "d" / "e.duckdb")}
+    assert form_config(**other).output_dir == str(tmp_path / "d" / "export")
     given = deployment_parameters(parser.parse_args(["--db", str(tmp_path / "c.duckdb"), "--out", str(tmp_path / "o")]))
     assert given["output_dir"] == str(tmp_path / "o")
     for flags in (["--kind", "curated"], ["--unified"]):
