@@ -28,7 +28,7 @@ from prefect.utilities.annotations import opaque
 
 from flows.artifacts import publish_stage_progress, publish_summary
 from flows.config import BuildConfig
-from flows.errors import UserError
+from flows.errors import RowsLeftToRetry, UserError
 from storage.ids import content_id
 from storage.models import ShardResult
 from storage.store import Store
@@ -422,10 +422,17 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
     publish_stage_progress(stage.name, 0, total)
     journal_dir = Path(cfg.db_path).parent / "ledger"
     task_fn = stage_shard.with_options(retries=cfg.task_retries, refresh_cache=_refresh(cfg))
+    # Rows a run left to retry (their LLM calls failed on transient errors) are pending again.
+    # A shard holding any of them runs again even if Prefect has its result cached: that
+    # result is the one that left them to retry.
+    retry_ids = {r[0] for r in store.query(
+        "SELECT item_id FROM stage_outcomes WHERE stage = ? AND config_key = ? AND status = 'retry'",
+        [stage.name, key])}
+    rerun_fn = stage_shard.with_options(retries=cfg.task_retries, refresh_cache=True)
 
     def shards() -> Iterator[tuple[str, list[dict], dict[str, Any]]]:
         for ids, rows in _load_in_batches(store, stage, keys, pending, cfg.shard_size):
-            extra: dict[str, Any] = {}
+            extra: dict[str, Any] = {"rerun": bool(retry_ids) and not retry_ids.isdisjoint(ids)}
             if stage.call_keys is not None:
                 call_keys = stage.call_keys(rows, cfg)
                 cached = store.cached_calls(call_keys)
@@ -449,7 +456,8 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
             extra["journal"] = journal
         ctx = ShardContext(config_key=key, upstream_keys=dict(keys), cached_calls=cached,
                            journal_path=journal, run_id=report.run_id, call_keys=call_keys)
-        return task_fn.submit(stage.name, shard_id, n, _whole(cfg, rows), cfg, _whole(cfg, ctx))
+        fn = rerun_fn if extra.pop("rerun", False) else task_fn
+        return fn.submit(stage.name, shard_id, n, _whole(cfg, rows), cfg, _whole(cfg, ctx))
 
     done = 0
     progress_due = _Every(PROGRESS_INTERVAL_S)
@@ -504,7 +512,8 @@ def merge_journals(store: Store, cfg: BuildConfig) -> int:
     n = 0
     for path in sorted(journal_dir.glob("*.jsonl")):
         calls = [
-            LLMCall(**r.model_dump(exclude={"error"}))
+            # A result is the ledger's call plus how it failed: the call's fields are the row.
+            LLMCall(**{name: getattr(r, name) for name in LLMCall.model_fields})
             for r in read_journal(path)
             if r.error is None and r.content is not None
         ]
@@ -562,6 +571,9 @@ def build(cfg: BuildConfig) -> BuildReport:
         report.exports = export_all(store, cfg, keys)
         report.seconds = time.perf_counter() - t0
         publish_summary(store, keys, report.as_dict(), cfg.llm if cfg.provider == "http" else None)
+        left = _left_to_retry(store, keys)
+        if left is not None:  # the run fails (a scheduled ingest runs it again), nothing is lost
+            raise RowsLeftToRetry(*left, summary=report.as_dict())
         store.finish_run(run_id, "completed", report.as_dict())
         return report
     except BaseException as exc:
@@ -573,6 +585,16 @@ def build(cfg: BuildConfig) -> BuildReport:
         for task_run_id in [k for k, v in list(_HANDED_OVER.items()) if v.run_id == run_id]:
             _HANDED_OVER.pop(task_run_id, None)
         store.close()
+
+
+def _left_to_retry(store: Store, keys: dict[str, str]) -> tuple[int, str] | None:
+    """Rows of this build whose outcome is ``retry``, and one of their details."""
+    where = " OR ".join("(stage = ? AND config_key = ?)" for _ in keys)
+    n, example = store.query(
+        f"SELECT count(*), min_by(stage || ' ' || item_id[:12] || ': ' || coalesce(detail, ''), item_id) "
+        f"FROM stage_outcomes WHERE status = 'retry' AND ({where})",
+        [v for pair in keys.items() for v in pair])[0]
+    return (n, example) if n else None
 
 
 @flow(name="build-dataset", log_prints=False, validate_parameters=True)

@@ -133,12 +133,12 @@ class _QuietUserErrors:
     a user can fix, the one-line message printed by the CLI says all there is to say."""
 
     def filter(self, record: Any) -> bool:
-        from flows.errors import UserError
+        from flows.errors import RowsLeftToRetry, UserError
         from llm.errors import ConfigError, EndpointDown
         from storage.store import StoreError
 
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, (UserError, StoreError, ConfigError, EndpointDown)):
+        if isinstance(exc, (UserError, StoreError, ConfigError, EndpointDown, RowsLeftToRetry)):
             record.exc_info = None
             record.exc_text = None
         return True
@@ -149,6 +149,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import logging
 
     from flows.build import preflight, run_build
+    from flows.errors import RowsLeftToRetry
     from storage.store import Store
 
     cfg = _load(args)
@@ -164,6 +165,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     gc.freeze()
     try:
         summary = run_build(cfg)
+    except RowsLeftToRetry as exc:  # the build ran to its end: show what it did, then the error
+        if exc.summary:
+            print(json.dumps(exc.summary, indent=2, sort_keys=True) if args.json else _summary_text(exc.summary))
+        raise
     finally:
         gc.unfreeze()
     if args.json:
@@ -281,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # One line per HTTP request is noise at millions of calls; failures are logged by the client.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    from flows.errors import UserError
+    from flows.errors import RowsLeftToRetry, UserError
     from llm.errors import ConfigError, EndpointDown
     from storage.store import StoreError
 
@@ -294,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER
     except EndpointDown as exc:
         _fail(f"codeio: error: {_one_line(exc)} (completed work is saved; run again to resume)", exc)
+        return EXIT_FAILED
+    except RowsLeftToRetry as exc:
+        _fail(f"codeio: error: {_one_line(exc)}", exc)
         return EXIT_FAILED
     except KeyboardInterrupt as exc:
         _fail("codeio: interrupted (completed work is saved; run again to resume)", exc)

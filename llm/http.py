@@ -164,7 +164,7 @@ class HTTPProvider:
             self._count_failure(attempt.error)
             if attempt_no >= self.settings.max_retries:
                 error = f"retries_exhausted: {attempt_no + 1} attempts, last: {attempt.error}"
-                return self._failed(key, request, error, latency)
+                return self._failed(key, request, error, latency, retryable=True)
             if attempt.retry_after is not None:
                 # The server's wish, up to backoff_max_s, plus a little jitter so a burst of
                 # rejected requests does not come back in lockstep.
@@ -179,7 +179,7 @@ class HTTPProvider:
             attempt_no += 1
             await asyncio.sleep(delay)  # no admission slot is held here
 
-    def _failed(self, key: str, request: ChatRequest, error: str, latency: float) -> ChatResult:
+    def _failed(self, key: str, request: ChatRequest, error: str, latency: float, retryable: bool = False) -> ChatResult:
         return ChatResult(
             key=key,
             model=self.model,
@@ -188,6 +188,7 @@ class HTTPProvider:
             finish_reason=None,
             latency_s=latency,
             error=error,
+            retryable=retryable,
         )
 
     def _count_failure(self, error: str) -> None:

@@ -84,7 +84,10 @@ class ChatRequest(BaseModel):
 
 
 class ChatResult(BaseModel):
-    """What one call produced; ``content is None`` and ``error`` set when it failed for good."""
+    """What one call produced; ``content is None`` and ``error`` set when it failed. A failed
+    call is ``retryable`` when it failed on transient errors only (429, 5xx, timeouts,
+    connection errors) until its retries ran out: asked again later, it may succeed, so the
+    stages leave its row to be retried by the next run instead of dropping it."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -98,6 +101,7 @@ class ChatResult(BaseModel):
     completion_tokens: int = 0
     latency_s: float = 0.0
     error: str | None = None
+    retryable: bool = False
 
 
 class Provider(Protocol):

@@ -184,10 +184,13 @@ class Attempt(Record):
 
 
 class Outcome(Record):
-    """A stage's verdict on one of its input rows: kept, or dropped with a reason."""
+    """A stage's verdict on one of its input rows: kept, dropped with a reason, or ``retry``:
+    not done this time for a passing reason (an LLM call that failed on transient errors after
+    all its retries), so the row is pending again for the next run, which replaces this
+    outcome with its own."""
 
     item_id: str
-    status: Literal["ok", "dropped"]
+    status: Literal["ok", "dropped", "retry"]
     reason: str | None = None
     detail: str | None = None
 

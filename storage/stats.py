@@ -17,7 +17,7 @@ from storage.store import Store
 
 # Pipeline order, for sorting; stages not listed follow in name order.
 STAGE_ORDER = ("ingest", "transform", "sample_io", "prompts", "answer", "revise1", "revise2")
-_STATUS_ORDER = ("ok", "duplicate", "rejected", "dropped")
+_STATUS_ORDER = ("ok", "duplicate", "rejected", "dropped", "retry")
 
 # Verdict -> response type of figure 7. A verdict not listed is counted as 'other'.
 RESPONSE_TYPES = ("correct", "wrong", "no_answer", "error")

@@ -42,7 +42,8 @@ def _pending_for(turn: int):
         if turn == 1:
             return (
                 "SELECT t.id FROM prediction_tasks t WHERE t.config_key = ? AND NOT EXISTS (SELECT 1 "
-                "FROM stage_outcomes o WHERE o.stage = 'answer' AND o.config_key = ? AND o.item_id = t.id)",
+                "FROM stage_outcomes o WHERE o.stage = 'answer' AND o.config_key = ? AND o.item_id = t.id "
+                "AND o.status <> 'retry')",
                 [keys["prompts"], keys["answer"]],
             )
         if cfg.prediction.revision_turns < turn - 1:
@@ -52,7 +53,7 @@ def _pending_for(turn: int):
             "SELECT a.task_id AS id FROM attempts a JOIN prediction_tasks t ON t.id = a.task_id "
             "WHERE t.config_key = ? AND a.config_key = ? AND a.turn = ? AND a.verdict <> 'correct' "
             "AND NOT EXISTS (SELECT 1 FROM stage_outcomes o WHERE o.stage = ? AND o.config_key = ? "
-            "AND o.item_id = a.task_id)",
+            "AND o.item_id = a.task_id AND o.status <> 'retry')",
             [keys["prompts"], keys[prev], turn - 1, stage, keys[stage]],
         )
 
@@ -172,8 +173,9 @@ def _run_for(turn: int):
         outcomes: list[Outcome] = []
         for r, req, res, v in zip(rows, requests, results, verdicts):
             counters[f"verdict:{r['kind']}:{v.verdict}"] = counters.get(f"verdict:{r['kind']}:{v.verdict}", 0) + 1
-            if res.content is None:
-                outcomes.append(Outcome(item_id=r["id"], status="dropped", reason="call_failed", detail=(res.error or "")[:200]))
+            if res.content is None:  # a transient failure is tried again by the next run
+                outcomes.append(Outcome(item_id=r["id"], status="retry" if res.retryable else "dropped",
+                                        reason="call_failed", detail=(res.error or "")[:200]))
                 continue
             attempts.append(
                 Attempt(

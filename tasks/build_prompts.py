@@ -28,7 +28,8 @@ def _settings(cfg: "BuildConfig") -> Any:
 def _pending(cfg: "BuildConfig", keys: dict[str, str]) -> tuple[str, list[Any]]:
     return (
         "SELECT p.id FROM io_pairs p WHERE p.config_key = ? AND NOT EXISTS (SELECT 1 FROM "
-        "stage_outcomes o WHERE o.stage = 'prompts' AND o.config_key = ? AND o.item_id = p.id)",
+        "stage_outcomes o WHERE o.stage = 'prompts' AND o.config_key = ? AND o.item_id = p.id "
+        "AND o.status <> 'retry')",
         [keys["sample_io"], keys["prompts"]],
     )
 

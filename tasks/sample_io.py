@@ -38,7 +38,8 @@ def _settings(cfg: "BuildConfig") -> Any:
 def _pending(cfg: "BuildConfig", keys: dict[str, str]) -> tuple[str, list[Any]]:
     return (
         "SELECT f.id FROM functions f WHERE f.config_key = ? AND NOT EXISTS (SELECT 1 FROM "
-        "stage_outcomes o WHERE o.stage = 'sample_io' AND o.config_key = ? AND o.item_id = f.id)",
+        "stage_outcomes o WHERE o.stage = 'sample_io' AND o.config_key = ? AND o.item_id = f.id "
+        "AND o.status <> 'retry')",
         [keys["transform"], keys["sample_io"]],
     )
 

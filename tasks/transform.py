@@ -36,7 +36,7 @@ def _settings(cfg: "BuildConfig") -> Any:
 def _pending(cfg: "BuildConfig", keys: dict[str, str]) -> tuple[str, list[Any]]:
     return (
         "SELECT r.id FROM raw_files r WHERE NOT EXISTS (SELECT 1 FROM stage_outcomes o "
-        "WHERE o.stage = 'transform' AND o.config_key = ? AND o.item_id = r.id)",
+        "WHERE o.stage = 'transform' AND o.config_key = ? AND o.item_id = r.id AND o.status <> 'retry')",
         [keys["transform"]],
     )
 
@@ -152,8 +152,9 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
         results, llm_rows, call_counters = complete([_request(r, cfg) for r in raw_rows], cfg, ctx)
         counters.update(call_counters)
         for row, res in zip(raw_rows, results):
-            if res.content is None:
-                outcomes.append(Outcome(item_id=row["id"], status="dropped", reason="call_failed", detail=(res.error or "")[:200]))
+            if res.content is None:  # a transient failure is tried again by the next run
+                outcomes.append(Outcome(item_id=row["id"], status="retry" if res.retryable else "dropped",
+                                        reason="call_failed", detail=(res.error or "")[:200]))
                 continue
             if res.truncated:
                 outcomes.append(Outcome(item_id=row["id"], status="dropped", reason="truncated_response"))

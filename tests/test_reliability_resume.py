@@ -236,3 +236,45 @@ def test_endpoint_down_stops_cleanly_and_resumes(prefect, corpus, reference, tmp
     assert "Traceback" not in down_err, "traceback on stderr:\n" + down_err[down_err.index("Traceback") - 300 :][:2000]
     assert one_line_error(down_err).startswith("codeio: error: endpoint"), (
         "stderr does not end with the one-line error:\n" + down_err[-1500:])
+
+
+def test_calls_that_keep_failing_are_left_to_the_next_run(prefect, corpus, reference, tmp_path):
+    """Some requests fail (HTTP 500) on every attempt of a run: their rows are not dropped but
+    left to retry; the run writes and exports everything else and ends with a one-line error
+    and a non-zero exit; the next run, against a healthy endpoint, sends only those calls and
+    ends with the export of an uninterrupted build."""
+    from reliability_helpers import body_key, llm_script
+
+    def poisoned(body: dict) -> str | dict:
+        if int(body_key(body)[:8], 16) % 5 == 0:
+            return {"error": "this request fails every time today"}
+        return llm_script(body)
+
+    log = ServerLog()
+    env = cli_env(tmp_path / "prefect", prefect.api_url)
+    with RecordingServer(script=poisoned, log=log) as server:
+        cfg = write_config(tmp_path / "build.json", http_config(
+            tmp_path, corpus, server.base_url, llm={"max_retries": 1, "backoff_base_s": 0.01, "backoff_max_s": 0.05}))
+        args = ["run", "--config", str(cfg), "--json"]
+        rc, out, err = run_cli(args, env, tmp_path, "poisoned")
+        port = server.port
+    assert rc == 1, err[-3000:]
+    assert one_line_error(err).startswith("codeio: error:") and "left to retry" in one_line_error(err), err[-2000:]
+    assert "Traceback" not in err
+    first = json.loads(out)  # the summary is printed before the error
+    assert sum(v for st in first["stages"].values() for k, v in st.items() if k == "retry:call_failed") > 0
+    rc, stats, err = run_cli(["stats", "--config", str(cfg), "--json"], env, tmp_path, "stats")
+    assert rc == 0, err
+    funnel = {(r["stage"], r["status"], r["reason"]) for r in json.loads(stats)["funnel"]}
+    assert ("answer", "retry", "call_failed") in funnel or ("transform", "retry", "call_failed") in funnel
+    assert not {f for f in funnel if f[1] == "dropped" and f[2] == "call_failed"}, "a failing call dropped its row"
+
+    answered, _ = log.snapshot()
+    answered_ok = set(log.answered)
+    with RecordingServer(port=port, log=log):
+        rc, _out, err = run_cli(args, env, tmp_path, "retried")
+    assert rc == 0, err[-3000:]
+    assert export_digest(tmp_path / "out") == reference["digest"]
+    received, _ = log.snapshot()
+    sent_again = [k for k in answered_ok if received[k] > answered[k]]
+    assert not sent_again, f"{len(sent_again)} answered call(s) sent again"
