@@ -205,7 +205,8 @@ def _summary_text(s: dict[str, Any]) -> str:
 
 
 def _store_and_keys(args: argparse.Namespace) -> tuple[Any, Any, dict[str, str]]:
-    """Open the store read-only and use the config of its last completed run by default."""
+    """Open the store read-only and use the config of its latest run by default (finished,
+    failed or interrupted: the settings the user is building with)."""
     from flows.config import BuildConfig
     from storage.store import Store
     from tasks.registry import stage_keys
@@ -213,7 +214,7 @@ def _store_and_keys(args: argparse.Namespace) -> tuple[Any, Any, dict[str, str]]
     cfg = _load(args)
     store = Store(cfg.db_path, read_only=True)
     if not args.config:
-        row = store.query("SELECT config_json FROM runs WHERE status = 'completed' ORDER BY started_at DESC LIMIT 1")
+        row = store.query("SELECT config_json FROM runs ORDER BY started_at DESC LIMIT 1")
         if row:
             try:
                 cfg = BuildConfig.model_validate({**json.loads(row[0][0]), **_overrides(args)})
@@ -227,17 +228,21 @@ def _store_and_keys(args: argparse.Namespace) -> tuple[Any, Any, dict[str, str]]
 def _cmd_stats(args: argparse.Namespace) -> int:
     from storage.stats import format_report, funnel, response_types, token_usage
 
-    store, _cfg, keys = _store_and_keys(args)
+    from tasks.registry import pending_counts
+
+    store, cfg, keys = _store_and_keys(args)
     try:
+        pending = pending_counts(store, cfg, keys)
         if args.json:
             out = {
                 "funnel": funnel(store, keys).to_dicts(),
+                "pending": pending,
                 "response_types": response_types(store, keys).to_dicts(),
                 "tokens": token_usage(store).to_dicts(),
             }
             print(json.dumps(out, indent=2, default=str))
         else:
-            print(format_report(store, keys))
+            print(format_report(store, keys, pending))
     finally:
         store.close()
     return 0

@@ -6,6 +6,7 @@ non-zero when any check fails. Checks never print secrets (the API key is sent, 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -141,6 +142,16 @@ def check_llm(cfg: BuildConfig) -> Check:
                  f"export ${s.api_key_env}, or set llm.api_key_env to none if the endpoint needs no key")
 
 
+def _run_error(summary_json: str | None) -> str:
+    """The error a failed run recorded, in one short line."""
+    try:
+        error = str(json.loads(summary_json or "{}").get("error") or "")
+    except ValueError:
+        return ""
+    line = " ".join(error.split())
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
 def check_database(cfg: BuildConfig) -> Check:
     """The DuckDB file: open it read-only if it exists, else create a scratch one beside it."""
     import duckdb
@@ -155,6 +166,7 @@ def check_database(cfg: BuildConfig) -> Check:
             with Store(path, read_only=True) as store:
                 version = store.schema_version()
                 runs = store.query("SELECT count(*) FROM runs")[0][0]
+                last = store.query("SELECT status, summary_json FROM runs ORDER BY started_at DESC LIMIT 1")
         except StoreLocked:
             return Check("database", "warn", f"{path} is in use by another process (a running build?)",
                          "wait for it to finish, or use another --db")
@@ -163,6 +175,12 @@ def check_database(cfg: BuildConfig) -> Check:
         if not os.access(path, os.W_OK) or _not_writable_dir(path.parent):
             return Check("database", "fail", f"{path} exists but is not writable",
                          "fix its permissions or use another --db")
+        if last and last[0][0] != "completed":  # interrupted (still 'running') or failed
+            how = "was interrupted" if last[0][0] == "running" else "failed"
+            error = _run_error(last[0][1])
+            return Check("database", "warn", f"{path} (schema {version}, {runs} run(s)); the last run {how}"
+                         + (f": {error}" if error else ""),
+                         "run `codeio run` again to finish it; `codeio stats` shows what is pending")
         return Check("database", "ok", f"{path} (schema {version}, {runs} run(s))")
     problem = _not_writable_dir(path.parent)
     if problem:

@@ -157,11 +157,12 @@ def drop_examples(store: Store, keys: dict[str, str] | None = None) -> dict[tupl
     return found
 
 
-def format_report(store: Store, keys: dict[str, str] | None) -> str:
+def format_report(store: Store, keys: dict[str, str] | None, pending: dict[str, int] | None = None) -> str:
     """The plain-text report of `codeio stats`: funnel with drop reasons (and an example of
-    each), response types, tokens."""
+    each), the rows each stage has still to do (``pending``, when given), response types,
+    tokens."""
     sections = ["Funnel (rows per stage and status; drop reasons, each with an example)",
-                _funnel_text(funnel(store, keys), drop_examples(store, keys))]
+                _funnel_text(funnel(store, keys), drop_examples(store, keys), pending or {})]
     sections.append("Response types (per turn and task kind; share of that turn's attempts)")
     types = response_types(store, keys or {})
     sections.append(_response_text(types) if types.height else "  (no attempts)")
@@ -180,17 +181,27 @@ def funnel_markdown(store: Store, keys: dict[str, str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _funnel_text(frame: pl.DataFrame, examples: dict[tuple[str, str, str | None], str]) -> str:
+def _funnel_text(frame: pl.DataFrame, examples: dict[tuple[str, str, str | None], str],
+                 pending: dict[str, int]) -> str:
     rows = []
-    for stage in frame["stage"].unique(maintain_order=True):
+    stages = list(frame["stage"].unique(maintain_order=True))
+    stages += [st for st, n in pending.items() if n and st not in stages]
+    stages.sort(key=lambda st: (_rank(STAGE_ORDER, st), st))
+    for stage in stages:
         part = frame.filter(pl.col("stage") == stage)
         total = int(part["count"].sum())
         kept = int(part.filter(pl.col("status") == "ok")["count"].sum())
+        # Rows left to retry are pending too: count them once, as pending.
+        waiting = pending.get(stage, 0)
+        retry = int(part.filter(pl.col("status") == "retry")["count"].sum())
+        total += waiting - min(retry, waiting)
         rows.append([stage, "total", f"{kept} kept of {total}", str(total), ""])
         for r in part.iter_rows(named=True):
             example = " ".join(examples.get((stage, r["status"], r["reason"]), "").split())
             example = example if len(example) <= EXAMPLE_CHARS else example[: EXAMPLE_CHARS - 3] + "..."
             rows.append(["", r["status"], r["reason"] or "-", str(r["count"]), example])
+        if waiting > retry:
+            rows.append(["", "pending", "-", str(waiting - retry), "not done yet: the next run takes them up"])
     return _text_table(["stage", "status", "reason", "count", "example"], rows, right=(3,))
 
 

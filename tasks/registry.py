@@ -34,3 +34,13 @@ def stage_keys(cfg: "BuildConfig") -> dict[str, str]:
         up = keys.get(s.upstream) if s.upstream else None
         keys[s.name] = content_id(s.name, s.version, _jsonable(s.settings(cfg)), up)[:16]
     return keys
+
+
+def pending_counts(store: Any, cfg: "BuildConfig", keys: dict[str, str]) -> dict[str, int]:
+    """Per stage, the rows it would take up if a build ran now: not done yet, or left to retry
+    (what ``codeio stats`` shows as pending after an interrupted or failed run)."""
+    counts = {}
+    for s in STAGES:
+        sql, params = s.pending_sql(cfg, keys)
+        counts[s.name] = store.query(f"SELECT count(*) FROM ({sql})", params)[0][0]
+    return counts

@@ -78,6 +78,19 @@ def test_database_new_existing_and_locked(tmp_path):
     assert list(tmp_path.iterdir()) == []  # the scratch file is gone
     Store(cfg.db_path).close()
     assert check_database(cfg).status == "ok"
+    # The last run did not finish: said so, with its error when it failed.
+    with Store(cfg.db_path) as store:
+        store.start_run("r1", {})
+    interrupted = check_database(cfg)
+    assert interrupted.status == "warn" and "the last run was interrupted" in interrupted.detail
+    with Store(cfg.db_path) as store:
+        store.finish_run("r1", "failed", {"error": "3 row(s) left to retry: HTTP 500"})
+    failed = check_database(cfg)
+    assert failed.status == "warn" and "the last run failed: 3 row(s) left to retry" in failed.detail
+    with Store(cfg.db_path) as store:
+        store.start_run("r2", {})
+        store.finish_run("r2", "completed", {})
+    assert check_database(cfg).status == "ok"
     holder = subprocess.Popen(
         [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)",
          cfg.db_path],

@@ -268,6 +268,7 @@ def test_calls_that_keep_failing_are_left_to_the_next_run(prefect, corpus, refer
     funnel = {(r["stage"], r["status"], r["reason"]) for r in json.loads(stats)["funnel"]}
     assert ("answer", "retry", "call_failed") in funnel or ("transform", "retry", "call_failed") in funnel
     assert not {f for f in funnel if f[1] == "dropped" and f[2] == "call_failed"}, "a failing call dropped its row"
+    assert sum(json.loads(stats)["pending"].values()) > 0  # what the next run will take up
 
     answered, _ = log.snapshot()
     answered_ok = set(log.answered)

@@ -98,6 +98,12 @@ def test_format_report_and_markdown(store):
     assert any(line.split()[:3] == ["1", "input", "2"] and "50.0% (1)" in line for line in lines)
     assert any(line.split() == ["total", "3", "122", "4176", "1"] for line in lines)
 
+    # Rows a stage has still to do (an interrupted run, or rows left to retry) are counted in
+    # its total and shown on a line of their own; a stage with nothing done yet is listed too.
+    lines = format_report(store, KEYS, {"revise1": 4, "revise2": 0, "transform": 0}).splitlines()
+    assert any(line.split() == ["revise1", "total", "2", "kept", "of", "7", "7"] for line in lines)
+    assert any(line.split()[:3] == ["pending", "-", "4"] for line in lines)
+
     md = funnel_markdown(store, KEYS).splitlines()
     assert md[:2] == ["| stage | status | reason | count |", "|---|---|---|---:|"]
     assert md[2] == "| ingest | ok |  | 3 |"
