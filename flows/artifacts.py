@@ -20,6 +20,15 @@ import polars as pl
 from storage.stats import RESPONSE_TYPES, funnel, funnel_markdown, response_types, token_usage
 from storage.store import Store
 
+
+def calls_text(summary: dict[str, Any]) -> str:
+    """How a run summary's answers were obtained, in a few words: LLM calls sent, or answers
+    from the offline provider (which is not an LLM)."""
+    n = int(summary.get("llm_calls_sent", 0))
+    if summary.get("provider") == "offline":
+        return f"{n:,} answer(s) from the offline provider (no LLM)"
+    return f"{n:,} LLM call(s) sent"
+
 log = logging.getLogger("codeio")
 
 KEY_PREFIX = "codeio"
@@ -160,7 +169,7 @@ def summary_markdown(
     parts = [
         "# codeio build",
         f"{report.get('seconds', 0):.1f} s, {report.get('task_runs', 0)} shard task(s), "
-        f"{int(report.get('llm_calls_sent', 0))} LLM call(s) sent, {int(report.get('executions', 0))} "
+        f"{calls_text(report)}, {int(report.get('executions', 0))} "
         f"execution(s); database `{report.get('db_path', '')}`",
         "",
         "## Funnel",

@@ -170,6 +170,7 @@ class StageReport:
 class BuildReport:
     run_id: str
     db_path: str
+    provider: str = "http"
     stages: dict[str, StageReport] = field(default_factory=dict)
     exports: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
@@ -185,6 +186,7 @@ class BuildReport:
         return {
             "run_id": self.run_id,
             "db_path": self.db_path,
+            "provider": self.provider,
             "seconds": round(self.seconds, 3),
             "task_runs": self.task_runs,
             "llm_calls_sent": _count(self.counter("llm_calls_sent")),
@@ -557,7 +559,7 @@ def build(cfg: BuildConfig) -> BuildReport:
     # with one thread per core they used more CPU for the same work (bench_store.py,
     # --threads), taken from the sandbox, which runs on every core.
     store = Store(cfg.db_path, threads=1)
-    report = BuildReport(run_id=run_id, db_path=cfg.db_path)
+    report = BuildReport(run_id=run_id, db_path=cfg.db_path, provider=cfg.provider)
     _HANDOVER_RUNS.add(run_id)
     try:
         store.start_run(run_id, json.loads(cfg.model_dump_json()))

@@ -192,8 +192,10 @@ def _exported_rows(summary: dict[str, Any]) -> int | None:
 
 
 def _summary_text(s: dict[str, Any]) -> str:
+    from flows.artifacts import calls_text
+
     lines = [f"build finished in {s['seconds']:.1f}s: {s['task_runs']} shard task(s), "
-             f"{int(s['llm_calls_sent'])} LLM call(s) sent, {int(s['executions'])} execution(s)"]
+             f"{calls_text(s)}, {int(s['executions'])} execution(s)"]
     for name, st in s["stages"].items():
         extra = ", ".join(f"{k} {int(v)}" for k, v in sorted(st.items())
                           if k not in ("shards", "rows_in", "seconds", "cpu_seconds", "sandbox_cpu_seconds") and not k.startswith(("pair_drop", "verdict")))
@@ -311,6 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         _fail("codeio: interrupted (completed work is saved; run again to resume)", exc)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`codeio stats | head`): stop quietly, as tools killed by
+        # SIGPIPE do, and keep the exit's flush of stdout from failing again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except OSError as exc:
         _fail(f"codeio: error: {_one_line(exc)}", exc)
         return EXIT_FAILED

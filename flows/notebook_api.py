@@ -72,7 +72,9 @@ class BuildResult:
         parts = [chain or "nothing built", f"{self.samples.height:,} CODEI/O++ samples"]
         s = self.summary
         if "seconds" in s:
-            parts.append(f"{s['seconds']:.1f} s, {int(s.get('llm_calls_sent', 0)):,} LLM calls sent, "
+            from flows.artifacts import calls_text
+
+            parts.append(f"{s['seconds']:.1f} s, {calls_text(s)}, "
                          f"{int(s.get('executions', 0)):,} executions")
         return " · ".join(parts)
 

@@ -154,3 +154,10 @@ def test_an_api_error_does_not_fail_the_caller(monkeypatch, built):
             return artifacts.publish_stage_progress("answer", 1, 2), artifacts.publish_summary(store, stage_keys(cfg), report)
 
     assert probe() == (None, {})
+
+
+def test_answers_of_the_offline_provider_are_not_called_llm_calls():
+    from flows.artifacts import calls_text
+
+    assert calls_text({"llm_calls_sent": 1200, "provider": "http"}) == "1,200 LLM call(s) sent"
+    assert calls_text({"llm_calls_sent": 26, "provider": "offline"}) == "26 answer(s) from the offline provider (no LLM)"

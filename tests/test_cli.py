@@ -161,3 +161,29 @@ def test_a_build_that_exports_nothing_says_so(tmp_path):
     assert res.stderr.rstrip().splitlines()[-1] == (
         "codeio: warning: the export holds no samples; `codeio stats` shows where the rows were dropped")
     assert json.loads((tmp_path / "export" / "stats.json").read_text())["files"]["codeio.jsonl"] == 0
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path, monkeypatch, capsys):
+    # `codeio stats | head`: writing to a closed pipe is not an error worth a message.
+    from flows.cli import main
+    from storage.store import Store
+
+    spare = os.open(os.devnull, os.O_WRONLY)  # stands for the pipe's descriptor
+
+    class ClosedPipe:
+        def write(self, _text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            pass
+
+        def fileno(self) -> int:
+            return spare
+
+    try:
+        Store(tmp_path / "c.duckdb").close()
+        monkeypatch.setattr(sys, "stdout", ClosedPipe())
+        assert main(["stats", "--db", str(tmp_path / "c.duckdb")]) == 141
+    finally:
+        os.close(spare)
+    assert capsys.readouterr().err == ""
