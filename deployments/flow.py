@@ -128,12 +128,26 @@ def scan_sources(cfg: BuildConfig) -> PendingWork:
             reason = "last build interrupted"
         elif last[0][0] != "completed":
             reason = f"last build {last[0][0]}"
-        elif json.loads(last[0][1]) != json.loads(cfg.model_dump_json()):
+        elif _output_settings(last[0][1]) != _output_settings(cfg):
             reason = "settings changed"
         new = 0
         for chunk in _chunked(_ingest_ids(cfg, ingest_mod), _ID_CHUNK):
             new += len(chunk) - len(store.known_ids("ingest_log", chunk))
     return PendingWork(new, reason)
+
+
+def _output_settings(cfg: BuildConfig | str) -> Any:
+    """What a config's outputs depend on: every stage's key (it covers the settings that
+    change the stage's rows), the sources, and where and how the export is written. Shard
+    sizes, parallelism, timeouts and the like change how a build runs, not what it makes."""
+    from tasks.registry import stage_keys
+
+    if isinstance(cfg, str):
+        try:
+            cfg = BuildConfig.model_validate(json.loads(cfg))
+        except (ValueError, TypeError):  # a config of an older shape: treat it as changed
+            return None
+    return (stage_keys(cfg), [s.model_dump() for s in cfg.sources], cfg.output_dir, cfg.export.model_dump())
 
 
 def _ingest_ids(cfg: BuildConfig, ingest_mod: Any) -> Iterator[str]:
@@ -234,9 +248,16 @@ def codeio(
         api_key_env=api_key_env, revision_turns=revision_turns, export_mode=export_mode,
         shard_size=shard_size, max_parallel_shards=max_parallel_shards,
     )
-    from flows.build import run_build
-
     with store_lock(cfg.db_path):
+        return build_unless_idle(cfg, only_if_new, logger)
+
+
+def build_unless_idle(cfg: BuildConfig, only_if_new: bool, logger: Any) -> dict[str, Any]:
+    """The build, or with ``only_if_new`` a skip when nothing is new or the database is busy."""
+    from flows.build import run_build
+    from storage.store import StoreLocked
+
+    try:
         if only_if_new:
             pending = scan_sources(cfg)
             if not pending.due:
@@ -245,4 +266,11 @@ def codeio(
             logger.info("%d new item(s)%s; building", pending.new_items,
                         f" ({pending.reason})" if pending.reason else "")
         summary = run_build(cfg)
+    except StoreLocked as exc:
+        if not only_if_new:
+            raise
+        # A build outside the served deployments (`codeio run`) holds the database: a
+        # scheduled ingest waits for its next turn rather than failing.
+        logger.warning("%s; this scheduled ingest is skipped, the next one catches up", exc)
+        return {"skipped": True, "busy": True, "db_path": cfg.db_path}
     return {"skipped": False, **summary}

@@ -119,8 +119,11 @@ def test_scan_finds_new_and_unfinished_work(tmp_path):
     assert not scan_sources(cfg).due
     shutil.copy(sorted(SAMPLE_CORPUS.glob("*.py"))[5], corpus / "new.py")
     assert scan_sources(cfg).new_items == 1
-    other = cfg.model_copy(update={"shard_size": 7})
     (corpus / "new.py").unlink()
+    # How a build runs (shard sizes, parallelism) is not a reason to build again; what it
+    # makes (the model, say) is.
+    assert not scan_sources(cfg.model_copy(update={"shard_size": 7, "max_parallel_shards": 5})).due
+    other = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"model": "another-model"}), "provider": "http"})
     assert scan_sources(other).reason == "settings changed"
 
 
@@ -240,3 +243,26 @@ def test_serve_exports_beside_its_database_and_kind_needs_a_corpus(tmp_path):
     for flags in (["--kind", "curated"], ["--unified"]):
         with pytest.raises(UserError, match="describe --corpus, which is not given"):
             deployment_parameters(parser.parse_args(flags))
+
+
+def test_a_scheduled_ingest_skips_a_database_another_build_holds(tmp_path):
+    import logging
+
+    from deployments.flow import build_unless_idle
+    from storage.store import Store
+
+    cfg = BuildConfig.model_validate({"sources": [{"path": str(_corpus(tmp_path, 1)), "kind": "mixed"}],
+                                      "db_path": str(tmp_path / "db" / "c.duckdb")})
+    Store(cfg.db_path).close()
+    holder = subprocess.Popen(  # `codeio run` holding the database
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+         "time.sleep(60)", cfg.db_path],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = build_unless_idle(cfg, True, logging.getLogger("test"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result == {"skipped": True, "busy": True, "db_path": cfg.db_path}
