@@ -4,12 +4,12 @@ The input generator runs up to ``generator_calls`` times in one sandbox child; d
 that pass the size check are run through the entry point, each call in a fresh fork; outputs
 that pass the size check and are not None are kept up to the source's cap. Pairs whose output
 no kept pair has yet come first: a function whose first candidates all return ``false`` would
-otherwise teach a constant, so more candidates (up to ``distinct_outputs_search`` times the cap)
-are run looking for other outputs before repeated ones fill the cap (recorded pairs of
-imported functions are kept as recorded). Every kept pair is
+otherwise teach a constant, so more candidates (up to ``distinct_outputs_search`` times the
+cap) are run looking for other outputs before repeated ones fill the cap. Every kept pair is
 then re-run in a worker with another hash seed, and a function whose outputs differ is dropped
 as non-deterministic. Imported functions bring recorded pairs, which are re-executed the same
-way: a recorded output that does not reproduce drops that pair.
+way and kept as recorded (repeated outputs too): a recorded output that does not reproduce
+drops that pair.
 """
 
 from __future__ import annotations
