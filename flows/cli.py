@@ -229,7 +229,6 @@ def _store_and_keys(args: argparse.Namespace) -> tuple[Any, Any, dict[str, str]]
 
 def _cmd_stats(args: argparse.Namespace) -> int:
     from storage.stats import format_report, funnel, response_types, token_usage
-
     from tasks.registry import pending_counts
 
     store, cfg, keys = _store_and_keys(args)
