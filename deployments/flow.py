@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 from prefect import flow, get_run_logger
 from pydantic import Field
 
-from flows.config import BuildConfig, load_config
+from flows.config import BuildConfig, default_output_dir, load_config
 from flows.errors import UserError
 from llm.settings import LLMSettings
 
@@ -79,7 +79,7 @@ def form_parameters(cfg: BuildConfig, config_file: str = "", corpus: list[str] |
         "config_file": config_file,
         "db_path": cfg.db_path,
         # Shown empty when it is the default beside the database: it then follows db_path.
-        "output_dir": "" if _beside(cfg.db_path, cfg.output_dir) else cfg.output_dir,
+        "output_dir": "" if Path(cfg.output_dir) == Path(default_output_dir(cfg.db_path)) else cfg.output_dir,
         "provider": cfg.provider,
         "base_url": cfg.llm.base_url,
         "model": cfg.llm.model,
@@ -89,10 +89,6 @@ def form_parameters(cfg: BuildConfig, config_file: str = "", corpus: list[str] |
         "shard_size": cfg.shard_size,
         "max_parallel_shards": cfg.max_parallel_shards,
     }
-
-
-def _beside(db_path: str, output_dir: str) -> bool:
-    return Path(output_dir) == Path(db_path).parent / "export"
 
 
 @dataclass(frozen=True)

@@ -591,11 +591,14 @@ def build(cfg: BuildConfig) -> BuildReport:
 
 def _left_to_retry(store: Store, keys: dict[str, str]) -> tuple[int, str] | None:
     """Rows of this build whose outcome is ``retry``, and one of their details."""
-    where = " OR ".join("(stage = ? AND config_key = ?)" for _ in keys)
+    from storage.stats import outcomes_condition
+
+    where = outcomes_condition(keys)
+    if where is None:
+        return None
     n, example = store.query(
         f"SELECT count(*), min_by(stage || ' ' || item_id[:12] || ': ' || coalesce(detail, ''), item_id) "
-        f"FROM stage_outcomes WHERE status = 'retry' AND ({where})",
-        [v for pair in keys.items() for v in pair])[0]
+        f"FROM stage_outcomes WHERE status = 'retry' AND {where[0]}", where[1])[0]
     return (n, example) if n else None
 
 

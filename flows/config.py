@@ -86,6 +86,11 @@ class ExportSettings(_Strict):
     ngram: int = Field(default=13, ge=3)
 
 
+def default_output_dir(db_path: str) -> str:
+    """Where a build exports when no output_dir is set: ``export/`` beside its database."""
+    return str(Path(db_path).parent / "export")
+
+
 class BuildConfig(_Strict):
     """Everything a build depends on. Unknown keys are errors."""
 
@@ -117,7 +122,7 @@ class BuildConfig(_Strict):
         """Without its own output_dir, a build exports next to its database (``export/`` in
         the database's directory): two builds with their own --db do not share one export."""
         if isinstance(data, dict) and data.get("db_path") and data.get("output_dir") is None:
-            return {**data, "output_dir": str(Path(data["db_path"]).parent / "export")}
+            return {**data, "output_dir": default_output_dir(data["db_path"])}
         return data
 
     @field_validator("sources")

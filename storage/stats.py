@@ -61,14 +61,14 @@ def funnel(store: Store, keys: dict[str, str] | None = None) -> pl.DataFrame:
         ("ingest", status, reason, n)
         for status, reason, n in store.query("SELECT status, reason, count(*) FROM ingest_log GROUP BY ALL")
     ]
-    where = _outcomes_of(keys)
+    where = outcomes_condition(keys)
     if where is not None:
         rows += store.query(f"SELECT stage, status, reason, count(*) FROM stage_outcomes WHERE {where[0]} "
                             "GROUP BY ALL", where[1])
     return _funnel_frame(rows)
 
 
-def _outcomes_of(keys: dict[str, str] | None) -> tuple[str, list[Any]] | None:
+def outcomes_condition(keys: dict[str, str] | None) -> tuple[str, list[Any]] | None:
     """The stage_outcomes condition (and its parameters) for the stages' config keys: every
     outcome with None, none (None returned) when no stage but ingest has a key."""
     if keys is None:
@@ -147,7 +147,7 @@ def drop_examples(store: Store, keys: dict[str, str] | None = None) -> dict[tupl
             "SELECT status, reason, min(locator), min_by(detail, locator) FROM ingest_log "
             "WHERE status <> 'ok' GROUP BY ALL")
     }
-    where = _outcomes_of(keys)
+    where = outcomes_condition(keys)
     if where is None:
         return found
     for stage, status, reason, item, detail in store.query(
