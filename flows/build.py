@@ -427,9 +427,10 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
     # Rows a run left to retry (their LLM calls failed on transient errors) are pending again.
     # A shard holding any of them runs again even if Prefect has its result cached: that
     # result is the one that left them to retry.
-    retry_ids = {r[0] for r in store.query(
-        "SELECT item_id FROM stage_outcomes WHERE stage = ? AND config_key = ? AND status = 'retry'",
-        [stage.name, key])}
+    failed_before: dict[str, int] = dict(store.query(
+        "SELECT item_id, coalesce(failed_runs, 1) FROM stage_outcomes WHERE stage = ? AND config_key = ? "
+        "AND status = 'retry'", [stage.name, key]))
+    retry_ids = failed_before.keys()
     rerun_fn = stage_shard.with_options(retries=cfg.task_retries, refresh_cache=True)
 
     def shards() -> Iterator[tuple[str, list[dict], dict[str, Any]]]:
@@ -466,6 +467,8 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
 
     def on_done(finished: list[tuple[ShardResult, dict[str, Any]]]) -> None:
         nonlocal done
+        for result, _extra in finished:
+            _count_failed_runs(result, failed_before, cfg.llm.give_up_after_runs)
         store.write_shards([result for result, _extra in finished])  # one commit for all of them
         for result, extra in finished:
             if extra.get("journal"):
@@ -501,6 +504,24 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
     rep.seconds += time.perf_counter() - t0
     rep.cpu_seconds += time.process_time() - c0
     rep.sandbox_cpu_seconds += sandbox_cpu_seconds() - s0
+
+
+def _count_failed_runs(result: ShardResult, failed_before: dict[str, int], give_up_after: int) -> None:
+    """Number the runs in a row that have left each of ``result``'s rows to retry, and drop a
+    row (reason unchanged, the count in its detail) once that reaches ``give_up_after``."""
+    if not any(o.status == "retry" for o in result.outcomes):
+        return
+    outcomes = []
+    for o in result.outcomes:
+        if o.status == "retry":
+            runs = failed_before.get(o.item_id, 0) + 1
+            if runs >= give_up_after:
+                detail = f"failed in {runs} runs in a row, given up (llm.give_up_after_runs); last: {o.detail or ''}"
+                o = o.model_copy(update={"status": "dropped", "detail": detail[:300], "failed_runs": runs})
+            else:
+                o = o.model_copy(update={"failed_runs": runs})
+        outcomes.append(o)
+    result.outcomes = outcomes
 
 
 def merge_journals(store: Store, cfg: BuildConfig) -> int:

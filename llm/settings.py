@@ -28,6 +28,11 @@ class LLMSettings(BaseModel):
     backoff_base_s: float = Field(1.0, ge=0)
     backoff_max_s: float = Field(60.0, ge=0)
     max_consecutive_failures: int = Field(100, ge=1)
+    # A call that fails on transient errors (429, 5xx, timeouts) until max_retries runs out
+    # leaves its row pending for the next run; after this many runs in a row the row is
+    # dropped (reason call_failed), so a request the endpoint never answers does not fail
+    # every scheduled run.
+    give_up_after_runs: int = Field(3, ge=1)
     extra_body: dict = {}
     price_per_1k_prompt: float | None = Field(None, ge=0)
     price_per_1k_completion: float | None = Field(None, ge=0)

@@ -187,12 +187,14 @@ class Outcome(Record):
     """A stage's verdict on one of its input rows: kept, dropped with a reason, or ``retry``:
     not done this time for a passing reason (an LLM call that failed on transient errors after
     all its retries), so the row is pending again for the next run, which replaces this
-    outcome with its own."""
+    outcome with its own. ``failed_runs``: for ``retry`` (and a row dropped after too many),
+    how many runs in a row have left the row so."""
 
     item_id: str
     status: Literal["ok", "dropped", "retry"]
     reason: str | None = None
     detail: str | None = None
+    failed_runs: int | None = None
 
 
 class ShardResult(BaseModel):

@@ -215,6 +215,7 @@ class Store:
             "status": [o.status for r in results for o in r.outcomes],
             "reason": [o.reason for r in results for o in r.outcomes],
             "detail": [o.detail for r in results for o in r.outcomes],
+            "failed_runs": pa.array([o.failed_runs for r in results for o in r.outcomes], pa.int32()),
         })
         items: dict[tuple[str, str], list[str]] = {}
         for r in results:

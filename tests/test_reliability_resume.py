@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from llm.testserver import Fault
+from storage.store import Store
 from reliability_helpers import (
     CLIRun,
     PrefectServer,
@@ -279,3 +280,42 @@ def test_calls_that_keep_failing_are_left_to_the_next_run(prefect, corpus, refer
     received, _ = log.snapshot()
     sent_again = [k for k in answered_ok if received[k] > answered[k]]
     assert not sent_again, f"{len(sent_again)} answered call(s) sent again"
+
+
+def test_a_call_that_fails_every_run_is_given_up(prefect, corpus, tmp_path):
+    """A request the endpoint never answers (HTTP 500 on every attempt of every run) keeps
+    its row pending for ``llm.give_up_after_runs`` runs; the run that reaches the limit drops
+    the row with reason call_failed and the count in its detail, and ends with exit 0, so a
+    scheduled ingest does not fail forever on it. Nothing else is sent twice."""
+    from reliability_helpers import body_key, llm_script
+
+    def poisoned(body: dict) -> str | dict:
+        if int(body_key(body)[:8], 16) % 5 == 0:
+            return {"error": "this request fails every time"}
+        return llm_script(body)
+
+    log = ServerLog()
+    env = cli_env(tmp_path / "prefect", prefect.api_url)
+    with RecordingServer(script=poisoned, log=log) as server:
+        cfg = write_config(tmp_path / "build.json", http_config(
+            tmp_path, corpus, server.base_url,
+            llm={"max_retries": 0, "backoff_base_s": 0.01, "backoff_max_s": 0.05, "give_up_after_runs": 2}))
+        args = ["run", "--config", str(cfg), "--json"]
+        rc, _out, err = run_cli(args, env, tmp_path, "first")
+        assert rc == 1 and "left to retry" in one_line_error(err), err[-2000:]
+        after_first, _ = log.snapshot()
+        answered = set(log.answered)
+        rc, out, err = run_cli(args, env, tmp_path, "second")
+        assert rc == 0, err[-3000:]
+        received, _ = log.snapshot()
+    summary = json.loads(out)
+    dropped = sum(st.get("dropped:call_failed", 0) for st in summary["stages"].values())
+    assert dropped > 0
+    assert not any(st.get("retry:call_failed") for st in summary["stages"].values())
+    assert not [k for k in answered if received[k] > after_first[k]], "an answered call was sent again"
+    with Store(tmp_path / "db" / "codeio.duckdb", read_only=True) as store:
+        rows = store.query("SELECT status, failed_runs, detail FROM stage_outcomes WHERE reason = 'call_failed'")
+    assert rows and all(s == "dropped" and n == 2 and "2 runs" in d for s, n, d in rows), rows[:3]
+    rc, stats, err = run_cli(["stats", "--config", str(cfg), "--json"], env, tmp_path, "stats")
+    assert rc == 0, err
+    assert sum(json.loads(stats)["pending"].values()) == 0

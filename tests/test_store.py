@@ -105,8 +105,9 @@ def test_schema_1_database_is_migrated_with_its_rows(tmp_path):
     con.execute("INSERT INTO stage_outcomes (stage, config_key, item_id, status) VALUES ('sample_io', 'k1', 'f1', 'ok')")
     con.close()
     with Store(path) as s:
-        assert s.schema_version() == 2
+        assert s.schema_version() == 3
         assert s.query("SELECT id, config_key, function_id FROM io_pairs") == [("p1", "k1", "f1")]
+        assert s.query("SELECT status, failed_runs FROM stage_outcomes") == [("ok", None)]
         keyed = {r[0] for r in s.query("SELECT table_name FROM information_schema.table_constraints "
                                        "WHERE constraint_type = 'PRIMARY KEY'")}
         assert not keyed & {"io_pairs", "prediction_tasks", "attempts", "stage_outcomes"}
