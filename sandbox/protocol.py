@@ -22,6 +22,10 @@ from .records import CHILD_STATUSES
 _LENGTH = struct.Struct("<I")
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
 MAX_FRAME_BYTES = 1 << 30
+#: Deepest nesting a child's message may have: beyond what the child's own conversion can
+#: produce (``values._MAX_CONVERT_DEPTH``), and well within what ``json`` decodes and encodes
+#: again without a RecursionError in the worker and in the pool.
+MAX_MESSAGE_DEPTH = 520
 
 
 class ChannelClosed(Exception):
@@ -63,8 +67,8 @@ class FrameReader:
         del self.buffer[: _LENGTH.size + length]
         try:
             message = decode_frame_body(body)
-        except ValueError as exc:
-            raise ChannelClosed(f"undecodable frame: {exc}") from exc
+        except (ValueError, RecursionError) as exc:
+            raise ChannelClosed(f"undecodable frame: {type(exc).__name__}") from exc
         if not isinstance(message, dict):
             raise ChannelClosed("frame is not an object")
         return message
@@ -98,10 +102,7 @@ def decode_frame_body(body: bytes) -> Any:
 
 def parse_child_message(data: bytes | bytearray) -> dict[str, Any] | None:
     """A child's message as ``{"s": status, "v": value}`` or ``{"s", "t", "m"}``; None if malformed."""
-    try:
-        message = json.loads(bytes(data).decode("utf-8"))
-    except ValueError:
-        return None
+    message = _decode_untrusted(data)
     if not isinstance(message, dict) or message.get("s") not in CHILD_STATUSES:
         return None
     if message["s"] == "ok":
@@ -118,10 +119,40 @@ def parse_generated_line(line: bytes) -> dict[str, Any] | None:
     message = parse_child_message(line)
     if message is not None:
         return message
-    try:
-        short = json.loads(line.decode("utf-8"))
-    except ValueError:
-        return None
+    short = _decode_untrusted(line)
     if isinstance(short, dict) and short.keys() == {"s"} and short["s"] in CHILD_STATUSES - {"ok"}:
         return short
     return None
+
+
+class _Malformed:
+    """What ``_decode_untrusted`` returns for bytes that are not an acceptable JSON text."""
+
+
+def _decode_untrusted(data: bytes | bytearray) -> Any:
+    """A child's JSON text decoded, or a ``_Malformed`` instance: never raises. A hostile child
+    can write any bytes on its result pipe; nesting deep enough to exhaust ``json``'s
+    recursion limit (a RecursionError, not a ValueError) once killed the worker."""
+    raw = bytes(data)
+    try:
+        if raw.count(b"[") + raw.count(b"{") > MAX_MESSAGE_DEPTH and _nesting(raw) > MAX_MESSAGE_DEPTH:
+            return _Malformed()
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError, MemoryError):
+        return _Malformed()
+
+
+def _nesting(raw: bytes) -> int:
+    """Deepest bracket nesting of a JSON text, brackets inside strings not counted."""
+    deepest = depth = 0
+    for token in _STRUCTURE.finditer(raw):
+        char = token.group()
+        if char in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+_STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')

@@ -146,6 +146,7 @@ class Worker:
         }
 
     def serve(self) -> None:
+        pool_gone = False
         try:
             write_frame(self.replies_fd, {"type": "ready", "pid": self.pid, "uid": self.uid,
                                           "unique_uid": self.unique_uid, "isolation": self.isolation})
@@ -156,7 +157,7 @@ class Worker:
                 elif request["type"] == "generate":
                     self._serve_generate(request)
         except ChannelClosed:
-            pass
+            pool_gone = True
         finally:
             self._kill_descendants()
             if self.tmpfs and os.path.ismount(self.workdir):
@@ -165,10 +166,11 @@ class Worker:
                 isolation.remove_tree(self.workdir)
             except OSError:
                 _remove_as_root(self.workdir)
-            try:  # the last worker out removes the pool's temp root, even if the pool was killed
-                os.rmdir(os.path.dirname(self.workdir))
-            except OSError:
-                pass
+            if pool_gone:  # the last worker out removes the pool's temp root, even if the pool was killed
+                try:  # (not a worker that failed: the pool lives on and starts others in that root)
+                    os.rmdir(os.path.dirname(self.workdir))
+                except OSError:
+                    pass
 
     # -- requests ----------------------------------------------------------------------------
 

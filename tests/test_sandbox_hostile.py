@@ -320,3 +320,41 @@ def test_signal_games_stop_at_the_hard_cpu_limit(pool):
     assert result.status == "timeout", result
     assert result.cpu_seconds >= LIMITS.cpu_seconds
     assert_healthy(pool)
+
+
+FORGE_DEEP_MESSAGE = (
+    "import os, struct\n"
+    "def main_solution(x):\n"
+    "    payload = b'[' * 50000\n"
+    "    fds = [int(fd) for fd in os.listdir('/proc/self/fd') if int(fd) >= 1000]\n"
+    "    if 1010 in fds:  # a child: its result pipe\n"
+    "        os.write(1010, payload)\n"
+    "    else:  # the last call, run in the job process: a result frame on its control pipe\n"
+    "        os.write(fds[0], struct.pack('<BiiBdI', 3, x, 0, 0, 0.0, len(payload)) + payload)\n"
+    "    os._exit(0)\n"
+)
+
+
+def test_a_message_nested_too_deep_for_json_is_a_crash_of_the_call_alone(pool):
+    before = pool.worker_pids
+    for _ in range(3):  # once killed the worker, and the last worker out took the temp root
+        results = pool.run(FORGE_DEEP_MESSAGE, [{"x": 0}, {"x": 1}])
+        assert [r.status for r in results] == ["crashed", "crashed"], results
+        assert all(r.error_type == "Crashed" for r in results), results
+    generated = pool.generate(FORGE_DEEP_MESSAGE.replace("(x)", "(x=0)").replace("payload)", "payload + b'\\n')"), entry="main_solution", count=1)
+    assert generated.status == "crashed" and generated.values == []
+    assert pool.worker_pids == before
+    assert_healthy(pool)
+
+
+def test_a_worker_that_fails_leaves_the_temp_root_to_its_replacement():
+    with SandboxPool(workers=1, limits=LIMITS) as pool:
+        (worker,) = pool.worker_pids
+        os.kill(worker, signal.SIGINT)  # KeyboardInterrupt: the worker ends through its clean-up
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and Path(f"/proc/{worker}").exists() and \
+                Path(f"/proc/{worker}/stat").read_text().split(") ")[1][0] != "Z":
+            time.sleep(0.05)
+        assert Path(pool.temp_root).is_dir()
+        pool.run(GOOD, [{"x": 1}])  # finds the worker gone
+        assert_healthy(pool)
