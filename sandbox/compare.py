@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .values import to_json_value
+from .values import NotJSONError, to_json_value
 
 
 def outputs_match(expected: Any, actual: Any, rel_tol: float = 1e-3, abs_tol: float = 1e-9) -> bool:
@@ -18,7 +18,11 @@ def outputs_match(expected: Any, actual: Any, rel_tol: float = 1e-3, abs_tol: fl
     matches NaN and an infinity only the infinity of the same sign. A value the policy cannot
     convert raises ``NotJSONError`` rather than comparing unequal.
     """
-    return _match(to_json_value(expected), to_json_value(actual), rel_tol, abs_tol)
+    a, b = to_json_value(expected), to_json_value(actual)
+    try:
+        return _match(a, b, rel_tol, abs_tol)
+    except RecursionError:
+        raise NotJSONError("nested too deep to compare") from None
 
 
 def _match(a: Any, b: Any, rel_tol: float, abs_tol: float) -> bool:

@@ -105,7 +105,10 @@ class OutputLimitError(ValueError):
 
 def to_json_value(obj: Any) -> Any:
     """The JSON-compatible form of ``obj`` under the module's policy; ``NotJSONError`` if none."""
-    return _Converter(None).convert(obj, 0)
+    try:
+        return _Converter(None).convert(obj, 0)
+    except RecursionError:  # nesting within _MAX_CONVERT_DEPTH may still exhaust a deep stack
+        raise NotJSONError("nested too deep to convert") from None
 
 
 def canonical_json(value: Any) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from prompts.answers import check_input_keys, extract_answer
 from prompts.render import render_feedback
-from sandbox import Job, Limits, SandboxPool, outputs_match
+from sandbox import Job, Limits, NotJSONError, SandboxPool, outputs_match, to_json_value
 
 
 @dataclass
@@ -47,13 +47,23 @@ def check_without_running(it: VerifyItem) -> Verdict | dict[str, Any]:
         return Verdict("no_answer", None, "no_answer", render_feedback("no_answer"))
     if ex.status != "ok":
         return Verdict(ex.status, None, "bad_format", _bad_format(it, ex.detail or "unreadable answer"))
+    # An answer the sandbox's JSON policy cannot take (nested hundreds of levels deep) is a
+    # format error of that answer: raising here would fail the whole shard, on every retry.
     if it.kind == "output":
-        if outputs_match(it.given_output, ex.value):
+        try:
+            matched = outputs_match(it.given_output, ex.value)
+        except NotJSONError as exc:
+            return Verdict("bad_format", None, "bad_format", _bad_format(it, f"the answer is not usable: {exc}"))
+        if matched:
             return Verdict("ok", ex.value, "correct", render_feedback("correct"))
         return Verdict("ok", ex.value, "wrong", render_feedback("wrong", kind="output", predicted=ex.value))
     problem = check_input_keys(ex.value, it.arg_names)
     if problem:
         return Verdict("bad_format", ex.value, "bad_format", _bad_format(it, problem))
+    try:
+        to_json_value(ex.value)
+    except NotJSONError as exc:
+        return Verdict("bad_format", None, "bad_format", _bad_format(it, f"the input is not usable: {exc}"))
     return ex.value
 
 

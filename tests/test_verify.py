@@ -76,3 +76,15 @@ def test_verdicts_do_not_depend_on_order(pool):
     first, _ = verify_batch(items, pool, Limits(cpu_seconds=0.5))
     second, _ = verify_batch(list(reversed(items)), pool, Limits(cpu_seconds=0.5))
     assert [v.verdict for v in first] == [v.verdict for v in reversed(second)] == ["correct", "wrong", "exception", "correct"]
+
+
+@pytest.mark.parametrize("depth", [600, 900])
+def test_an_answer_nested_too_deep_is_a_format_error_not_a_failed_shard(pool, depth):
+    """A response the answer parser reads (JSON nests that deep) but the sandbox's JSON policy
+    cannot take once raised from verification, failing the shard on every retry."""
+    deep = "[" * depth + "1" + "]" * depth
+    items = [item("output", '{"output": %s}' % deep, given_output=1.0),
+             item("input", '{"input": {"x": %s, "scale": 1}}' % deep, given_output=1.0)]
+    verdicts, executions = verify_batch(items, pool, Limits(cpu_seconds=0.5))
+    assert [v.verdict for v in verdicts] == ["bad_format", "bad_format"] and executions == 0
+    assert [verify_one(it, pool, Limits(cpu_seconds=0.5))[0] for it in items] == verdicts
