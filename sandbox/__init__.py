@@ -4,8 +4,8 @@ Process model (each level a fork of the one above, except the worker, which is s
 
     pool (P, the pipeline's process)
      └─ worker W  "sandbox-worker": one per core; `python -s -P -B` with a clean environment
-        │   (PATH, PYTHONHASHSEED, TZ=UTC, LANG, *_NUM_THREADS=1); own network and mount
-        │   namespaces; modules preloaded; trusted: it never runs user code
+        │   (PATH, PYTHONHASHSEED, TZ=UTC, LANG, *_NUM_THREADS=1); own network, mount and
+        │   IPC namespaces (SysV IPC off in it); modules preloaded; trusted: it never runs user code
         └─ job process J  "sandbox-job": one per job; confines itself, then compiles and
            │   runs the program once, and runs the job's last call itself (below)
            └─ call child C  "sandbox-call": one per call but the last: entry(**call) in a

@@ -185,6 +185,7 @@ def _confine_job_process(spec: JobSpec) -> None:
         (resource.RLIMIT_NOFILE, (limits.open_files, JOB_FD_LIMIT)),  # J raises its soft limit later
         (resource.RLIMIT_NPROC, (limits.processes, limits.processes)),
         (resource.RLIMIT_CORE, (0, 0)),
+        (resource.RLIMIT_MSGQUEUE, (0, 0)),  # no POSIX message queue: state no fork would reset
     ):
         _setrlimit(rlimit, value)
     chdir(spec.workdir)

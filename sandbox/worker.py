@@ -94,6 +94,9 @@ class Worker:
         self.unique_uid = False
         self.tmpfs = False
         if os.geteuid() == 0:
+            problem = isolation.enter_ipc_namespace()
+            if problem:
+                notes.append(f"children may share System V IPC objects with each other and the host: {problem}")
             interpreter = _interpreter_paths()
             problem = isolation.enter_mount_namespace()
             if problem is None:

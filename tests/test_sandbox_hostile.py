@@ -358,3 +358,29 @@ def test_a_worker_that_fails_leaves_the_temp_root_to_its_replacement():
         assert Path(pool.temp_root).is_dir()
         pool.run(GOOD, [{"x": 1}])  # finds the worker gone
         assert_healthy(pool)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="IPC namespaces need root")
+def test_no_ipc_object_is_shared_between_calls_or_outlives_the_pool():
+    code = (
+        "import ctypes, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "libc.shmat.restype = ctypes.c_void_p\n"
+        "libc.mq_open.restype = ctypes.c_int\n"
+        "def main_solution(op):\n"
+        "    if op == 'store':\n"
+        "        shm = libc.shmget(0x0C0DE11, 1 << 20, 0o1666)\n"
+        "        msg = libc.msgget(0x0C0DE12, 0o1666)\n"
+        "        mq = libc.mq_open(b'/codeio-probe', os.O_CREAT | os.O_RDWR, 0o666, None)\n"
+        "        return [shm >= 0, msg >= 0, mq >= 0]\n"
+        "    return [libc.shmget(0x0C0DE11, 0, 0) >= 0, libc.msgget(0x0C0DE12, 0) >= 0,\n"
+        "            libc.mq_open(b'/codeio-probe', os.O_RDWR, 0, None) >= 0]\n"
+    )
+    def host_objects() -> list[str]:
+        return [line for name in ("shm", "msg") for line in Path(f"/proc/sysvipc/{name}").read_text().splitlines()
+                if line.split()[:1] in (["12639761"], ["12639762"])]  # the keys, in decimal
+    with SandboxPool(workers=1, limits=LIMITS) as pool:
+        results = pool.run(code, [{"op": "store"}, {"op": "load"}]) + pool.run(code, [{"op": "load"}])
+        assert [(r.status, r.value) for r in results] == [("ok", [False, False, False])] + [("ok", [False] * 3)] * 2
+        assert host_objects() == []
+    assert host_objects() == []
