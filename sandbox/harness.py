@@ -359,6 +359,7 @@ def _run_child(spec: JobSpec, index: int, ruleset: int, cpu_seconds: float, wall
     """Fork C for ``body``, relay its output while it runs, kill what it leaves, report."""
     result_r, result_w = pipe()
     stdio_r, stdio_w = pipe() if spec.limits.stdio_bytes else (-1, -1)
+    reaped_before = _children_cpu()
     pid = fork()
     if pid == 0:
         _child(spec, ruleset, cpu_seconds, result_w, stdio_w, body)
@@ -368,6 +369,10 @@ def _run_child(spec: JobSpec, index: int, ruleset: int, cpu_seconds: float, wall
     relay = _Relay(spec, index, result_r, stdio_r)
     wait_status, cpu, flags = relay.until_exit(pid, wall_seconds)
     _sweep(spec)  # after this no process can hold the pipes' write ends: drain them to the end
+    # The call's CPU is its whole tree's: C and what C waited for (in C's rusage), and the
+    # processes it left, which J reaped as their subreaper. Helpers nobody waits for would
+    # otherwise compute beyond the limit unseen, and the verdict would depend on the load.
+    cpu = max(cpu, _children_cpu() - reaped_before)
     relay.drain()
     _send(spec, CALL_DONE, index, wait_status, flags, cpu)
 
@@ -462,6 +467,12 @@ def _child(spec: JobSpec, ruleset: int, cpu_seconds: float, result_w: int, stdio
         status = EXIT_SENT
     finally:
         _exit(status)
+
+
+def _children_cpu() -> float:
+    """CPU seconds of every descendant this process has reaped (itself or as their subreaper)."""
+    usage = _getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _limit_cpu(cpu_seconds: float, used: float) -> None:

@@ -226,12 +226,13 @@ class Worker:
             workdir=self.workdir, uid=self.uid, unique_uid=self.unique_uid, landlock_abi=self.landlock_abi,
             deny_network=self.deny_network, keep_paths=self.keep_paths, control_fd=control_w,
         )
+        reaped_before = _children_cpu()
         pid = os.fork()
         if pid == 0:
             harness.run_job(spec)
         os.close(control_w)
         pidfd = os.pidfd_open(pid)
-        watch = _JobWatch(self, spec, pid, pidfd, control_r, total, emit)
+        watch = _JobWatch(self, spec, pid, pidfd, control_r, total, emit, reaped_before)
         try:
             return watch.run()
         finally:
@@ -283,8 +284,9 @@ class _JobWatch:
     """W's view of one J: reads its frames, applies them, enforces the backstop deadline."""
 
     def __init__(self, worker: Worker, spec: harness.JobSpec, pid: int, pidfd: int, control_r: int, total: int,
-                 emit: Callable[[int, dict[str, Any]], None]) -> None:
+                 emit: Callable[[int, dict[str, Any]], None], reaped_before: float = 0.0) -> None:
         self.worker, self.spec, self.pid, self.pidfd, self.control_r = worker, spec, pid, pidfd, control_r
+        self.reaped_before = reaped_before  # W's children's CPU before J: J's tree is what comes on top
         self.limits = spec.limits
         self.total, self.emit = total, emit
         self.index = spec.first
@@ -470,7 +472,11 @@ class _JobWatch:
 
     def _call_in_job_ended(self, began: float, flags: int) -> int:
         """The verdict of the call J ran itself, from J's exit and its CPU time since ``began``."""
-        cpu = max(self.job_cpu - began, 0.0)
+        # The processes the call left were orphaned to W (J exits after the call): kill and
+        # reap them first, so that their CPU counts too, as J counts its children's.
+        self.worker._kill_descendants()
+        orphans = max(_children_cpu() - self.reaped_before - self.job_cpu, 0.0)
+        cpu = max(self.job_cpu - began, 0.0) + orphans
         self.emit(self.index, self._call_verdict(self.wait_status or 0, flags, cpu))
         return self.index + 1
 
@@ -514,6 +520,12 @@ class _JobWatch:
         _pid, self.wait_status, usage = os.wait4(self.pid, 0)
         self.job_cpu = usage.ru_utime + usage.ru_stime
         self.exited = True
+
+
+def _children_cpu() -> float:
+    """CPU seconds of every descendant W has reaped (as their parent or their subreaper)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _over_cpu(wait_status: int, cpu: float, limit: float) -> bool:

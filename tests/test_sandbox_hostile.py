@@ -384,3 +384,30 @@ def test_no_ipc_object_is_shared_between_calls_or_outlives_the_pool():
         assert [(r.status, r.value) for r in results] == [("ok", [False, False, False])] + [("ok", [False] * 3)] * 2
         assert host_objects() == []
     assert host_objects() == []
+
+
+def test_cpu_of_helpers_nobody_waits_for_counts_against_the_limit(pool):
+    """Each helper stays under its own RLIMIT_CPU; together they use twice the call's limit."""
+    code = (
+        "import os, time\n"
+        "def main_solution(helpers, seconds):\n"
+        "    pipes = []\n"
+        "    for _ in range(helpers):\n"
+        "        r, w = os.pipe()\n"
+        "        if os.fork() == 0:\n"
+        "            end = time.process_time() + seconds\n"
+        "            while time.process_time() < end:\n"
+        "                pass\n"
+        "            os.write(w, b'1')\n"
+        "            os._exit(0)\n"
+        "        os.close(w)\n"
+        "        pipes.append(r)\n"
+        "    return sum(len(os.read(r, 1)) for r in pipes)\n"
+    )
+    calls = [{"helpers": 3, "seconds": 0.35}] * 2  # a call in a child, the last one in the job process
+    results = pool.run(code, calls, limits=replace(LIMITS, wall_factor=10.0))
+    assert [r.status for r in results] == ["timeout", "timeout"], results
+    assert all(r.cpu_seconds >= 1.0 for r in results), results
+    small = pool.run(code, [{"helpers": 1, "seconds": 0.1}] * 2)
+    assert [(r.status, r.value) for r in small] == [("ok", 1), ("ok", 1)], small
+    assert_healthy(pool)
