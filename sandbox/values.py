@@ -30,6 +30,10 @@ returned object (and to each generated input): the object passes only if pympler
 ``asizeof(obj) < 1024`` bytes, every list/tuple/set/frozenset/dict (and numpy array, taken as
 a sequence along its first axis) has fewer than 20 items, every string (dict keys included)
 has fewer than 100 characters, and every other leaf has ``asizeof < 128`` bytes, recursively.
+``asizeof`` counts an object once however many references share it, so ``[[0] * 19] * 19``
+passes it while its JSON repeats every row; the parent therefore also refuses a value whose
+JSON text is over ``MAX_VALUE_JSON_BYTES`` (an unshared value within the check above comes
+to a few KiB at most).
 
 The child runs this module after untrusted code may have monkeypatched ``json``, ``numpy``'s
 module attributes or ``pympler``: everything used there is bound before any user code runs
@@ -61,6 +65,9 @@ _MAX_CONVERT_DEPTH = 500
 # An int of at most this many bits has asizeof <= 72 bytes (24 + 4 per 30-bit digit, rounded up
 # to 8), so it passes the leaf limit without asking pympler; tests hold the two to agreement.
 _SMALL_INT_BITS = 300
+# The largest int whose asizeof is under MAX_LEAF_BYTES (24 digits of 30 bits: 120 bytes).
+_MAX_LEAF_INT_BITS = 720
+MAX_VALUE_JSON_BYTES = 8192
 
 
 
@@ -137,7 +144,8 @@ def json_shape_violation(value: Any) -> str | None:
     """The part of the size check that can be verified on a decoded JSON value.
 
     The parent applies it to what a child reported, so a child that forged its result still
-    cannot hand over more items or longer strings than the real check allows.
+    cannot hand over more items, longer strings or larger integers than the real check allows
+    (the length of the JSON text is checked apart: ``json_bytes_violation``).
     """
     stack = [(value, 0)]
     while stack:
@@ -147,6 +155,9 @@ def json_shape_violation(value: Any) -> str | None:
         if isinstance(item, str):
             if len(item) >= MAX_STRING_CHARS:
                 return f"string of {len(item)} chars (limit {MAX_STRING_CHARS})"
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if item.bit_length() > _MAX_LEAF_INT_BITS:
+                return f"integer of {item.bit_length()} bits (leaf limit {MAX_LEAF_BYTES} bytes)"
         elif isinstance(item, (list, dict)):
             if len(item) >= MAX_ITEMS:
                 return f"{type(item).__name__} of {len(item)} items (limit {MAX_ITEMS})"
@@ -155,6 +166,14 @@ def json_shape_violation(value: Any) -> str | None:
                 stack.extend((v, depth + 1) for v in item.values())
             else:
                 stack.extend((v, depth + 1) for v in item)
+    return None
+
+
+def json_bytes_violation(message_bytes: int) -> str | None:
+    """The size check's bound on a reported value's JSON text (the message holding it, whose
+    envelope is a few bytes): shared references, counted once by asizeof, are written out."""
+    if message_bytes > MAX_VALUE_JSON_BYTES + 64:
+        return f"JSON of {message_bytes} bytes (limit {MAX_VALUE_JSON_BYTES}; shared references are repeated in it)"
     return None
 
 

@@ -38,7 +38,7 @@ from .harness import (
 )
 from .protocol import ChannelClosed, FrameReader, parse_child_message, parse_generated_line, write_frame
 from .records import Limits
-from .values import json_shape_violation
+from .values import json_bytes_violation, json_shape_violation
 
 #: Beyond a child's own watchdog, how long W waits for J before declaring it unresponsive.
 GRACE_SECONDS = 2.0
@@ -414,7 +414,7 @@ class _JobWatch:
         if message["s"] != "ok":
             return {**verdict, "status": message["s"], "error_type": message["t"], "error_message": message["m"]}
         if limits.check_size:
-            reason = json_shape_violation(message["v"])
+            reason = json_bytes_violation(len(self.result)) or json_shape_violation(message["v"])
             if reason is not None:
                 return {**verdict, "status": "size_limit", "error_type": "SizeLimit", "error_message": reason}
         return {**verdict, "status": "ok", "value": message["v"]}
@@ -433,7 +433,8 @@ class _JobWatch:
             if status == "end":
                 ended = True
                 break
-            if status == "ok" and self.limits.check_size and json_shape_violation(message["v"]):
+            if status == "ok" and self.limits.check_size and (
+                    json_bytes_violation(len(line)) or json_shape_violation(message["v"])):
                 status = "size_limit"
             if status == "ok":
                 values.append(message["v"])

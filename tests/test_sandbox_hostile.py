@@ -411,3 +411,47 @@ def test_cpu_of_helpers_nobody_waits_for_counts_against_the_limit(pool):
     small = pool.run(code, [{"helpers": 1, "seconds": 0.1}] * 2)
     assert [(r.status, r.value) for r in small] == [("ok", 1), ("ok", 1)], small
     assert_healthy(pool)
+
+
+SIZE_LIMITS = Limits(cpu_seconds=2.0, check_size=True)
+ALIASED = "def main_solution(kind):\n    return [['x' * 99] * 19] * 19\n"
+FORGED = """
+import json, os
+def main_solution(kind):
+    if kind == 'plain':  # the job's last call (run in the job process, another channel)
+        return 1
+    value = [['x' * 99] * 19] * 19 if kind == 'aliased' else int('9' * 4000)
+    os.write(1010, b'{"s":"ok","v":' + json.dumps(value).encode() + b'}')
+    os._exit(0)
+"""
+ALIASED_GENERATOR = """
+def main_solution(v):
+    return 1
+def input_generator():
+    return {'v': [['x' * 99] * 19] * 19}
+"""
+
+
+def test_values_within_asizeof_but_large_in_json_fail_the_size_check(pool):
+    """asizeof counts an object shared by many references once: an aliased 19x19 table of
+    99-char strings measures ~600 bytes but is 37 KB of JSON. Neither that, returned honestly
+    or forged on the result pipe, nor a forged 4000-digit integer passes the size check; a
+    generated input like it is not kept."""
+    honest = pool.run(ALIASED, [{"kind": "a"}, {"kind": "b"}], limits=SIZE_LIMITS)
+    assert [r.status for r in honest] == ["size_limit", "size_limit"]
+    results = pool.run(FORGED, [{"kind": "aliased"}, {"kind": "int"}, {"kind": "plain"}], limits=SIZE_LIMITS)
+    assert [r.status for r in results] == ["size_limit", "size_limit", "ok"], [(r.status, r.error_message) for r in results]
+    assert "JSON of" in results[0].error_message and "bits" in results[1].error_message
+    generated = pool.generate(ALIASED_GENERATOR, count=3, limits=SIZE_LIMITS)
+    assert generated.values == [] and generated.failures.get("size_limit") == 3, generated
+    assert_healthy(pool)
+
+
+@pytest.mark.parametrize("bits", [700, 720, 721, 800])
+def test_the_integer_bound_of_the_reported_check_agrees_with_asizeof(bits):
+    from pympler.asizeof import asizeof
+
+    from sandbox.values import MAX_LEAF_BYTES, json_shape_violation
+
+    for value in (2**bits - 1, -(2**bits - 1)):
+        assert (json_shape_violation(value) is None) == (asizeof(value) < MAX_LEAF_BYTES)
