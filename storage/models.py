@@ -164,7 +164,7 @@ class Attempt(Record):
     model: str
     response: str | None
     truncated: bool = False
-    extract_status: str  # 'ok', 'no_answer', 'bad_format', 'call_failed'
+    extract_status: str  # 'ok', 'no_answer', 'bad_format', 'call_failed', 'truncated'
     answer: Any = None
     verdict: str  # 'correct', 'wrong', 'exception', 'timeout', 'no_answer', 'bad_format', 'call_failed'
     feedback: str

@@ -144,7 +144,7 @@ def _run_for(turn: int):
                 item = VerifyItem(
                     kind=rows[i]["kind"], response=res.content, code=req.context["code"], entry=rows[i]["entry"],
                     arg_names=req.context["arg_names"], given_input=req.context["input"],
-                    given_output=req.context["output"],
+                    given_output=req.context["output"], truncated=res.truncated,
                 )
                 # What needs no execution (output predictions, unreadable answers) is decided
                 # here and now; only a predicted input goes to a verify thread, to be run.
@@ -198,7 +198,7 @@ def _stage(turn: int) -> Stage:
     upstream = "prompts" if turn == 1 else TURN_STAGE[turn - 1]
     return Stage(
         name=TURN_STAGE[turn],
-        version="1",
+        version="2",  # 2: a response cut off at max_tokens is no_answer, whatever it holds
         settings=_settings,
         pending_sql=_pending_for(turn),
         load_rows=_load_for(turn),

@@ -36,12 +36,17 @@ class VerifyItem:
     arg_names: list[str]
     given_input: dict[str, Any]
     given_output: Any
+    # The response was cut off at max_tokens (finish_reason "length"): whatever answer-like
+    # object it holds was written before the model finished reasoning, not as its final answer.
+    truncated: bool = False
 
 
 def check_without_running(it: VerifyItem) -> Verdict | dict[str, Any]:
     """The verdict when no execution is needed; otherwise the predicted input to run."""
     if it.response is None:
         return Verdict("call_failed", None, "call_failed", render_feedback("no_answer"))
+    if it.truncated:
+        return Verdict("truncated", None, "no_answer", render_feedback("no_answer"))
     ex = extract_answer(it.response, it.kind)  # type: ignore[arg-type]
     if ex.status == "no_answer":
         return Verdict("no_answer", None, "no_answer", render_feedback("no_answer"))

@@ -88,3 +88,34 @@ def test_an_answer_nested_too_deep_is_a_format_error_not_a_failed_shard(pool, de
     verdicts, executions = verify_batch(items, pool, Limits(cpu_seconds=0.5))
     assert [v.verdict for v in verdicts] == ["bad_format", "bad_format"] and executions == 0
     assert [verify_one(it, pool, Limits(cpu_seconds=0.5))[0] for it in items] == verdicts
+
+
+def test_a_truncated_response_is_no_answer_even_when_it_holds_an_answer(tmp_path):
+    """finish_reason "length": an answer-like object written before the cut (a first guess
+    the model was about to check) is not the final answer; the answer stage must not judge it
+    correct (it would be exported as a correct sample that ends mid-sentence)."""
+    import json
+
+    from flows.config import BuildConfig
+    from llm.testserver import serve
+    from prompts.render import render_prediction
+    from tasks.answer import ANSWER
+    from tasks.stage import ShardContext
+
+    ref = "def main_solution(s):\n    return sum(1 for c in s.lower() if c in 'aeiou')\n"
+    messages = render_prediction("output", "How many vowels?", "s: str -> int", {"s": "banana"}, ref, ["s"])
+    row = {"id": "t1", "kind": "output", "input_json": '{"s": "banana"}', "output_json": "3", "refcode": ref,
+           "input_generator": None, "entry": "main_solution", "arg_names": '["s"]',
+           "io_description": "s: str -> int", "messages_json": json.dumps(messages)}
+    cut = 'A first estimate is {"output": 3}, but let me check each letter: b is a consonant, a is'
+    complete = 'Counting the vowels a, a, a gives {"output": 3}'
+    for content, finish, verdict in ((cut, "length", "no_answer"), (complete, "stop", "correct")):
+        with serve(lambda body, c=content, f=finish: {"content": c, "finish_reason": f}) as server:
+            cfg = BuildConfig.model_validate({
+                "provider": "http", "db_path": str(tmp_path / "db.duckdb"), "sandbox": {"workers": 1},
+                "llm": {"base_url": server.base_url, "model": "test-model", "api_key_env": None, "max_retries": 0},
+            })
+            result = ANSWER.run_shard([row], cfg, ShardContext(config_key="k", upstream_keys={}))
+        (attempt,) = result.rows["attempts"]
+        assert attempt["truncated"] == (finish == "length")
+        assert attempt["verdict"] == verdict, (finish, attempt)
