@@ -66,6 +66,9 @@ class ParsedFunction:
     io_description: str
     query: str
     arg_names: tuple[str, ...]
+    # Top-level statements that ran the entry point or the generator (an "example usage"
+    # block), removed from the reference code and the generator code.
+    example_statements_removed: int = 0
 
     @property
     def generator_program(self) -> str:
@@ -241,6 +244,28 @@ def _is_main_guard(node: ast.stmt) -> bool:
     )
 
 
+def _example_statements(module: ast.Module) -> list[ast.stmt]:
+    """Top-level statements that call ``main_solution`` or ``input_generator`` (an LLM's
+    "Example usage:" block: ``print(main_solution(5))  # 120``, ``r = main_solution(n=6)``),
+    and the statements after them that use a name only such a statement bound (``assert r ==
+    720``). The reference code is shown in every prompt, so a worked call states an input and
+    its output just as a doctest would; it also runs every time the code is loaded."""
+    found: list[ast.stmt] = []
+    tainted: set[str] = set()
+    for node in module.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)):
+            continue
+        calls = any(
+            isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name) and inner.func.id in (ENTRY_POINT, GENERATOR)
+            for inner in ast.walk(node)
+        )
+        loads = {inner.id for inner in ast.walk(node) if isinstance(inner, ast.Name) and isinstance(inner.ctx, ast.Load)}
+        if calls or loads & tainted:
+            found.append(node)
+            tainted |= {inner.id for inner in ast.walk(node) if isinstance(inner, ast.Name) and isinstance(inner.ctx, ast.Store)}
+    return found
+
+
 def _without(source: str, nodes: list[ast.stmt]) -> str:
     """``source`` with the lines of top-level ``nodes`` (and their decorators) removed."""
     lines = source.splitlines()
@@ -380,10 +405,14 @@ def parse_transform(answer: str) -> ParsedFunction:
 
     # Clean: no __main__ blocks anywhere, no generator in the refcode, no entry-point copy in
     # the generator (it would replace main_solution when the two are run together).
-    refcode = _without(refcode, inline_generators + [n for n in module.body if _is_main_guard(n)])
+    guards = [n for n in module.body if _is_main_guard(n)]
+    ref_examples = [n for n in _example_statements(module) if n not in guards]
+    refcode = _without(refcode, inline_generators + guards + ref_examples)
+    generator_guards = [n for n in generator_module.body if _is_main_guard(n)]
+    generator_examples = [n for n in _example_statements(generator_module) if n not in generator_guards]
     generator_code = _without(
         generator_code,
-        _top_level(generator_module, ENTRY_POINT) + [n for n in generator_module.body if _is_main_guard(n)],
+        _top_level(generator_module, ENTRY_POINT) + generator_guards + generator_examples,
     )
 
     io_description = _prose(sections["io_description"], last_section == "io_description")
@@ -399,4 +428,5 @@ def parse_transform(answer: str) -> ParsedFunction:
         io_description=io_description,
         query=query,
         arg_names=arg_names,
+        example_statements_removed=len(ref_examples) + len(generator_examples),
     )

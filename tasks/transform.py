@@ -164,6 +164,8 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
             except TransformRejected as exc:
                 outcomes.append(Outcome(item_id=row["id"], status="dropped", reason=exc.reason, detail=(exc.detail or "")[:200]))
                 continue
+            if parsed.example_statements_removed:
+                counters["example_statements_removed"] = counters.get("example_statements_removed", 0) + 1
             functions.append(
                 _function(row, "llm", res.model, parsed.refcode, parsed.input_generator,
                           parsed.io_description, parsed.query, list(parsed.arg_names), counters=counters)
@@ -177,7 +179,7 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
 
 TRANSFORM = Stage(
     name="transform",
-    version="2",  # 2: doctest examples removed from the reference code's docstrings
+    version="3",  # 2: doctest examples removed from the reference code's docstrings; 3: and example calls
     settings=_settings,
     pending_sql=_pending,
     load_rows=_load,

@@ -269,6 +269,55 @@ def test_main_guard_and_entry_copy_are_removed():
     assert namespace["main_solution"](1) == 2  # the refcode's entry point survives
 
 
+def test_example_usage_calls_are_removed():
+    """An "Example usage" block outside a __main__ guard states inputs and their outputs in
+    the reference code every prompt shows (as a doctest would), and runs at every load."""
+    text = answer('''
+        ### Reference Code
+        ```python
+        import math
+        import random
+
+        random.seed(7)
+        TABLE = [math.factorial(k) for k in range(5)]
+
+        def main_solution(n):
+            return math.factorial(n)
+        ```
+
+        Example usage:
+        ```python
+        print(main_solution(5))  # Output: 120
+        result = main_solution(n=6)
+        assert result == 720
+        for k in range(3):
+            print(k, main_solution(k))
+        ```
+        ### Input/Output Description
+        `n` (int); returns n!.
+        ### Input Generator
+        ```python
+        import random
+
+        def input_generator():
+            return {"n": random.randint(0, 10)}
+
+        sample = input_generator()
+        print(sample, main_solution(**sample))
+        ```
+        ### Query
+        What is `n` factorial?
+    ''')
+    parsed = parse_transform(text)
+    assert "120" not in parsed.refcode and "720" not in parsed.refcode and "print" not in parsed.refcode
+    assert "result" not in parsed.refcode
+    assert "random.seed(7)" in parsed.refcode and "TABLE = " in parsed.refcode  # set-up code stays
+    assert "sample" not in parsed.input_generator and "print" not in parsed.input_generator
+    assert parsed.example_statements_removed == 6
+    run_generator(parsed)
+    assert parse_transform(CANONICAL).example_statements_removed == 0
+
+
 def test_keyword_only_arguments_are_recorded():
     text = CANONICAL.replace("def main_solution(limit, offset=0):", "def main_solution(limit, *, offset=0):")
     assert parse_transform(text).arg_names == ("limit", "offset")
