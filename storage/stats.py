@@ -139,8 +139,9 @@ def token_usage(store: Store) -> pl.DataFrame:
 def drop_examples(store: Store, keys: dict[str, str] | None = None) -> dict[tuple[str, str, str | None], str]:
     """One example per (stage, status, reason) that is not a plain ok (a drop, or a kept row
     with a reason such as prompts' input_prompt_shared), so a reader can find the rows behind
-    a count: where it is (the file and line for ingest, the item id otherwise) and the
-    recorded detail. The example is the first by location or id, so it is stable."""
+    a count: where it is (the file and line for ingest, the file and raw id for transform,
+    the item id otherwise) and the recorded detail. The example is the first by location or
+    id, so it is stable."""
     found = {
         ("ingest", status, reason): where + (f": {detail}" if detail else "")
         for status, reason, where, detail in store.query(
@@ -150,10 +151,15 @@ def drop_examples(store: Store, keys: dict[str, str] | None = None) -> dict[tupl
     where = outcomes_condition(keys)
     if where is None:
         return found
-    for stage, status, reason, item, detail in store.query(
-            "SELECT stage, status, reason, min(item_id), min_by(detail, item_id) FROM stage_outcomes "
-            f"WHERE (status <> 'ok' OR reason IS NOT NULL) AND {where[0]} GROUP BY ALL", where[1]):
-        found[(stage, status, reason)] = f"{item[:16]}" + (f": {detail}" if detail else "")
+    rows = store.query(
+        "SELECT stage, status, reason, min(item_id), min_by(detail, item_id) FROM stage_outcomes "
+        f"WHERE (status <> 'ok' OR reason IS NOT NULL) AND {where[0]} GROUP BY ALL", where[1])
+    # A transform item is a raw file: its path says more than its id.
+    raw = [item for stage, _s, _r, item, _d in rows if stage == "transform"]
+    paths = dict(store.query("SELECT id, min(path) FROM raw_files WHERE list_contains(?, id) GROUP BY id", [raw])) if raw else {}
+    for stage, status, reason, item, detail in rows:
+        place = f"{paths[item]} ({item[:16]})" if item in paths else item[:16]
+        found[(stage, status, reason)] = place + (f": {detail}" if detail else "")
     return found
 
 

@@ -112,7 +112,7 @@ def test_format_report_and_markdown(store):
 
 
 def test_drop_examples_name_the_row_and_its_detail(tmp_path):
-    from storage.models import IngestEntry, Outcome, ShardResult
+    from storage.models import IngestEntry, Outcome, RawFile, ShardResult
     from storage.stats import drop_examples
 
     with Store(tmp_path / "d.duckdb") as store:
@@ -120,6 +120,8 @@ def test_drop_examples_name_the_row_and_its_detail(tmp_path):
                                status="rejected", reason="bad_record", detail=f"line {n} is not a JSON object").row()
                    for n in (7, 3)]
         store.write_ingest(ShardResult(stage="ingest", config_key="k-ingest", rows={"ingest_log": entries}))
+        raw = RawFile(id="raw-a", source="s", source_kind="mixed", path="pkg/a.py", content="x", size_bytes=1)
+        store.write_ingest(ShardResult(stage="ingest", config_key="k-ingest", rows={"raw_files": [raw.row()]}))
         store.write_shard(ShardResult(stage="transform", config_key="k-t", rows={}, outcomes=[
             Outcome(item_id="raw-b", status="dropped", reason="syntax_error", detail="line 2"),
             Outcome(item_id="raw-a", status="dropped", reason="syntax_error", detail="line 9")]))
@@ -128,7 +130,7 @@ def test_drop_examples_name_the_row_and_its_detail(tmp_path):
             Outcome(item_id="pair-b", status="ok", reason="input_prompt_shared", detail="same output as pair-a")]))
         examples = drop_examples(store, {"ingest": "k-ingest", "transform": "k-t", "prompts": "k-p"})
         assert examples == {("ingest", "rejected", "bad_record"): "c.jsonl:3: line 3 is not a JSON object",
-                            ("transform", "dropped", "syntax_error"): "raw-a: line 9",
+                            ("transform", "dropped", "syntax_error"): "pkg/a.py (raw-a): line 9",
                             ("prompts", "ok", "input_prompt_shared"): "pair-b: same output as pair-a"}
         assert drop_examples(store, {"transform": "other-key"}) == {
             ("ingest", "rejected", "bad_record"): "c.jsonl:3: line 3 is not a JSON object"}
