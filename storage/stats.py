@@ -63,8 +63,13 @@ def funnel(store: Store, keys: dict[str, str] | None = None) -> pl.DataFrame:
     ]
     where = outcomes_condition(keys)
     if where is not None:
-        rows += store.query(f"SELECT stage, status, reason, count(*) FROM stage_outcomes WHERE {where[0]} "
-                            "GROUP BY ALL", where[1])
+        # Two raw files the LLM rewrote into the same function make one function row: the
+        # file whose row it is not is shown as ok with reason same_function, so the counts of
+        # transform and sample_io add up.
+        rows += store.query(
+            "SELECT stage, status, CASE WHEN stage = 'transform' AND status = 'ok' AND reason IS NULL AND NOT EXISTS "
+            "(SELECT 1 FROM functions f WHERE f.raw_id = o.item_id) THEN 'same_function' ELSE reason END AS reason, "
+            f"count(*) FROM stage_outcomes o WHERE {where[0]} GROUP BY ALL", where[1])
     return _funnel_frame(rows)
 
 

@@ -125,8 +125,11 @@ def build_store(path: Path) -> Store:
     fn = Function(id="fn-1", raw_id="raw-0", source="s", source_kind="educational", origin="offline",
                   model="model-x", refcode="def main_solution(a, b): return a + b", input_generator=None,
                   io_description="two ints", query="add", arg_names=["a", "b"]).row()
+    fn2 = Function(id="fn-2", raw_id="raw-1", source="s", source_kind="educational", origin="offline",
+                   model="model-x", refcode="import random\ndef main_solution(a): return a + random.random()",
+                   input_generator=None, io_description="an int", query="jitter", arg_names=["a"]).row()
     store.write_shard(ShardResult(
-        stage="transform", config_key=KEYS["transform"], rows={"functions": [fn]},
+        stage="transform", config_key=KEYS["transform"], rows={"functions": [fn, fn2]},
         outcomes=[Outcome(item_id="raw-0", status="ok"), Outcome(item_id="raw-1", status="ok"),
                   Outcome(item_id="raw-2", status="dropped", reason="parse_failure")],
     ))

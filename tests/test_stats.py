@@ -142,3 +142,19 @@ def test_empty_store(tmp_path):
         assert token_usage(store).height == 0
         report = format_report(store, KEYS)
         assert "(no attempts)" in report and "(no LLM calls)" in report
+
+
+def test_files_rewritten_into_one_function_are_counted_as_such(tmp_path):
+    """Two raw files the LLM rewrote into the same function make one functions row: the other
+    file is ok with reason same_function, so transform's ok rows match sample_io's input."""
+    from storage.models import Function, Outcome, ShardResult
+
+    fn = Function(id="fn-1", raw_id="raw-b", source="s", source_kind="mixed", origin="llm", model="m",
+                  refcode="def main_solution(x):\n    return x\n", input_generator=None, io_description="d",
+                  query="q", arg_names=["x"])
+    with Store(tmp_path / "d.duckdb") as store:
+        store.write_shard(ShardResult(stage="transform", config_key="k-t", rows={"functions": [fn.row()]}, outcomes=[
+            Outcome(item_id="raw-a", status="ok"), Outcome(item_id="raw-b", status="ok"),
+            Outcome(item_id="raw-c", status="dropped", reason="syntax_error")]))
+        rows = {(r["status"], r["reason"]): r["count"] for r in funnel(store, {"transform": "k-t"}).to_dicts()}
+    assert rows == {("ok", None): 1, ("ok", "same_function"): 1, ("dropped", "syntax_error"): 1}
