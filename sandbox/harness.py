@@ -188,6 +188,15 @@ def _confine_job_process(spec: JobSpec) -> None:
         (resource.RLIMIT_MSGQUEUE, (0, 0)),  # no POSIX message queue: state no fork would reset
     ):
         _setrlimit(rlimit, value)
+    # RLIMIT_AS bounds each process, not a call's tree of them: should a call's processes
+    # together exhaust the machine's memory, the kernel's OOM killer takes them first, not the
+    # pipeline, the Prefect server or another program (raising one's own score needs no
+    # privilege; the call's processes inherit it).
+    try:
+        with open("/proc/self/oom_score_adj", "w", encoding="ascii") as fh:
+            fh.write("1000")
+    except OSError:
+        pass
     chdir(spec.workdir)
     if spec.uid is not None:
         isolation.drop_privileges(spec.uid)

@@ -455,3 +455,15 @@ def test_the_integer_bound_of_the_reported_check_agrees_with_asizeof(bits):
 
     for value in (2**bits - 1, -(2**bits - 1)):
         assert (json_shape_violation(value) is None) == (asizeof(value) < MAX_LEAF_BYTES)
+
+
+def test_the_calls_are_the_oom_killers_first_choice(pool):
+    """RLIMIT_AS bounds each process, not a call's tree: should a call's processes together
+    exhaust the machine's memory, the OOM killer must take them, not the pipeline."""
+    code = ("import os\ndef main_solution(x):\n"
+            "    if os.fork() == 0:\n        os._exit(0 if open('/proc/self/oom_score_adj').read().strip() == '1000' else 3)\n"
+            "    _, status = os.wait()\n"
+            "    return [open('/proc/self/oom_score_adj').read().strip(), os.waitstatus_to_exitcode(status)]\n")
+    results = pool.run(code, [{"x": 1}, {"x": 2}])
+    assert [(r.status, r.value) for r in results] == [("ok", ["1000", 0])] * 2, results
+    assert open("/proc/self/oom_score_adj").read().strip() != "1000"  # the pipeline's own stays
