@@ -11,9 +11,11 @@ import json
 import logging
 import os
 import pickle
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -104,20 +106,63 @@ def stage_shard(
 ) -> ShardResult:
     """Run one stage over one shard of rows (pure: the flow writes the result)."""
     stage = _stage_by_name(stage_name)
-    return _hand_over(stage.run_shard(rows, cfg, ctx).model_copy(update={"run_id": ctx.run_id}))
+    with _shard_running(ctx.run_id):
+        return _hand_over(stage.run_shard(rows, cfg, ctx).model_copy(update={"run_id": ctx.run_id}))
 
 
 @task(name="ingest-shard", task_run_name="ingest-{shard_no}", **_SHARD_TASK)
 def ingest_shard(
     stage_name: str, shard_id: str, shard_no: int, rows: list[dict], max_bytes: int, ctx: ShardContext
 ) -> ShardResult:
-    log_rows, raw_rows = ingest_mod.validate_items(rows, max_bytes)
+    with _shard_running(ctx.run_id):
+        log_rows, raw_rows = ingest_mod.validate_items(rows, max_bytes)
     return _hand_over(ShardResult(
         stage="ingest",
         config_key=ctx.config_key,
         rows={"ingest_log": log_rows, "raw_files": raw_rows},
         run_id=ctx.run_id,
     ))
+
+
+# Shard tasks running in this process, by run id. An interrupted build (a notebook's Interrupt,
+# which is SIGINT to the kernel) stops its flow, but Prefect's thread pool cannot stop a shard
+# that is running: it finishes, and after a second interrupt it finishes in the background,
+# still sending its LLM calls. A build started next in the same process would send those calls
+# again (they are not in the ledger yet) and fold the journal the shard still writes to, so it
+# waits for them first (``_wait_for_earlier_shards``).
+_RUNNING_LOCK = threading.Condition()
+_RUNNING: dict[str, int] = {}
+
+
+@contextmanager
+def _shard_running(run_id: str) -> Iterator[None]:
+    with _RUNNING_LOCK:
+        _RUNNING[run_id] = _RUNNING.get(run_id, 0) + 1
+    try:
+        yield
+    finally:
+        with _RUNNING_LOCK:
+            _RUNNING[run_id] -= 1
+            if not _RUNNING[run_id]:
+                del _RUNNING[run_id]
+            _RUNNING_LOCK.notify_all()
+
+
+def _running_shards(exclude: str = "", only: str | None = None) -> int:
+    with _RUNNING_LOCK:
+        return sum(n for run, n in _RUNNING.items() if run != exclude and (only is None or run == only))
+
+
+def _wait_for_earlier_shards(run_id: str, logger: Any, poll_s: float = 1.0) -> None:
+    """Wait until no shard of another build runs in this process (see _RUNNING)."""
+    n = _running_shards(exclude=run_id)
+    if not n:
+        return
+    logger.warning("waiting for %d shard(s) of an interrupted build, still running in this process, to finish "
+                   "(their LLM calls are kept, not sent again)", n)
+    with _RUNNING_LOCK:
+        while any(run != run_id for run in _RUNNING):
+            _RUNNING_LOCK.wait(poll_s)  # a timeout, so that an interrupt is handled at once
 
 
 # Shard results handed straight to a flow running in this process, by task run id. Prefect
@@ -576,6 +621,7 @@ def build(cfg: BuildConfig) -> BuildReport:
     except Exception:  # noqa: BLE001
         run_id = uuid.uuid4().hex
     preflight(cfg)
+    _wait_for_earlier_shards(run_id, logger)
     # One DuckDB thread: the flow's queries are per shard and small, and the export streams;
     # with one thread per core they used more CPU for the same work (bench_store.py,
     # --threads), taken from the sandbox, which runs on every core.
@@ -602,6 +648,11 @@ def build(cfg: BuildConfig) -> BuildReport:
     except BaseException as exc:
         report.seconds = time.perf_counter() - t0
         store.finish_run(run_id, "failed", {"error": str(exc)[:500], **report.as_dict()})
+        running = _running_shards(only=run_id)
+        if isinstance(exc, KeyboardInterrupt) and running:
+            logger.warning("interrupted: waiting for the %d running shard(s) to finish, so that the LLM calls "
+                           "they sent are kept; interrupt again to leave them finishing in the background "
+                           "(the next build in this process waits for them)", running)
         raise
     finally:
         _HANDOVER_RUNS.discard(run_id)
@@ -675,7 +726,14 @@ def temporary_server() -> Any:
         probe.bind(("127.0.0.1", 0))  # unnamed one may be someone else's (a test harness's)
         port = probe.getsockname()[1]
     server = ShieldedServer(port=port)
-    server.start()
+    try:
+        server.start()
+    except BaseException:
+        # Interrupted (a notebook's Interrupt, Ctrl-C) or failed while waiting for the server
+        # to answer: its process is already running, and nothing else would stop it before
+        # this process exits; the next build would start another one beside it.
+        server.stop()
+        raise
     _SERVERS.append(server)
     return server
 

@@ -29,7 +29,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 import polars as pl  # noqa: E402 - after the environment defaults above
 
-from flows.config import BuildConfig  # noqa: E402
+from flows.config import BuildConfig, default_output_dir  # noqa: E402
 
 SAMPLES_FILE = "codeio_pp.parquet"
 
@@ -162,7 +162,33 @@ def make_config(config: BuildConfig | dict[str, Any] | None = None, **overrides:
         base = dict(config)
     else:
         raise TypeError(f"config must be a BuildConfig, a dict or None, not {type(config).__name__}")
-    return BuildConfig.model_validate(_merge(base, overrides))
+    overrides = _plain(overrides)
+    if "db_path" in overrides and "output_dir" not in overrides and _derived_output_dir(base):
+        # The base exports beside its own database (it set no output_dir of its own): so does
+        # the new one, beside the new database, instead of over the first build's files.
+        base.pop("output_dir", None)
+    return BuildConfig.model_validate(_merge(_plain(base), overrides))
+
+
+def _derived_output_dir(base: dict[str, Any]) -> bool:
+    """Whether ``base`` exports where a config without an output_dir would: ``export/`` beside
+    its database (the default database's included)."""
+    out = base.get("output_dir")
+    if out is None:
+        return True
+    db = base.get("db_path") or BuildConfig.model_fields["db_path"].default
+    return Path(os.fspath(out)) == Path(default_output_dir(os.fspath(db)))
+
+
+def _plain(value: Any) -> Any:
+    """Paths (``work / "codeio.duckdb"``) as the strings the config holds, in dicts and lists."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -63,6 +63,8 @@ class Store:
         self.read_only = read_only
         if read_only and not self.path.exists():
             raise StoreError(f"database {self.path} does not exist (run `codeio run` first)")
+        if self.path.is_dir():
+            raise StoreError(f"database {self.path} is a directory; name the database file in it (codeio.duckdb?)")
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -76,6 +78,16 @@ class Store:
                 ) from None
             raise StoreError(f"cannot open database {self.path}: {msg.splitlines()[0]}") from None
         except duckdb.Error as exc:
+            if "different configuration" in str(exc):
+                # DuckDB shares one database per file in a process: a connection this process
+                # holds (say, a notebook's duckdb.connect) decides how the file may be opened.
+                fix = ("close that connection, or open it with read_only=True" if read_only
+                       else "close that connection before a build")
+                raise StoreLocked(
+                    f"database {self.path} cannot be opened {'read-only' if read_only else 'for writing'}: "
+                    f"this process already has it open with other settings (a duckdb.connect() in a "
+                    f"notebook?); {fix}"
+                ) from None
             raise StoreError(f"cannot open database {self.path}: {str(exc).splitlines()[0]}") from None
         if not read_only:
             # DuckDB checkpoints (folds the write-ahead log into the file) when the log reaches

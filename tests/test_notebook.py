@@ -82,3 +82,104 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     assert result.tokens["calls"].sum() > 0
     assert "CODEI/O++ samples" in repr(result) and "<svg" in result._repr_html_()
     assert result.report(tmp_path / "again.html").is_file()
+
+
+def test_make_config_exports_beside_a_new_database(tmp_path):
+    # A notebook builds once, then again from the first result's config on another database:
+    # the second build must not export over the first one's files.
+    first = make_config(db_path=str(tmp_path / "a" / "db.duckdb"))
+    second = make_config(first, db_path=str(tmp_path / "b" / "db.duckdb"))
+    assert Path(second.output_dir) == tmp_path / "b" / "export"
+    assert Path(make_config(BuildConfig(), db_path=str(tmp_path / "c.duckdb")).output_dir) == tmp_path / "export"
+    # An export directory of its own stays where it was put.
+    own = make_config(first, output_dir=str(tmp_path / "mine"))
+    assert Path(make_config(own, db_path=str(tmp_path / "d" / "db.duckdb")).output_dir) == tmp_path / "mine"
+    both = make_config(first, db_path=str(tmp_path / "e.duckdb"), output_dir=str(tmp_path / "out-e"))
+    assert Path(both.output_dir) == tmp_path / "out-e"
+
+
+def test_make_config_takes_paths(tmp_path):
+    cfg = make_config(db_path=tmp_path / "db.duckdb", sources=[{"path": tmp_path / "corpus"}])
+    assert (cfg.db_path, cfg.sources[0].path) == (str(tmp_path / "db.duckdb"), str(tmp_path / "corpus"))
+    assert cfg.output_dir == str(tmp_path / "export")
+
+
+def test_a_connection_of_this_process_is_named_when_the_store_cannot_open(tmp_path):
+    import duckdb
+
+    from storage.store import Store, StoreError, StoreLocked
+
+    path = tmp_path / "db.duckdb"
+    Store(path).close()
+    con = duckdb.connect(str(path), read_only=True)  # a notebook looking at the store
+    try:
+        with pytest.raises(StoreLocked, match=r"this process already has it open.*close that connection"):
+            Store(path)
+    finally:
+        con.close()
+    with pytest.raises(StoreError, match="is a directory"):
+        load(db_path=str(tmp_path))
+
+
+def test_an_interrupted_server_start_leaves_no_server(monkeypatch):
+    import subprocess
+    import sys
+
+    from prefect.server.api.server import SubprocessASGIServer
+
+    from flows import build
+
+    started = []
+
+    def start(self, timeout=None):  # the server process runs, then Interrupt while waiting for it
+        self.running = True
+        self.server_process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        started.append(self.server_process)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SubprocessASGIServer, "start", start)
+    monkeypatch.setattr(build, "_SERVERS", [])
+    with pytest.raises(KeyboardInterrupt):
+        build.temporary_server()
+    (process,) = started
+    assert process.wait(timeout=10) is not None  # stopped, not left running beside the next one
+    assert build._SERVERS == []
+
+
+def test_a_build_waits_for_the_shards_an_interrupted_build_left_running():
+    import logging
+    import threading
+
+    from flows import build
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    def orphan() -> None:  # a shard of a build whose cell was interrupted twice
+        with build._shard_running("interrupted-run"):
+            entered.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=orphan)
+    thread.start()
+    entered.wait(5)
+    warnings: list[str] = []
+
+    class Logger:
+        def warning(self, msg, *args):
+            warnings.append(msg % args)
+
+    timer = threading.Timer(0.5, release.set)
+    timer.start()
+    started = time.monotonic()
+    build._wait_for_earlier_shards("next-run", Logger(), poll_s=0.05)
+    waited = time.monotonic() - started
+    thread.join(5)
+    assert waited >= 0.4 and release.is_set()
+    assert warnings and "1 shard(s) of an interrupted build" in warnings[0]
+    assert build._running_shards() == 0
+    # Its own shards (and nothing running) do not hold a build up.
+    with build._shard_running("next-run"):
+        started = time.monotonic()
+        build._wait_for_earlier_shards("next-run", logging.getLogger("t"))
+        assert time.monotonic() - started < 0.1
