@@ -36,7 +36,7 @@ from storage.models import ShardResult
 from storage.store import Store
 from tasks import ingest as ingest_mod
 from tasks.registry import STAGES, stage_keys
-from tasks.runtime import sandbox_cpu_seconds
+from tasks.runtime import close_other_pools, sandbox_cpu_seconds
 from tasks.stage import ShardContext, Stage
 
 log = logging.getLogger("codeio")
@@ -622,6 +622,7 @@ def build(cfg: BuildConfig) -> BuildReport:
         run_id = uuid.uuid4().hex
     preflight(cfg)
     _wait_for_earlier_shards(run_id, logger)
+    close_other_pools(cfg.sandbox)  # no other build's shard runs here now: their pools are idle
     # One DuckDB thread: the flow's queries are per shard and small, and the export streams;
     # with one thread per core they used more CPU for the same work (bench_store.py,
     # --threads), taken from the sandbox, which runs on every core.

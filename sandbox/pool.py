@@ -152,6 +152,12 @@ class SandboxPool:
             return None
         return retired + sum(u for u in used if u is not None)
 
+    def in_use(self) -> bool:
+        """Whether a request is being served (or waits for a worker) right now."""
+        with self._state.lock:
+            state = self._state
+            return sum(state.live.values()) > sum(len(idle) for idle in state.idle.values())
+
     @property
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (all hash seeds)."""
