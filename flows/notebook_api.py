@@ -115,9 +115,10 @@ def build(config: BuildConfig | dict[str, Any] | None = None, **overrides: Any) 
     sample corpus, offline provider); ``overrides`` are BuildConfig fields applied on top, dicts
     merged into dicts (``sampling={"generator_calls": 200}`` keeps the other sampling settings).
     """
-    from flows.build import run_build
+    from flows.build import preflight, run_build
 
     cfg = make_config(config, **overrides)
+    preflight(cfg)  # a wrong path fails here, not after a Prefect server has started
     summary = run_build(cfg)
     return load(cfg, summary=summary)
 

@@ -183,3 +183,16 @@ def test_a_build_waits_for_the_shards_an_interrupted_build_left_running():
         started = time.monotonic()
         build._wait_for_earlier_shards("next-run", logging.getLogger("t"))
         assert time.monotonic() - started < 0.1
+
+
+def test_a_wrong_corpus_path_fails_before_any_flow_starts(tmp_path, monkeypatch):
+    import flows.build
+    from flows.errors import UserError
+    from flows.notebook_api import build
+
+    def no_flow(cfg):
+        raise AssertionError("the flow (and a Prefect server) started for a build that cannot run")
+
+    monkeypatch.setattr(flows.build, "run_build", no_flow)
+    with pytest.raises(UserError, match="missing-corpus"):
+        build(sources=[{"path": str(tmp_path / "missing-corpus"), "name": "x"}], db_path=tmp_path / "db.duckdb")
