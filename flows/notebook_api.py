@@ -49,7 +49,10 @@ class BuildResult:
 
     @property
     def export_dir(self) -> Path:
-        return Path(self.config.output_dir)
+        """Where the build's files are: where its run wrote them (``load`` without an
+        output_dir reads the run's own), else the config's output_dir."""
+        written = self.summary.get("exports", {}).get(SAMPLES_FILE)
+        return Path(written).parent if written else Path(self.config.output_dir)
 
     def report(self, path: str | Path | None = None) -> Path:
         """Write the HTML report (default: ``report.html`` in the export directory)."""

@@ -196,3 +196,18 @@ def test_a_wrong_corpus_path_fails_before_any_flow_starts(tmp_path, monkeypatch)
     monkeypatch.setattr(flows.build, "run_build", no_flow)
     with pytest.raises(UserError, match="missing-corpus"):
         build(sources=[{"path": str(tmp_path / "missing-corpus"), "name": "x"}], db_path=tmp_path / "db.duckdb")
+
+
+def test_export_dir_is_where_the_run_wrote_its_files(tmp_path):
+    """load(db_path=...) without the build's output_dir reads the samples where the run wrote
+    them; export_dir (and report()'s default place) must say that directory, not the default."""
+    import polars as pl
+
+    cfg = make_config(db_path=tmp_path / "db" / "codeio.duckdb")
+    empty = pl.DataFrame()
+    written = tmp_path / "out" / "codeio_pp.parquet"
+    result = BuildResult(config=cfg, keys={}, summary={"exports": {"codeio_pp.parquet": str(written)}},
+                         funnel=empty, response_types=empty, tokens=empty, samples=empty, pairs_per_function=empty)
+    assert result.export_dir == tmp_path / "out"
+    assert BuildResult(config=cfg, keys={}, summary={}, funnel=empty, response_types=empty, tokens=empty,
+                       samples=empty, pairs_per_function=empty).export_dir == tmp_path / "db" / "export"
