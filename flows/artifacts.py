@@ -23,11 +23,14 @@ from storage.store import Store
 
 def calls_text(summary: dict[str, Any]) -> str:
     """How a run summary's answers were obtained, in a few words: LLM calls sent, or answers
-    from the offline provider (which is not an LLM)."""
+    from the offline provider (which is not an LLM), and the shards taken from the cache."""
     n = int(summary.get("llm_calls_sent", 0))
-    if summary.get("provider") == "offline":
-        return f"{n:,} answer(s) from the offline provider (no LLM)"
-    return f"{n:,} LLM call(s) sent"
+    text = (f"{n:,} answer(s) from the offline provider (no LLM)" if summary.get("provider") == "offline"
+            else f"{n:,} LLM call(s) sent")
+    # Shards another build of the same rows and settings computed (Prefect's result cache):
+    # no call was sent and no code run for them, which the counts alone would not say.
+    cached = int(sum(st.get("cached_shards", 0) for st in summary.get("stages", {}).values()))
+    return text + (f" ({cached:,} shard(s) taken from Prefect's result cache)" if cached else "")
 
 log = logging.getLogger("codeio")
 

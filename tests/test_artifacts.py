@@ -161,3 +161,5 @@ def test_answers_of_the_offline_provider_are_not_called_llm_calls():
 
     assert calls_text({"llm_calls_sent": 1200, "provider": "http"}) == "1,200 LLM call(s) sent"
     assert calls_text({"llm_calls_sent": 26, "provider": "offline"}) == "26 answer(s) from the offline provider (no LLM)"
+    cached = {"llm_calls_sent": 0, "provider": "http", "stages": {"answer": {"cached_shards": 3}, "revise1": {}}}
+    assert calls_text(cached) == "0 LLM call(s) sent (3 shard(s) taken from Prefect's result cache)"
