@@ -128,43 +128,24 @@ def _load(args: argparse.Namespace) -> Any:
     return cfg
 
 
-class _QuietUserErrors:
-    """A logging filter: Prefect logs a failed run's exception with its traceback; for errors
-    a user can fix, the one-line message printed by the CLI says all there is to say."""
-
-    def filter(self, record: Any) -> bool:
-        from flows.errors import RowsLeftToRetry, UserError
-        from llm.errors import ConfigError, EndpointDown
-        from storage.store import StoreError
-
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, (UserError, StoreError, ConfigError, EndpointDown, RowsLeftToRetry)):
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     import gc
-    import logging
 
     from flows.build import preflight, run_build
-    from flows.errors import RowsLeftToRetry
+    from flows.errors import RowsLeftToRetry, quiet_user_errors
     from storage.store import Store
 
     cfg = _load(args)
     preflight(cfg)
     Store(cfg.db_path).close()  # a locked or unreadable database fails before Prefect starts
-    quiet = _QuietUserErrors()
-    for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine"):
-        logging.getLogger(name).addFilter(quiet)
     # What this process loaded so far (Prefect, pydantic models, the libraries) lives through
     # the build, so the cyclic garbage collector need not walk it on every full collection
     # (it halves the collector's time in a build). Unfrozen after it, so that exit finalizes
     # everything as usual (DuckDB's bindings report objects still alive at exit).
     gc.freeze()
     try:
-        summary = run_build(cfg)
+        with quiet_user_errors():
+            summary = run_build(cfg)
     except RowsLeftToRetry as exc:  # the build ran to its end: show what it did, then the error
         if exc.summary:
             print(json.dumps(exc.summary, indent=2, sort_keys=True) if args.json else _summary_text(exc.summary))

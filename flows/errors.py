@@ -1,5 +1,12 @@
 """Errors a user can fix: printed as one line by the CLI, never as a traceback."""
 
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 
 class UserError(Exception):
     """Bad input or configuration; the message says what to fix."""
@@ -22,3 +29,35 @@ class RowsLeftToRetry(Exception):
 
     def __reduce__(self) -> tuple:
         return (type(self), (self.rows, self.example, self.summary))
+
+
+class _QuietUserErrors(logging.Filter):
+    """Prefect logs a failed run's exception with its traceback; for errors a user can fix,
+    the exception's one-line message (the CLI's error line, a notebook's raised exception)
+    says all there is to say: the record keeps its message and loses the traceback."""
+
+    def filter(self, record: Any) -> bool:
+        from llm.errors import ConfigError, EndpointDown
+        from storage.store import StoreError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, (UserError, StoreError, ConfigError, EndpointDown, RowsLeftToRetry)):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine")
+
+
+@contextmanager
+def quiet_user_errors() -> Iterator[None]:
+    """Within the block, Prefect logs a user-fixable error without its traceback."""
+    quiet = _QuietUserErrors()
+    for name in _PREFECT_RUN_LOGGERS:
+        logging.getLogger(name).addFilter(quiet)
+    try:
+        yield
+    finally:
+        for name in _PREFECT_RUN_LOGGERS:
+            logging.getLogger(name).removeFilter(quiet)

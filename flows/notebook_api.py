@@ -119,10 +119,12 @@ def build(config: BuildConfig | dict[str, Any] | None = None, **overrides: Any) 
     merged into dicts (``sampling={"generator_calls": 200}`` keeps the other sampling settings).
     """
     from flows.build import preflight, run_build
+    from flows.errors import quiet_user_errors
 
     cfg = make_config(config, **overrides)
     preflight(cfg)  # a wrong path fails here, not after a Prefect server has started
-    summary = run_build(cfg)
+    with quiet_user_errors():  # the exception raised here says it: no traceback logged before it
+        summary = run_build(cfg)
     return load(cfg, summary=summary)
 
 

@@ -211,3 +211,34 @@ def test_export_dir_is_where_the_run_wrote_its_files(tmp_path):
     assert result.export_dir == tmp_path / "out"
     assert BuildResult(config=cfg, keys={}, summary={}, funnel=empty, response_types=empty, tokens=empty,
                        samples=empty, pairs_per_function=empty).export_dir == tmp_path / "db" / "export"
+
+
+def test_user_errors_are_logged_without_their_traceback():
+    """A notebook build raises the error itself; Prefect's failed-run log before it keeps its
+    message but not the traceback for errors a user can fix (others keep theirs)."""
+    import logging
+
+    from flows.errors import UserError, quiet_user_errors
+
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    logger, handler = logging.getLogger("prefect.flow_runs"), Keep()
+    logger.addHandler(handler)
+    try:
+        with quiet_user_errors():
+            for exc in (UserError("corpus not found"), ValueError("a bug")):
+                try:
+                    raise exc
+                except Exception:
+                    logger.error("flow run failed", exc_info=True)
+        try:
+            raise UserError("after the block")
+        except UserError:
+            logger.error("flow run failed", exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    assert [r.exc_info is None for r in seen] == [True, False, False]
