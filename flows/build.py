@@ -35,6 +35,7 @@ from storage.ids import content_id
 from storage.models import ShardResult
 from storage.store import Store
 from tasks import ingest as ingest_mod
+from tasks.llm_calls import cancel_run
 from tasks.registry import STAGES, stage_keys
 from tasks.runtime import close_other_pools, sandbox_cpu_seconds
 from tasks.stage import ShardContext, Stage
@@ -44,10 +45,10 @@ log = logging.getLogger("codeio")
 
 def _fatal(exc: BaseException) -> bool:
     """Errors no retry can fix: a bad setting, bad input, a machine the sandbox cannot use."""
-    from llm.errors import ConfigError
+    from llm.errors import ConfigError, RunCancelled
     from sandbox import SandboxUnavailable
 
-    return isinstance(exc, (ConfigError, UserError, SandboxUnavailable))
+    return isinstance(exc, (ConfigError, UserError, SandboxUnavailable, RunCancelled))
 
 
 def _retry_condition(task: Any, task_run: Any, state: Any) -> bool:
@@ -650,10 +651,15 @@ def build(cfg: BuildConfig) -> BuildReport:
         report.seconds = time.perf_counter() - t0
         store.finish_run(run_id, "failed", {"error": str(exc)[:500], **report.as_dict()})
         running = _running_shards(only=run_id)
-        if isinstance(exc, KeyboardInterrupt) and running:
-            logger.warning("interrupted: waiting for the %d running shard(s) to finish, so that the LLM calls "
-                           "they sent are kept; interrupt again to leave them finishing in the background "
-                           "(the next build in this process waits for them)", running)
+        if isinstance(exc, KeyboardInterrupt):
+            # Stop the running shards' LLM calls, so the run ends now and not when its shards
+            # would (minutes, in a notebook, whose kernel lives on): calls not sent are not
+            # sent, completed ones are in the ledger, and the shards end with RunCancelled.
+            cancel_run(run_id)
+            if running:
+                logger.warning("interrupted: stopping the %d running shard(s); the LLM calls they completed "
+                               "are kept (interrupt again not to wait for their code runs to end; the "
+                               "next build in this process waits for them)", running)
         raise
     finally:
         _HANDOVER_RUNS.discard(run_id)

@@ -37,11 +37,11 @@ class _QuietUserErrors(logging.Filter):
     says all there is to say: the record keeps its message and loses the traceback."""
 
     def filter(self, record: Any) -> bool:
-        from llm.errors import ConfigError, EndpointDown
+        from llm.errors import ConfigError, EndpointDown, RunCancelled
         from storage.store import StoreError
 
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, (UserError, StoreError, ConfigError, EndpointDown, RowsLeftToRetry)):
+        if isinstance(exc, (UserError, StoreError, ConfigError, EndpointDown, RowsLeftToRetry, RunCancelled)):
             record.exc_info = None
             record.exc_text = None
         return True

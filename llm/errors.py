@@ -1,7 +1,8 @@
 """Run-stopping errors of the LLM client.
 
-Row-level failures are data (``ChatResult.error``); these two stop a run because no
-row can succeed until a person changes something or the endpoint comes back.
+Row-level failures are data (``ChatResult.error``); these stop a run because no row can
+succeed until a person changes something or the endpoint comes back, or because the person
+stopped it.
 """
 
 from __future__ import annotations
@@ -25,3 +26,8 @@ class EndpointDown(Exception):
     def __reduce__(self) -> tuple:
         # Shard tasks may run on other machines: the error must survive pickling.
         return (type(self), (self.base_url, self.failures, self.last_error))
+
+
+class RunCancelled(Exception):
+    """The build these calls belong to was interrupted: calls not sent yet are not sent, and
+    those in flight are abandoned (the completed ones are in the ledger)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import hashlib
 import os
 import threading
@@ -13,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from llm.errors import RunCancelled
 from llm.ledger import CachedProvider, JournalLedger, MemoryLedger
 from llm.types import ChatRequest, ChatResult
 from storage.models import LLMCall
@@ -60,13 +62,44 @@ class _LLMRuntime:
         self.thread: threading.Thread | None = None
         self.pid = 0
         self.providers: OrderedDict[tuple[str, ...], Any] = OrderedDict()
+        self.cancelled: set[str] = set()  # run ids of interrupted builds
+        self.inflight: dict[str, set[concurrent.futures.Future[Any]]] = {}
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+    def run(self, coro: Coroutine[Any, Any, T], run_id: str = "") -> T:
+        """Run ``coro`` on the loop and wait for it; ``RunCancelled`` if run ``run_id`` is
+        (or gets) cancelled meanwhile."""
         loop = self._loop()
         if threading.current_thread() is self.thread:
             coro.close()
             raise RuntimeError("LLM calls cannot wait on their own event loop")
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        with self.lock:
+            if run_id and run_id in self.cancelled:
+                coro.close()
+                raise RunCancelled(f"run {run_id} was interrupted")
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
+            self.inflight.setdefault(run_id, set()).add(future)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise RunCancelled(f"run {run_id} was interrupted") from None
+        finally:
+            with self.lock:
+                waiting = self.inflight.get(run_id)
+                if waiting is not None:
+                    waiting.discard(future)
+                    if not waiting:
+                        del self.inflight[run_id]
+
+    def cancel(self, run_id: str) -> int:
+        """Stop run ``run_id``'s calls in this process: those being awaited are cancelled on
+        the loop (their shards get ``RunCancelled`` at once), later ones are refused. Returns
+        how many batches were cancelled."""
+        with self.lock:
+            self.cancelled.add(run_id)
+            futures = list(self.inflight.get(run_id, ()))
+        for future in futures:
+            future.cancel()  # cancels the task on the loop, which closes its ledger
+        return len(futures)
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         with self.lock:
@@ -134,6 +167,11 @@ _runtime = _LLMRuntime()
 atexit.register(_runtime.close)
 
 
+def cancel_run(run_id: str) -> int:
+    """Stop the LLM calls of an interrupted build in this process (see ``_LLMRuntime.cancel``)."""
+    return _runtime.cancel(run_id)
+
+
 def close_providers() -> None:
     """Close this process's LLM providers and their event loop (they restart on next use)."""
     _runtime.close()
@@ -169,7 +207,7 @@ def complete(
             if lclose is not None:
                 lclose()
 
-    results = _runtime.run(go())
+    results = _runtime.run(go(), ctx.run_id)
     # A request asked twice in one shard is sent once (CachedProvider): count calls by key.
     fresh = {r.key: r for r in results if r.key not in preloaded}
     # ChatResult is LLMCall plus ``error``: its validated fields are the ledger row as they are.

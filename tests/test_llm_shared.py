@@ -99,3 +99,47 @@ def test_a_request_asked_twice_in_a_shard_is_sent_and_counted_once(tmp_path: Pat
         assert counters["llm_calls_sent"] == 5 and counters["llm_calls_cached"] == 3
         assert sorted(r["key"] for r in rows) == sorted({r.key for r in results})
         assert counters["prompt_tokens"] == sum(r.prompt_tokens for r in results[:5])
+
+
+def test_an_interrupted_run_stops_its_calls_and_keeps_the_completed_ones(tmp_path: Path) -> None:
+    """cancel_run (a build interrupted in a notebook, whose kernel lives on): the shard waiting
+    on its calls gets RunCancelled at once instead of when its calls would end, the calls not
+    sent yet are never sent, the completed ones are in the shard's journal, and a shard that
+    starts later for that run sends nothing; another run is not affected."""
+    import time
+
+    from llm.errors import RunCancelled
+    from llm.ledger import read_journal
+
+    with serve(latency_s=3.0) as server:
+        cfg = _cfg(tmp_path, server.base_url, max_concurrency=2)
+        journal = tmp_path / "answer-shard.jsonl"
+        ctx = ShardContext(config_key="k", upstream_keys={}, run_id="run-1", journal_path=str(journal))
+        outcome: dict[str, object] = {}
+
+        def shard() -> None:
+            started = time.monotonic()
+            try:
+                llm_calls.complete(_requests("x", 20), cfg, ctx)
+            except RunCancelled:
+                outcome["cancelled_after"] = time.monotonic() - started
+
+        thread = threading.Thread(target=shard)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while len(server.requests) < 4 and time.monotonic() < deadline:  # two answered, two out
+            time.sleep(0.05)
+        assert llm_calls.cancel_run("run-1") == 1
+        thread.join(10)
+        assert not thread.is_alive() and "cancelled_after" in outcome
+        assert outcome["cancelled_after"] < 20 * 3.0 / 2  # far from all calls' time
+        time.sleep(0.5)
+        sent = len(server.requests)
+        assert sent < 20
+        assert len(read_journal(journal)) >= 2  # the completed calls are kept
+        with pytest.raises(RunCancelled):
+            llm_calls.complete(_requests("y", 2), cfg, ctx)
+        other = ShardContext(config_key="k", upstream_keys={}, run_id="run-2")
+        results = llm_calls.complete(_requests("z", 1), cfg, other)[0]
+        assert results[0].content is not None
+        assert len(server.requests) == sent + 1
