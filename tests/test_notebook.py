@@ -213,6 +213,7 @@ def test_export_dir_is_where_the_run_wrote_its_files(tmp_path):
                        samples=empty, pairs_per_function=empty).export_dir == tmp_path / "db" / "export"
 
 
+@pytest.mark.filterwarnings("ignore:Logger 'prefect.flow_runs' attempted to send logs")
 def test_user_errors_are_logged_without_their_traceback():
     """A notebook build raises the error itself; Prefect's failed-run log before it keeps its
     message but not the traceback for errors a user can fix (others keep theirs)."""
