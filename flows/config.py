@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from flows.errors import UserError
 from llm.settings import LLMSettings
-from storage.ids import content_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CORPUS = REPO_ROOT / "corpus" / "sample"
@@ -136,9 +135,6 @@ class BuildConfig(_Strict):
         from llm.offline.provider import OFFLINE_MODEL
 
         return OFFLINE_MODEL if self.provider == "offline" else self.llm.model
-
-    def key_of(self, *parts: Any) -> str:
-        return content_id(*parts)[:16]
 
 
 MAX_REPORTED_ERRORS = 5  # an error line names this many problems, then "and N more"

@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from storage.models import LLMCall, Outcome, ShardResult
+from storage.models import LLMCall, ShardResult
 
 # The stage output tables: append-only (no key), one set of rows per (stage, config key, input
 # item), versioned by config key. The column that names each row's input item, so that a shard
@@ -382,15 +382,6 @@ class Store:
             for row in self.query_dicts(f"SELECT * EXCLUDE (created_at) FROM llm_calls WHERE key IN ({marks})", part):
                 found[row["key"]] = row
         return found
-
-    def outcome_counts(self, stage: str, config_key: str | None = None) -> dict[tuple[str, str | None], int]:
-        sql = "SELECT status, reason, count(*) FROM stage_outcomes WHERE stage = ?"
-        params: list[Any] = [stage]
-        if config_key is not None:
-            sql += " AND config_key = ?"
-            params.append(config_key)
-        sql += " GROUP BY ALL"
-        return {(s, r): n for s, r, n in self.query(sql, params)}
 
     # -- runs ------------------------------------------------------------------------------
 

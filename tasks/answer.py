@@ -205,7 +205,6 @@ def _stage(turn: int) -> Stage:
         run_shard=_run_for(turn),
         call_keys=_call_keys_for(turn),
         upstream=upstream,
-        executes_code=True,
     )
 
 

@@ -19,7 +19,6 @@ from typing import Any
 from storage.ids import bytes_id, canonical_json, content_id
 from storage.models import IngestEntry, RawFile
 
-UNIFIED_FIELDS = ("refcode", "problem_description", "io_requirements")
 ROW_COLUMNS = ("content", "repo_name", "path", "source")
 
 

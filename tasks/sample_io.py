@@ -256,5 +256,4 @@ SAMPLE_IO = Stage(
     load_rows=_load,
     run_shard=run_shard,
     upstream="transform",
-    executes_code=True,
 )

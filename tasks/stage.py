@@ -48,4 +48,3 @@ class Stage:
     # For LLM stages: the call keys a shard will need, so the flow can hand over cached calls.
     call_keys: Callable[[list[dict[str, Any]], "BuildConfig"], list[str]] | None = None
     upstream: str | None = None
-    executes_code: bool = False
