@@ -135,7 +135,8 @@ def scan_sources(cfg: BuildConfig) -> PendingWork:
 def _output_settings(cfg: BuildConfig | str) -> Any:
     """What a config's outputs depend on: every stage's key (it covers the settings that
     change the stage's rows), the sources, and where and how the export is written. Shard
-    sizes, parallelism, timeouts and the like change how a build runs, not what it makes."""
+    sizes, parallelism, the LLM client's timeouts and retries and the like change how a build
+    runs, not what it makes (the sandbox's limits do change it: they are in the stage keys)."""
     from tasks.registry import stage_keys
 
     if isinstance(cfg, str):
@@ -230,8 +231,9 @@ def codeio(
         api_key_env: Environment variable (of the serving process) holding the API key;
             empty for none. The key itself never goes into a parameter.
         revision_turns: CODEI/O++ revision turns with execution feedback (0 to 2).
-        export_mode: keep_all (every response), rejection (drop wrong ones), or ground_truth
-            (replace wrong answers with the ground truth).
+        export_mode: keep_all (every sample), rejection (only samples whose final answer is
+            correct), or ground_truth (every sample; the correct answer is appended to those
+            whose final answer is not).
         shard_size: Rows per shard task.
         max_parallel_shards: Shard tasks running at once.
         only_if_new: Scan the sources first and skip the build when nothing is new and the

@@ -1,4 +1,4 @@
-"""The `codeio` command line: run, stats, export, doctor.
+"""The `codeio` command line: run, stats, export, report, doctor, serve.
 
 Every user error is one line on stderr and a non-zero exit; nothing already done is lost.
 """
@@ -39,12 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--kind", choices=["mixed", "educational", "curated"], help="source kind for --corpus")
     run.add_argument("--unified", action="store_true", help="--corpus holds already-unified records")
     run.add_argument("--out", help="export directory (default: export/ beside the database)")
-    run.add_argument("--provider", choices=["offline", "http"])
+    run.add_argument("--provider", choices=["offline", "http"],
+                     help="offline: no LLM, the bundled stand-in (the default); http: an OpenAI-compatible endpoint")
     run.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     run.add_argument("--model", help="model name at the endpoint")
     run.add_argument("--api-key-env", help="environment variable holding the API key")
-    run.add_argument("--shard-size", type=int)
-    run.add_argument("--parallel-shards", type=int)
+    run.add_argument("--shard-size", type=int, help="rows per shard task (the config's shard_size; 200 unless set)")
+    run.add_argument("--parallel-shards", type=int, help="shard tasks running at once (the config's max_parallel_shards; 2 unless set)")
     run.add_argument("--refresh-cache", action="store_true",
                      help="run every shard the build submits, even those Prefect's result cache holds "
                           "(a fresh database otherwise reuses shards any earlier build on this machine finished)")
@@ -53,20 +54,21 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("stats", help="funnel, drop reasons, response types, token use",
                         description="Read the store (no run may hold it) and print the funnel per stage.")
     common(st)
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="print funnel, pending rows, response types and tokens as JSON")
 
     ex = sub.add_parser("export", help="write the training sets from the store",
                         description="Write CODEI/O and CODEI/O++ JSONL, chat-messages JSONL and Parquet.")
     common(ex)
-    ex.add_argument("--out", help="export directory")
-    ex.add_argument("--mode", choices=["keep_all", "rejection", "ground_truth"])
+    ex.add_argument("--out", help="export directory (default: the build's output_dir)")
+    ex.add_argument("--mode", choices=["keep_all", "rejection", "ground_truth"],
+                    help="which samples to write (default: the build's export.mode, keep_all unless set)")
 
     dr = sub.add_parser("doctor", help="check the sandbox, Prefect, the LLM endpoint and the database",
                         description="One line per check: [ok|warn|fail|skip] name: detail - how to fix. "
                         "Exits non-zero when a check fails.")
     common(dr)
     dr.add_argument("--out", help="export directory")
-    dr.add_argument("--provider", choices=["offline", "http"])
+    dr.add_argument("--provider", choices=["offline", "http"], help="offline skips the endpoint check")
     dr.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     dr.add_argument("--model", help="model name at the endpoint")
     dr.add_argument("--api-key-env", help="environment variable holding the API key")

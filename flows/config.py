@@ -76,8 +76,8 @@ class PredictionSettings(_Strict):
 class ExportSettings(_Strict):
     mode: Literal["keep_all", "rejection", "ground_truth"] = Field(
         default="keep_all",
-        description="keep_all: every response; rejection: drop wrong; ground_truth: replace wrong "
-        "answers with the ground truth",
+        description="keep_all: every sample; rejection: only samples whose final answer is correct; "
+        "ground_truth: every sample, with the correct answer appended to those whose final answer is not",
     )
     decontaminate: list[str] = Field(default_factory=list, description="Benchmark JSONL files")
     decontaminate_field: str = Field(default="text")

@@ -38,7 +38,8 @@ class Stage:
     # Settings that change this stage's output; part of its config key.
     settings: Callable[["BuildConfig"], Any]
     # SQL selecting the ids of input rows, given {config_key, upstream keys}; must return one
-    # column named ``id`` of rows that have no outcome yet for this stage's config key.
+    # column named ``id`` of rows that have no outcome yet for this stage's config key, or
+    # whose outcome is ``retry`` (a transient LLM failure an earlier run left to retry).
     pending_sql: Callable[["BuildConfig", dict[str, str]], tuple[str, list[Any]]]
     # Load full rows for a list of ids (flow process): each row holds its input id as ``id``,
     # and depends on that id alone (the flow loads several shards' rows with one call).
