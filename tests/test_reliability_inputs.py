@@ -72,7 +72,7 @@ def corrupt_build(tmp_path_factory: pytest.TempPathFactory) -> dict:
     }
     (base / "build.json").write_text(json.dumps(config))
     env = cli_env(base / "prefect", prefect.api_url)
-    rc, out, err = run_cli(["run", "--config", str(base / "build.json")], env, base, "run")
+    rc, _out, err = run_cli(["run", "--config", str(base / "build.json")], env, base, "run")
     assert rc == 0, err[-3000:]
     rc, stats, err = run_cli(["stats", "--db", config["db_path"], "--json"], env, base, "stats")
     assert rc == 0, err[-3000:]

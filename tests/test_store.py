@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import duckdb
 import pytest
 
 from storage.ids import content_id
@@ -50,7 +51,7 @@ def test_shard_write_is_atomic(store):
         rows={"io_pairs": [_pair("f1", 1, 1), {"id": "x"}]},  # second row violates NOT NULL
         outcomes=[Outcome(item_id="f1", status="ok")],
     )
-    with pytest.raises(Exception):
+    with pytest.raises(duckdb.ConstraintException):
         store.write_shard(bad)
     assert store.query("SELECT count(*) FROM io_pairs")[0][0] == 0
     assert store.query("SELECT count(*) FROM stage_outcomes")[0][0] == 0
@@ -75,7 +76,7 @@ def test_group_write_is_one_transaction(store):
     good = _sample_shard("k1", "f1", 2)
     bad = ShardResult(stage="sample_io", config_key="k1", rows={"io_pairs": [{"id": "x"}]},  # NOT NULL violated
                       outcomes=[Outcome(item_id="f2", status="ok")])
-    with pytest.raises(Exception):
+    with pytest.raises(duckdb.ConstraintException):
         store.write_shards([good, bad])
     assert store.query("SELECT count(*) FROM io_pairs")[0][0] == 0
     store.write_shards([good, _sample_shard("k1", "f2", 3)])
