@@ -17,7 +17,7 @@ from storage.models import Attempt, Outcome, ShardResult
 from tasks.llm_calls import complete, key_model_and_extra
 from tasks.runtime import get_pool, limits_for
 from tasks.sample_io import program
-from tasks.stage import ShardContext, Stage
+from tasks.stage import ShardContext, Stage, non_default
 from tasks.verify import Verdict, VerifyItem, check_without_running, run_predicted_input
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ TURN_STAGE = {1: "answer", 2: "revise1", 3: "revise2"}
 
 
 def _settings(cfg: "BuildConfig") -> Any:
-    s = {"provider": cfg.provider, "sandbox": cfg.sandbox.model_dump(exclude={"workers"})}
+    s = {"provider": cfg.provider, "sandbox": non_default(cfg.sandbox, exclude={"workers"})}
     if cfg.provider == "http":
         s.update(model=cfg.llm.model, temperature=cfg.llm.temperature, max_tokens=cfg.llm.max_tokens,
                  extra_body=cfg.llm.extra_body)

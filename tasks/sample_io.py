@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sandbox import Job, canonical_json
 from storage.models import IOPair, Outcome, ShardResult
 from tasks.runtime import get_pool, limits_for
-from tasks.stage import ShardContext, Stage
+from tasks.stage import ShardContext, Stage, non_default
 
 if TYPE_CHECKING:
     from flows.config import BuildConfig
@@ -31,7 +31,7 @@ SECOND_SEED = 1
 
 
 def _settings(cfg: "BuildConfig") -> Any:
-    return {"sampling": cfg.sampling.model_dump(), "sandbox": cfg.sandbox.model_dump(exclude={"workers"}),
+    return {"sampling": non_default(cfg.sampling), "sandbox": non_default(cfg.sandbox, exclude={"workers"}),
             "caps": {s.source_name: s.pairs_per_function for s in cfg.sources if s.pairs_per_function}}
 
 

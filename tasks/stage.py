@@ -2,6 +2,15 @@
 input rows in the store, and a pure function over one shard of them.
 
 A new stage is one small module exporting a ``Stage``; the flow knows only this contract.
+
+A stage's config key is a hash of its name, its ``version``, its ``settings(cfg)`` and its
+upstream stage's key: a row is done for a key once it has an outcome under it. So:
+
+* bump ``version`` when the stage's code changes what it makes for the same settings (a new
+  rule, a fix), and when a default of a setting it reads changes;
+* a new setting whose default keeps today's behaviour needs no bump: ``settings`` puts only
+  values that differ from their defaults in the key (``non_default``), so existing builds
+  keep their keys and rows (tests/test_stage_keys.py pins the defaults this relies on).
 """
 
 from __future__ import annotations
@@ -10,11 +19,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from storage.models import ShardResult
 
 if TYPE_CHECKING:  # the config lives with the flows; stages only read it
     from flows.config import BuildConfig
     from storage.store import Store
+
+
+def non_default(settings: BaseModel, **exclude: Any) -> dict[str, Any]:
+    """The settings that differ from their defaults: what a config key covers of a settings
+    group (see the module docstring)."""
+    return settings.model_dump(mode="json", exclude_defaults=True, **exclude)
 
 
 @dataclass(frozen=True)

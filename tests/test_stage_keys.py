@@ -1,0 +1,35 @@
+"""Config keys: what changes them and what must not.
+
+A stage's key covers the settings that differ from their defaults, so adding a setting whose
+default keeps today's behaviour leaves every existing build's keys (and rows) as they are.
+The other side of that rule: changing a default changes what a stage makes under the same
+key, so it needs the stage's version bumped. The defaults pinned below make such a change
+visible: if this test fails, bump the version of every stage that reads the setting
+(tasks/sample_io.py, tasks/answer.py) and then update the pinned values.
+"""
+
+from __future__ import annotations
+
+from flows.config import BuildConfig, SamplingSettings, SandboxSettings
+from tasks.registry import stage_keys
+
+
+def test_the_defaults_the_keys_rely_on_are_pinned():
+    assert SamplingSettings().model_dump() == {
+        "generator_calls": 1000, "function_budget_s": 30.0,
+        "pairs_per_kind": {"mixed": 3, "educational": 6, "curated": 10}, "min_pairs": 2,
+        "check_determinism": True, "distinct_outputs_search": 4,
+    }
+    assert SandboxSettings().model_dump(exclude={"workers"}) == {
+        "cpu_seconds": 5.0, "wall_factor": 3.0, "memory_mb": 2048}
+
+
+def test_a_value_equal_to_its_default_is_not_a_change_and_another_value_is():
+    base = stage_keys(BuildConfig())
+    explicit = stage_keys(BuildConfig.model_validate({"sampling": {"generator_calls": 1000},
+                                                      "sandbox": {"cpu_seconds": 5.0, "workers": 1}}))
+    assert explicit == base  # workers never change what is made
+    changed = stage_keys(BuildConfig.model_validate({"sampling": {"generator_calls": 200}}))
+    assert {k for k in base if base[k] != changed[k]} == {"sample_io", "prompts", "answer", "revise1", "revise2"}
+    sandbox = stage_keys(BuildConfig.model_validate({"sandbox": {"cpu_seconds": 2.0}}))
+    assert {k for k in base if base[k] != sandbox[k]} == {"sample_io", "prompts", "answer", "revise1", "revise2"}
