@@ -203,8 +203,15 @@ def _store_and_keys(args: argparse.Namespace) -> tuple[Any, Any, dict[str, str]]
         if row:
             try:
                 cfg = BuildConfig.model_validate({**json.loads(row[0][0]), **_overrides(args)})
-            except Exception:  # noqa: BLE001 - an older config shape: fall back to the given one
-                pass
+            except Exception as exc:  # noqa: BLE001 - an older config shape: fall back to the given one
+                from pydantic import ValidationError
+
+                from flows.config import validation_summary
+
+                first = validation_summary(exc) if isinstance(exc, ValidationError) else type(exc).__name__
+                print(f"codeio: warning: the latest run's settings no longer load ({first}); using "
+                      "the defaults and the options given, which may name other rows (pass --config)",
+                      file=sys.stderr)
         if getattr(args, "mode", None):
             cfg = cfg.model_copy(update={"export": cfg.export.model_copy(update={"mode": args.mode})})
     return store, cfg, stage_keys(cfg)

@@ -150,7 +150,7 @@ def load_config(path: str | None = None, overrides: dict[str, Any] | None = None
     try:
         return BuildConfig.model_validate(data)
     except ValidationError as exc:
-        raise UserError(f"invalid config: {_summary(exc)}") from None
+        raise UserError(f"invalid config: {validation_summary(exc)}") from None
 
 
 def _read_config(path: str) -> dict[str, Any]:
@@ -200,7 +200,7 @@ def _json_kind(value: Any) -> str:
     return "a string" if isinstance(value, str) else "an array"
 
 
-def _summary(exc: ValidationError) -> str:
+def validation_summary(exc: ValidationError) -> str:
     """Every error on one line, unknown keys first: a misspelt key is often why a required
     one is missing, and the cap must not hide it."""
     errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")

@@ -187,3 +187,19 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path, monkeypatch,
     finally:
         os.close(spare)
     assert capsys.readouterr().err == ""
+
+
+def test_stats_says_when_the_latest_runs_settings_no_longer_load(tmp_path, capsys):
+    """A database whose latest run was made with a setting this version no longer has: stats
+    still reports (with the defaults), and says so in one warning line rather than silently
+    counting other rows."""
+    from storage.store import Store
+
+    from flows.cli import main
+
+    with Store(tmp_path / "c.duckdb") as store:
+        store.start_run("r1", {"retired_setting": 1, "provider": "offline"})
+    assert main(["stats", "--db", str(tmp_path / "c.duckdb")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the latest run's settings no longer load" in err and "retired_setting" in err
+    assert len(err.strip().splitlines()) == 1
