@@ -13,7 +13,7 @@ from typing import Any
 
 from prompts.answers import check_input_keys, extract_answer
 from prompts.render import render_feedback
-from sandbox import Job, Limits, NotJSONError, SandboxPool, outputs_match, to_json_value
+from sandbox import Limits, NotJSONError, SandboxPool, outputs_match, to_json_value
 
 
 @dataclass
@@ -73,8 +73,10 @@ def check_without_running(it: VerifyItem) -> Verdict | dict[str, Any]:
 
 
 def verify_one(it: VerifyItem, pool: SandboxPool, limits: Limits) -> tuple[Verdict, int]:
-    """One answer's verdict, and the executions it took (0 or 1). Safe to call from many
-    threads at once: each input prediction runs as a job of its own."""
+    """One answer's verdict, and the executions it took (0 or 1): ``check_without_running``,
+    then ``run_predicted_input`` when there is an input to run (the answer stages call the two
+    apart, deciding the first on the event loop). Safe to call from many threads at once: each
+    input prediction runs as a job of its own."""
     checked = check_without_running(it)
     if isinstance(checked, Verdict):
         return checked, 0
@@ -86,29 +88,6 @@ def run_predicted_input(it: VerifyItem, value: dict[str, Any], pool: SandboxPool
     it (one execution)."""
     (result,) = pool.run(it.code, [value], entry=it.entry, limits=limits)
     return _input_verdict(it, value, result), 1
-
-
-def verify_batch(items: list[VerifyItem], pool: SandboxPool, limits: Limits) -> tuple[list[Verdict], int]:
-    """Verdicts in item order, and the number of executions it took."""
-    verdicts: list[Verdict | None] = [None] * len(items)
-    to_run: list[tuple[int, Any]] = []
-    for i, it in enumerate(items):
-        checked = check_without_running(it)
-        if isinstance(checked, Verdict):
-            verdicts[i] = checked
-        else:
-            to_run.append((i, checked))
-    if to_run:
-        # One job per program: its code loads once and each answer runs in its own fork.
-        groups: dict[tuple[str, str], list[tuple[int, Any]]] = {}
-        for i, value in to_run:
-            groups.setdefault((items[i].code, items[i].entry), []).append((i, value))
-        jobs = [Job(code=code, calls=[v for _, v in members], entry=entry, limits=limits)
-                for (code, entry), members in groups.items()]
-        for members, res in zip(groups.values(), pool.run_many(jobs)):
-            for (i, value), r in zip(members, res):
-                verdicts[i] = _input_verdict(items[i], value, r)
-    return [v for v in verdicts if v is not None], len(to_run)
 
 
 def _input_verdict(it: VerifyItem, value: dict[str, Any], r: Any) -> Verdict:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from sandbox import Limits, SandboxPool
-from tasks.verify import VerifyItem, verify_batch, verify_one
+from tasks.verify import VerifyItem, verify_one
+
+
+def verify_all(items: list[VerifyItem], pool, limits: Limits) -> tuple[list, int]:
+    """Verdicts in item order and the executions they took, one answer at a time (what an
+    answer stage does per answer: check_without_running, then run_predicted_input)."""
+    results = [verify_one(it, pool, limits) for it in items]
+    return [v for v, _ in results], sum(n for _, n in results)
 
 CODE = '''
 import math
@@ -46,9 +53,7 @@ def test_every_verdict_kind(pool):
         item("input", '{"input": {"x": 4}}', given_output=out),                         # missing key
         item("input", None, given_output=out),                                          # the call failed
     ]
-    verdicts, executions = verify_batch(items, pool, Limits(cpu_seconds=0.5))
-    one_by_one = [verify_one(it, pool, Limits(cpu_seconds=0.5)) for it in items]  # the stages' path
-    assert [v for v, _ in one_by_one] == verdicts and sum(n for _, n in one_by_one) == executions
+    verdicts, executions = verify_all(items, pool, Limits(cpu_seconds=0.5))
     assert [v.verdict for v in verdicts] == [
         "correct", "wrong", "no_answer", "correct", "wrong", "exception", "timeout", "bad_format", "call_failed",
     ]
@@ -67,14 +72,14 @@ def test_float_and_structure_comparison(pool):
         item("output", '{"output": true}', given_output=1),
         item("output", "```json\n{\"output\": {\"a\": NaN}}\n```", given_output={"a": float("nan")}),
     ]
-    verdicts, _ = verify_batch(items, pool, Limits(cpu_seconds=0.5))
+    verdicts, _ = verify_all(items, pool, Limits(cpu_seconds=0.5))
     assert [v.verdict for v in verdicts] == ["correct", "wrong", "wrong", "correct"]
 
 
 def test_verdicts_do_not_depend_on_order(pool):
     items = [item("input", '{"input": {"x": %d, "scale": 1.0}}' % x, given_output=2.0) for x in (4, 5, -3, 4)]
-    first, _ = verify_batch(items, pool, Limits(cpu_seconds=0.5))
-    second, _ = verify_batch(list(reversed(items)), pool, Limits(cpu_seconds=0.5))
+    first, _ = verify_all(items, pool, Limits(cpu_seconds=0.5))
+    second, _ = verify_all(list(reversed(items)), pool, Limits(cpu_seconds=0.5))
     assert [v.verdict for v in first] == [v.verdict for v in reversed(second)] == ["correct", "wrong", "exception", "correct"]
 
 
@@ -85,9 +90,8 @@ def test_an_answer_nested_too_deep_is_a_format_error_not_a_failed_shard(pool, de
     deep = "[" * depth + "1" + "]" * depth
     items = [item("output", '{"output": %s}' % deep, given_output=1.0),
              item("input", '{"input": {"x": %s, "scale": 1}}' % deep, given_output=1.0)]
-    verdicts, executions = verify_batch(items, pool, Limits(cpu_seconds=0.5))
+    verdicts, executions = verify_all(items, pool, Limits(cpu_seconds=0.5))
     assert [v.verdict for v in verdicts] == ["bad_format", "bad_format"] and executions == 0
-    assert [verify_one(it, pool, Limits(cpu_seconds=0.5))[0] for it in items] == verdicts
 
 
 def test_a_truncated_response_is_no_answer_even_when_it_holds_an_answer(tmp_path):
