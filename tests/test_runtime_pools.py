@@ -14,6 +14,7 @@ SLEEPER = "import time\ndef main_solution(s):\n    time.sleep(s)\n    return s\n
 
 def test_idle_pools_of_other_settings_are_closed_and_busy_ones_kept():
     a, b = SandboxSettings(workers=1, cpu_seconds=2.0), SandboxSettings(workers=1, cpu_seconds=3.0)
+    runtime.close_pools()  # the pools earlier tests in this process left
     try:
         pool_a = runtime.get_pool(a)
         assert pool_a.run("def main_solution(x):\n    return x\n", [{"x": 1}])[0].value == 1
