@@ -171,22 +171,11 @@ def _abs(path: str | None) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m deployments.serve`; `codeio serve` calls it too."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    parser = argparse.ArgumentParser(prog="codeio serve", description=DESCRIPTION)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    from flows.errors import UserError
-    from storage.store import StoreError
+    """Entry point of `python -m deployments.serve`: `codeio serve`, with the CLI's settings
+    defaults and its one-line errors (and exit statuses) for everything a user can fix."""
+    from flows.cli import main as codeio_main
 
-    try:
-        return serve(args)
-    except (UserError, StoreError) as exc:
-        print(f"codeio: error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return codeio_main(["serve", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
