@@ -66,11 +66,26 @@ def funnel(store: Store, keys: dict[str, str] | None = None) -> pl.DataFrame:
         # Two raw files the LLM rewrote into the same function make one function row: the
         # file whose row it is not is shown as ok with reason same_function, so the counts of
         # transform and sample_io add up.
-        rows += store.query(
-            "SELECT stage, status, CASE WHEN stage = 'transform' AND status = 'ok' AND reason IS NULL AND NOT EXISTS "
-            "(SELECT 1 FROM functions f WHERE f.raw_id = o.item_id) THEN 'same_function' ELSE reason END AS reason, "
-            f"count(*) FROM stage_outcomes o WHERE {where[0]} GROUP BY ALL", where[1])
+        rows += store.query(f"SELECT stage, status, reason, count(*) FROM stage_outcomes WHERE {where[0]} "
+                            "GROUP BY ALL", where[1])
+        rows = _same_function(store, keys, rows)
     return _funnel_frame(rows)
+
+
+def _same_function(store: Store, keys: dict[str, str] | None, rows: list[tuple]) -> list[tuple]:
+    """``rows`` with the transform's plain ok rows whose raw file has no function row of its
+    own (another file was rewritten into the same function) moved to reason same_function."""
+    if keys is not None and not keys.get("transform"):
+        return rows
+    key_filter, params = ("AND o.config_key = ?", [keys["transform"]]) if keys is not None else ("", [])
+    (shared,) = store.query(
+        "SELECT count(*) FROM stage_outcomes o ANTI JOIN functions f ON f.raw_id = o.item_id "
+        f"WHERE o.stage = 'transform' AND o.status = 'ok' AND o.reason IS NULL {key_filter}", params)[0]
+    if not shared:
+        return rows
+    out = [(st, status, reason, n - shared) if (st, status, reason) == ("transform", "ok", None) else (st, status, reason, n)
+           for st, status, reason, n in rows]
+    return [r for r in out if r[3]] + [("transform", "ok", "same_function", shared)]
 
 
 def outcomes_condition(keys: dict[str, str] | None) -> tuple[str, list[Any]] | None:
