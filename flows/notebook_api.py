@@ -173,7 +173,15 @@ def make_config(config: BuildConfig | dict[str, Any] | None = None, **overrides:
         # The base exports beside its own database (it set no output_dir of its own): so does
         # the new one, beside the new database, instead of over the first build's files.
         base.pop("output_dir", None)
-    return BuildConfig.model_validate(_merge(_plain(base), overrides))
+    from pydantic import ValidationError
+
+    from flows.config import validation_summary
+    from flows.errors import UserError
+
+    try:
+        return BuildConfig.model_validate(_merge(_plain(base), overrides))
+    except ValidationError as exc:  # one line, as the CLI says it: what to fix, and where
+        raise UserError(f"invalid config: {validation_summary(exc)}") from None
 
 
 def _derived_output_dir(base: dict[str, Any]) -> bool:

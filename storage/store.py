@@ -74,7 +74,7 @@ class Store:
             if "lock" in msg.lower():
                 raise StoreLocked(
                     f"database {self.path} is in use by another process (a running build?); "
-                    "wait for it to finish or use another --db"
+                    "wait for it to finish or use another database (--db, or db_path in a notebook)"
                 ) from None
             raise StoreError(f"cannot open database {self.path}: {msg.splitlines()[0]}") from None
         except duckdb.Error as exc:

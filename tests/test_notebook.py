@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from flows.config import BuildConfig
 from flows.notebook_api import BuildResult, load, make_config
@@ -29,8 +28,13 @@ def test_make_config_merges_overrides_into_nested_settings():
 
 
 def test_make_config_rejects_unknown_settings():
-    with pytest.raises(ValidationError, match="shard_sise"):
+    from flows.errors import UserError
+
+    with pytest.raises(UserError, match="shard_sise") as caught:
         make_config(shard_sise=3)
+    assert "shard_size" in str(caught.value) and "\n" not in str(caught.value)  # one line, with the likely key
+    with pytest.raises(UserError, match="shard_size"):
+        make_config(shard_size="many")
     with pytest.raises(TypeError):
         make_config("build.toml")  # type: ignore[arg-type]
 
