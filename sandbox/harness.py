@@ -139,6 +139,7 @@ class JobSpec:
     deny_network: bool
     keep_paths: tuple[str, ...]  # sys.path entries of the sandbox package, hidden from user code
     control_fd: int
+    deny_unix_sockets: bool = False  # seccomp: no socket(AF_UNIX) (socket files are outside every namespace)
 
 
 def prepare_worker(hash_seed: int) -> None:
@@ -204,6 +205,8 @@ def _confine_job_process(spec: JobSpec) -> None:
     if getppid() != spec.worker_pid:  # the worker died before the death signal was armed
         _exit(EXIT_SETUP_FAILED)
     isolation.set_no_new_privs()
+    if spec.deny_unix_sockets:
+        isolation.deny_unix_sockets()  # the worker checked it can, once (its isolation report)
     if spec.landlock_abi:
         ruleset = isolation.writes_ruleset(spec.landlock_abi, spec.workdir, spec.deny_network)
         isolation.enforce_ruleset(ruleset)

@@ -121,6 +121,62 @@ def set_no_new_privs() -> None:
     _prctl(_PR_SET_NO_NEW_PRIVS, 1)
 
 
+# A seccomp filter refusing socket(AF_UNIX, ...): the network namespace already leaves a child
+# no network and scopes abstract Unix sockets, but a socket *file* (a 0777 one in /tmp, a
+# service's in /run) is reachable from any namespace, and Landlock does not cover connecting
+# to one. socketpair(), which makes connected pairs without a name, stays allowed.
+_AUDIT_ARCH_AND_SOCKET_NR = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198)}
+_X32_SYSCALL_BIT = 0x40000000
+_AF_UNIX = 1
+_EACCES = 13
+_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
+_SECCOMP_RET_ALLOW, _SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
+_LD_ABS_W, _JEQ_K, _JGE_K, _RET_K = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, ..., BPF_RET|K
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def unix_socket_filter_supported() -> bool:
+    """Whether ``deny_unix_sockets`` knows this machine's architecture."""
+    return os.uname().machine in _AUDIT_ARCH_AND_SOCKET_NR
+
+
+def deny_unix_sockets() -> str | None:
+    """From now on, in this process and all it forks, ``socket(AF_UNIX, ...)`` fails with
+    EACCES; every other call is untouched (a call made for another architecture, or through
+    the x32 ABI, fails too). Needs no_new_privs. None on success, else why not."""
+    arch_nr = _AUDIT_ARCH_AND_SOCKET_NR.get(os.uname().machine)
+    if arch_nr is None:
+        return f"no seccomp filter for {os.uname().machine}"
+    arch, socket_nr = arch_nr
+    deny = _SECCOMP_RET_ERRNO | _EACCES
+    program = [
+        (_LD_ABS_W, 0, 0, 4),  # seccomp_data.arch
+        (_JEQ_K, 1, 0, arch),
+        (_RET_K, 0, 0, deny),  # another architecture's numbers: refuse
+        (_LD_ABS_W, 0, 0, 0),  # seccomp_data.nr
+        (_JGE_K, 0, 1, _X32_SYSCALL_BIT),
+        (_RET_K, 0, 0, deny),  # x32 calls: refuse
+        (_JEQ_K, 0, 3, socket_nr),
+        (_LD_ABS_W, 0, 0, 16),  # seccomp_data.args[0], low half (little-endian)
+        (_JEQ_K, 0, 1, _AF_UNIX),
+        (_RET_K, 0, 0, deny),
+        (_RET_K, 0, 0, _SECCOMP_RET_ALLOW),
+    ]
+    filters = (_SockFilter * len(program))(*(_SockFilter(*f) for f in program))
+    prog = _SockFprog(len(program), filters)
+    if _libc.prctl(ctypes.c_int(_PR_SET_SECCOMP), ctypes.c_ulong(_SECCOMP_MODE_FILTER), ctypes.byref(prog),
+                   _arg(0), _arg(0)) != 0:
+        return f"seccomp filter not installed: {_errno_text()}"
+    return None
+
+
 def landlock_abi() -> int:
     """The kernel's Landlock ABI version, 0 when Landlock is unavailable."""
     version = _syscall(_SYS_LANDLOCK_CREATE_RULESET, None, 0, _LANDLOCK_CREATE_RULESET_VERSION)

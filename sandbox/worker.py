@@ -130,6 +130,11 @@ class Worker:
         elif self.landlock_abi < 6:
             notes.append(f"Landlock ABI {self.landlock_abi} < 6: signals to outside processes not scoped")
 
+        self.deny_unix_sockets = self.deny_network and isolation.unix_socket_filter_supported()
+        if self.deny_network and not self.deny_unix_sockets:
+            notes.append(f"children may connect to Unix sockets in the filesystem: no seccomp filter for "
+                         f"{os.uname().machine}")
+
         self.workdir = os.path.join(config["temp_root"], f"w{self.pid}")
         self._prepare_workdir()
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -225,6 +230,7 @@ class Worker:
             limits=limits, result_cap=result_cap, hash_seed=self.hash_seed, worker_pid=self.pid,
             workdir=self.workdir, uid=self.uid, unique_uid=self.unique_uid, landlock_abi=self.landlock_abi,
             deny_network=self.deny_network, keep_paths=self.keep_paths, control_fd=control_w,
+            deny_unix_sockets=self.deny_unix_sockets,
         )
         reaped_before = _children_cpu()
         pid = os.fork()

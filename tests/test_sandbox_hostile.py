@@ -467,3 +467,43 @@ def test_the_calls_are_the_oom_killers_first_choice(pool):
     results = pool.run(code, [{"x": 1}, {"x": 2}])
     assert [(r.status, r.value) for r in results] == [("ok", ["1000", 0])] * 2, results
     assert open("/proc/self/oom_score_adj").read().strip() != "1000"  # the pipeline's own stays
+
+
+def test_a_unix_socket_file_cannot_be_reached(pool):
+    """A socket file (a host service's, in /tmp or /run) is outside every namespace and
+    Landlock does not cover connecting to it: socket(AF_UNIX) is refused outright, while
+    socketpair(), which names nothing, still works."""
+    from sandbox import isolation
+
+    if not isolation.unix_socket_filter_supported():
+        pytest.skip("no seccomp filter for this architecture")
+    import shutil
+    import tempfile
+
+    where = Path(tempfile.mkdtemp(prefix="codeio-sock-", dir="/tmp"))  # a place any user may reach
+    os.chmod(where, 0o777)
+    path = where / "service.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    os.chmod(path, 0o777)
+    code = (
+        "import socket\n"
+        "def main_solution(path):\n"
+        "    a, b = socket.socketpair()\n"
+        "    a.sendall(b'x')\n"
+        "    paired = b.recv(1) == b'x'\n"
+        "    try:\n"
+        "        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+        "        s.connect(path)\n"
+        "        return [paired, 'connected']\n"
+        "    except OSError as exc:\n"
+        "        return [paired, exc.errno]\n"
+    )
+    try:
+        results = pool.run(code, [{"path": str(path)}, {"path": str(path)}])
+    finally:
+        server.close()
+        shutil.rmtree(where, ignore_errors=True)
+    assert [(r.status, r.value) for r in results] == [("ok", [True, 13])] * 2, results
+    assert_healthy(pool)
