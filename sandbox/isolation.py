@@ -330,6 +330,7 @@ def remove_tree(root: str) -> None:
 
 _MS_NOSUID = 2
 _MS_NODEV = 4
+_MS_NOEXEC = 8
 _MS_BIND = 4096
 _MS_MOVE = 8192
 _MS_REC = 16384
@@ -368,6 +369,18 @@ def enter_mount_namespace() -> str | None:
         return f"unshare(CLONE_NEWNS) failed: {_errno_text()}"
     try:
         _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+    except OSError as exc:
+        return str(exc)
+    return None
+
+
+def mount_private_proc() -> str | None:
+    """A /proc of this mount namespace's own, where a process sees only the processes of its
+    own uid (``hidepid=invisible``): a child no longer reads other processes' command lines
+    (an API key passed as an argument) or environments, nor learns what runs on the machine.
+    Root (the worker) still sees every process. None on success, else why not."""
+    try:
+        _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "hidepid=invisible")
     except OSError as exc:
         return str(exc)
     return None

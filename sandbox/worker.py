@@ -100,6 +100,9 @@ class Worker:
             interpreter = _interpreter_paths()
             problem = isolation.enter_mount_namespace()
             if problem is None:
+                proc_problem = isolation.mount_private_proc()
+                if proc_problem:
+                    notes.append(f"children see every process in /proc: {proc_problem}")
                 covered, problem = isolation.expose_to_other_users(interpreter, config["temp_root"])
                 if covered:
                     notes.append(f"hidden from children, except the interpreter: {', '.join(covered)}")

@@ -10,6 +10,7 @@ environment, killing a worker) are written out below.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -158,7 +159,9 @@ def test_the_environment_holds_no_secrets(pool, monkeypatch):
     result = pool.run(code, [{"pid": os.getpid()}], limits=replace(LIMITS, check_size=False))[0]
     assert result.status == "ok", result
     assert "hunter2" not in result.value and "CODEIO_FAKE_SECRET" not in result.value
-    assert "PermissionError" in result.value  # the pool's own environment is not readable
+    seen = ast.literal_eval(result.value)
+    # The pool's own environment is not readable (not even there, with the worker's private /proc).
+    assert seen[str(os.getpid())] in ("PermissionError", "FileNotFoundError"), seen
     env_code = "import os\ndef main_solution():\n    return sorted(os.environ)\n"
     names = pool.run(env_code, [{}], limits=replace(LIMITS, check_size=False))[0].value
     assert set(names) <= {"PATH", "PYTHONHASHSEED", "TZ", "LANG", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -506,4 +509,24 @@ def test_a_unix_socket_file_cannot_be_reached(pool):
         server.close()
         shutil.rmtree(where, ignore_errors=True)
     assert [(r.status, r.value) for r in results] == [("ok", [True, 13])] * 2, results
+    assert_healthy(pool)
+
+
+def test_proc_shows_a_child_only_its_own_processes(pool):
+    """Other processes' command lines (an API key given as an argument), environments and
+    existence are not a child's to read: its /proc lists only its own uid's processes."""
+    if os.geteuid() != 0:
+        pytest.skip("a private /proc needs the worker's mount namespace (root)")
+    code = (
+        "import os\n"
+        "def main_solution(pid):\n"
+        "    listed = [int(p) for p in os.listdir('/proc') if p.isdigit()]\n"
+        "    try:\n"
+        "        open(f'/proc/{pid}/cmdline').read()\n"
+        "        return ['read', listed]\n"
+        "    except OSError:\n"
+        "        return [os.getpid() in listed, all(os.stat(f'/proc/{p}').st_uid == os.getuid() for p in listed)]\n"
+    )
+    results = pool.run(code, [{"pid": os.getpid()}, {"pid": 1}])
+    assert [(r.status, r.value) for r in results] == [("ok", [True, True])] * 2, results
     assert_healthy(pool)
