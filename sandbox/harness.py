@@ -371,7 +371,7 @@ def _run_child(spec: JobSpec, index: int, ruleset: int, cpu_seconds: float, wall
     """Fork C for ``body``, relay its output while it runs, kill what it leaves, report."""
     result_r, result_w = pipe()
     stdio_r, stdio_w = pipe() if spec.limits.stdio_bytes else (-1, -1)
-    reaped_before = _children_cpu()
+    reaped_before = children_cpu_seconds()
     pid = fork()
     if pid == 0:
         _child(spec, ruleset, cpu_seconds, result_w, stdio_w, body)
@@ -384,7 +384,7 @@ def _run_child(spec: JobSpec, index: int, ruleset: int, cpu_seconds: float, wall
     # The call's CPU is its whole tree's: C and what C waited for (in C's rusage), and the
     # processes it left, which J reaped as their subreaper. Helpers nobody waits for would
     # otherwise compute beyond the limit unseen, and the verdict would depend on the load.
-    cpu = max(cpu, _children_cpu() - reaped_before)
+    cpu = max(cpu, children_cpu_seconds() - reaped_before)
     relay.drain()
     _send(spec, CALL_DONE, index, wait_status, flags, cpu)
 
@@ -481,8 +481,10 @@ def _child(spec: JobSpec, ruleset: int, cpu_seconds: float, result_w: int, stdio
         _exit(status)
 
 
-def _children_cpu() -> float:
-    """CPU seconds of every descendant this process has reaped (itself or as their subreaper)."""
+def children_cpu_seconds() -> float:
+    """CPU seconds of every descendant this process has reaped (itself or as their subreaper).
+    Bound before any user code runs (``_getrusage``), so J's count cannot be patched; the
+    worker uses it too."""
     usage = _getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 

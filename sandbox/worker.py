@@ -235,7 +235,7 @@ class Worker:
             deny_network=self.deny_network, keep_paths=self.keep_paths, control_fd=control_w,
             deny_unix_sockets=self.deny_unix_sockets,
         )
-        reaped_before = _children_cpu()
+        reaped_before = harness.children_cpu_seconds()
         pid = os.fork()
         if pid == 0:
             harness.run_job(spec)
@@ -485,7 +485,7 @@ class _JobWatch:
         # The processes the call left were orphaned to W (J exits after the call): kill and
         # reap them first, so that their CPU counts too, as J counts its children's.
         self.worker._kill_descendants()
-        orphans = max(_children_cpu() - self.reaped_before - self.job_cpu, 0.0)
+        orphans = max(harness.children_cpu_seconds() - self.reaped_before - self.job_cpu, 0.0)
         cpu = max(self.job_cpu - began, 0.0) + orphans
         self.emit(self.index, self._call_verdict(self.wait_status or 0, flags, cpu))
         return self.index + 1
@@ -530,12 +530,6 @@ class _JobWatch:
         _pid, self.wait_status, usage = os.wait4(self.pid, 0)
         self.job_cpu = usage.ru_utime + usage.ru_stime
         self.exited = True
-
-
-def _children_cpu() -> float:
-    """CPU seconds of every descendant W has reaped (as their parent or their subreaper)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _over_cpu(wait_status: int, cpu: float, limit: float) -> bool:

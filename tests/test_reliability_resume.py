@@ -20,9 +20,11 @@ from reliability_helpers import (
     PrefectServer,
     RecordingServer,
     ServerLog,
+    body_key,
     cli_env,
     export_digest,
     http_config,
+    llm_script,
     one_line_error,
     recorded_calls,
     run_cli,
@@ -239,21 +241,21 @@ def test_endpoint_down_stops_cleanly_and_resumes(prefect, corpus, reference, tmp
         "stderr does not end with the one-line error:\n" + down_err[-1500:])
 
 
+def _poisoned(body: dict) -> str | dict:
+    """The test script's answers, except that one request in five fails (HTTP 500) every time."""
+    if int(body_key(body)[:8], 16) % 5 == 0:
+        return {"error": "this request fails every time"}
+    return llm_script(body)
+
+
 def test_calls_that_keep_failing_are_left_to_the_next_run(prefect, corpus, reference, tmp_path):
     """Some requests fail (HTTP 500) on every attempt of a run: their rows are not dropped but
     left to retry; the run writes and exports everything else and ends with a one-line error
     and a non-zero exit; the next run, against a healthy endpoint, sends only those calls and
     ends with the export of an uninterrupted build."""
-    from reliability_helpers import body_key, llm_script
-
-    def poisoned(body: dict) -> str | dict:
-        if int(body_key(body)[:8], 16) % 5 == 0:
-            return {"error": "this request fails every time today"}
-        return llm_script(body)
-
     log = ServerLog()
     env = cli_env(tmp_path / "prefect", prefect.api_url)
-    with RecordingServer(script=poisoned, log=log) as server:
+    with RecordingServer(script=_poisoned, log=log) as server:
         cfg = write_config(tmp_path / "build.json", http_config(
             tmp_path, corpus, server.base_url, llm={"max_retries": 1, "backoff_base_s": 0.01, "backoff_max_s": 0.05}))
         args = ["run", "--config", str(cfg), "--json"]
@@ -287,16 +289,9 @@ def test_a_call_that_fails_every_run_is_given_up(prefect, corpus, tmp_path):
     its row pending for ``llm.give_up_after_runs`` runs; the run that reaches the limit drops
     the row with reason call_failed and the count in its detail, and ends with exit 0, so a
     scheduled ingest does not fail forever on it. Nothing else is sent twice."""
-    from reliability_helpers import body_key, llm_script
-
-    def poisoned(body: dict) -> str | dict:
-        if int(body_key(body)[:8], 16) % 5 == 0:
-            return {"error": "this request fails every time"}
-        return llm_script(body)
-
     log = ServerLog()
     env = cli_env(tmp_path / "prefect", prefect.api_url)
-    with RecordingServer(script=poisoned, log=log) as server:
+    with RecordingServer(script=_poisoned, log=log) as server:
         cfg = write_config(tmp_path / "build.json", http_config(
             tmp_path, corpus, server.base_url,
             llm={"max_retries": 0, "backoff_base_s": 0.01, "backoff_max_s": 0.05, "give_up_after_runs": 2}))
