@@ -8,7 +8,8 @@ Two write patterns: one shard per commit (the flow's writer keeps up with the sh
 ``--group`` shards per commit (it fell behind, and writes every shard finished meanwhile in one
 transaction; the flow's window holds at most 2 x max_parallel_shards = 4 shards by default).
 Reported: rows/s over the whole run and per tenth of it (does the rate fall as the table
-grows?), the rate of writing stored shards again (the replace path), the funnel read time, and
+grows?), the rate of writing stored shards again (the replace path), the funnel read time, the
+memory DuckDB holds after it (against the store's limit), and
 where a write's time goes (cProfile of a sample). ``--explore`` times the same appends on
 scratch DuckDB files with the keyed schema the store had before (a VARCHAR primary key on the
 ids), to show what dropping the keys bought.
@@ -192,6 +193,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 report["funnel"] = {"seconds": round(time.perf_counter() - start, 3),
                                     "outcomes": int(frame["count"].sum())}
                 report["profile"] = profile_writes(store, shards, args.profile_shards, args.shard_rows)
+                report["duckdb_memory_mb"] = round(
+                    store.query("SELECT sum(memory_usage_bytes) FROM duckdb_memory()")[0][0] / 2**20, 1)
+                report["duckdb_memory_limit"] = store.query("SELECT current_setting('memory_limit')")[0][0]
             store.close()
             report[f"{name}_db_mb"] = round(os.path.getsize(path) / 2**20, 1)
             path.unlink()
@@ -201,7 +205,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"write: {one['rows_per_s']} rows/s one shard per commit, {grouped['rows_per_s']} rows/s "
           f"{args.group} per commit, over {one['rows']} rows (goal 200000); stored shards written again: "
           f"{report['rewrite']['rows_per_s']} rows/s; funnel read: {report['funnel']['seconds']} s "
-          f"({report['funnel']['outcomes']} outcomes); database {report['write_one_per_commit_db_mb']} MB")
+          f"({report['funnel']['outcomes']} outcomes); database {report['write_one_per_commit_db_mb']} MB, "
+          f"DuckDB's memory after the funnel {report['duckdb_memory_mb']} MB (limit {report['duckdb_memory_limit']})")
     print("where a write goes (cProfile; DuckDB's own calls are not visible to it and count as "
           "the own time of the store method that makes them):")
     for row in report["profile"]:

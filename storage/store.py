@@ -35,6 +35,10 @@ _FIRST_WINS = {"ingest_log", "raw_files", "llm_calls"}
 _INDEX_LOOKUP_KEYS = 1000
 
 CHECKPOINT_THRESHOLD = "256MB"
+# DuckDB's buffer memory per connection. Its own default is 80 % of the machine's RAM, which a
+# store as large as a paper-scale build's fills through its caches: this bound keeps a build's
+# memory flat however large the store grows (past it DuckDB evicts and checkpoints earlier).
+MEMORY_LIMIT = "512MB"
 
 
 class StoreError(RuntimeError):
@@ -57,8 +61,10 @@ def _migrations() -> list[tuple[int, str, str]]:
 class Store:
     """A DuckDB file holding every record and every per-row stage outcome."""
 
-    def __init__(self, path: str | Path, read_only: bool = False, threads: int | None = None) -> None:
-        """``threads``: DuckDB's worker threads for this database (default: one per core)."""
+    def __init__(self, path: str | Path, read_only: bool = False, threads: int | None = None,
+                 memory_limit: str = MEMORY_LIMIT) -> None:
+        """``threads``: DuckDB's worker threads for this database (default: one per core);
+        ``memory_limit``: DuckDB's buffer memory, e.g. "2GB"."""
         self.path = Path(path)
         self.read_only = read_only
         if read_only and not self.path.exists():
@@ -97,6 +103,7 @@ class Store:
             self.con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         if threads is not None:
             self.con.execute(f"SET threads = {int(threads)}")
+        self.con.execute("SET memory_limit = ?", [memory_limit])
         if not read_only:
             self.migrate()
         elif self.schema_version() == 0:

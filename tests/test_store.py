@@ -189,6 +189,28 @@ def test_the_store_can_be_given_its_duckdb_threads(tmp_path):
         assert store.query("SELECT current_setting('threads')")[0][0] == 2
 
 
+def test_duckdb_memory_is_bounded_however_large_the_store_grows(tmp_path):
+    """DuckDB's own default is 80 % of the machine's RAM, which its caches fill as a store
+    grows: the store bounds it (a build's memory stays flat at any scale)."""
+    from storage.store import MEMORY_LIMIT
+
+    reference = duckdb.connect()
+    reference.execute("SET memory_limit = ?", [MEMORY_LIMIT])
+    with Store(tmp_path / "m.duckdb") as store:
+        assert store.query("SELECT current_setting('memory_limit')") == \
+            reference.execute("SELECT current_setting('memory_limit')").fetchall()
+    with Store(tmp_path / "m.duckdb", memory_limit="16MB") as store:
+        for n in range(60):  # DuckDB holds ~37 MB of these rows without a limit
+            rows = [{"id": f"{n:03d}-{j:05d}", "function_id": f"f{n}", "input_json": content_id(n, j) * 3,
+                     "output_json": content_id(j), "ordinal": 0} for j in range(2000)]
+            store.write_shards([ShardResult(stage="sample_io", config_key="k", rows={"io_pairs": rows},
+                                            outcomes=[Outcome(item_id=f"f{n}", status="ok")])])
+        assert store.query("SELECT count(*) FROM io_pairs") == [(120000,)]
+        assert store.query("SELECT count(DISTINCT input_json) FROM io_pairs") == [(120000,)]
+        used = store.query("SELECT sum(memory_usage_bytes) FROM duckdb_memory()")[0][0]
+        assert used <= 16 * 2**20
+
+
 def test_ctrl_c_during_a_query_is_an_interrupt_and_the_store_stays_usable(tmp_path):
     """DuckDB reports a SIGINT that lands mid-statement as its own error and then refuses
     other work on the connection while the statement's result is pending; the store raises
