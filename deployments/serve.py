@@ -8,14 +8,19 @@ flow against a Prefect server until interrupted.
   cancelled, not queued: the next one catches up.
 
 With ``PREFECT_API_URL`` set, that server is used; otherwise a local one is started on
-127.0.0.1 (or one already answering there is reused), with its UI.
+127.0.0.1 (or one already answering there is reused), with its UI. Deployments are named per
+server, so each database served on one server needs its own ``--name`` (``build-dataset-NAME``,
+``incremental-ingest-NAME``); serving a second database under names another `codeio serve`
+is serving is refused, since the two would run each other's builds.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -41,8 +46,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cron", default=DEFAULT_CRON,
                    help=f"schedule of incremental-ingest (default: '{DEFAULT_CRON}', hourly; '' for none)")
     p.add_argument("--timezone", default="UTC", help="time zone of --cron (default: UTC)")
+    p.add_argument("--name", type=_deployment_suffix,
+                   help="suffix of the deployments' names (build-dataset-NAME, incremental-ingest-NAME): "
+                        "one per database served on the same Prefect server")
     p.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help=f"port of the local Prefect server when PREFECT_API_URL is unset (default: {DEFAULT_PORT})")
+
+
+def _deployment_suffix(text: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use lowercase letters, digits and dashes (at most 40)")
+    return text
+
+
+def deployment_names(suffix: str | None = None) -> tuple[str, str]:
+    """The names of the build-dataset and incremental-ingest deployments."""
+    tail = f"-{suffix}" if suffix else ""
+    return f"build-dataset{tail}", f"incremental-ingest{tail}"
 
 
 def deployment_parameters(args: argparse.Namespace) -> dict[str, Any]:
@@ -69,8 +89,9 @@ def deployment_parameters(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
-def build_deployments(params: dict[str, Any], cron: str = DEFAULT_CRON, timezone: str = "UTC") -> list[Any]:
-    """The two RunnerDeployments of the `codeio` flow."""
+def build_deployments(params: dict[str, Any], cron: str = DEFAULT_CRON, timezone: str = "UTC",
+                      suffix: str | None = None) -> list[Any]:
+    """The two RunnerDeployments of the `codeio` flow (named with ``suffix``, if given)."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron
 
@@ -84,15 +105,16 @@ def build_deployments(params: dict[str, Any], cron: str = DEFAULT_CRON, timezone
             schedules = [Cron(cron, timezone=timezone)]
         except (ValueError, ZoneInfoNotFoundError) as exc:
             raise UserError(f"invalid schedule --cron {cron!r} --timezone {timezone!r}: {exc}") from None
+    build_name, ingest_name = deployment_names(suffix)
     build = codeio.to_deployment(
-        name="build-dataset",
+        name=build_name,
         description="Build CODEI/O and CODEI/O++ training data; only new or unfinished work is done.",
         parameters=params,
         concurrency_limit=1,
         tags=["codeio"],
     )
     ingest = codeio.to_deployment(
-        name="incremental-ingest",
+        name=ingest_name,
         description="Scan the sources on a schedule; build only what is new.",
         parameters={**params, "only_if_new": True},
         schedules=schedules,
@@ -125,7 +147,7 @@ def serve(args: argparse.Namespace) -> int:
     from flows.errors import UserError
 
     params = deployment_parameters(args)
-    deployments = build_deployments(params, args.cron, args.timezone)
+    deployments = build_deployments(params, args.cron, args.timezone, args.name)
     api_url = PREFECT_API_URL.value()
     if api_url:
         if not wait_healthy(api_url, API_WAIT_S):  # a server started alongside may still be booting
@@ -159,11 +181,48 @@ def serve(args: argparse.Namespace) -> int:
 def _serve(deployments: list[Any], params: dict[str, Any], args: argparse.Namespace) -> int:
     from prefect import serve as prefect_serve
 
+    check_names_free(deployments, params["db_path"])
     when = f"'{args.cron}' ({args.timezone})" if args.cron else "no schedule"
-    print(f"codeio: serving codeio/build-dataset and codeio/incremental-ingest ({when}); "
+    build_name, ingest_name = deployment_names(args.name)
+    print(f"codeio: serving codeio/{build_name} and codeio/{ingest_name} ({when}); "
           f"database {params['db_path']}; Ctrl-C stops", file=sys.stderr)
     prefect_serve(*deployments)
     return 0
+
+
+def check_names_free(deployments: list[Any], db_path: str) -> None:
+    """Refuse to take over deployments another `codeio serve` is serving for another database.
+
+    Registering a deployment replaces the server's one of that name, and every runner serving
+    that name picks up its runs: the other serve would go on building this database, and its
+    own would no longer be built. A deployment counts as served while its runner polls
+    (every ``PREFECT_RUNNER_POLL_FREQUENCY`` seconds); one left from a stopped serve is
+    replaced, with a line saying which database it built."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_RUNNER_POLL_FREQUENCY
+
+    from flows.errors import UserError
+
+    served_within = 3 * PREFECT_RUNNER_POLL_FREQUENCY.value()
+    with get_client(sync_client=True) as client:
+        for deployment in deployments:
+            full_name = deployment.full_name
+            try:
+                existing = client.read_deployment_by_name(full_name)
+            except ObjectNotFound:
+                continue
+            other = (existing.parameters or {}).get("db_path")
+            if other == db_path:
+                continue
+            polled = existing.last_polled
+            age = (datetime.now(timezone.utc) - polled).total_seconds() if polled else None
+            if age is not None and age < served_within:
+                raise UserError(
+                    f"{full_name} is being served for {other} (its runner polled {age:.0f} s ago); serve "
+                    f"{db_path} under names of its own with --name NAME (if you have just stopped that "
+                    f"serve, try again in {served_within - age:.0f} s)")
+            print(f"codeio: {full_name} built {other}; it now builds {db_path}", file=sys.stderr)
 
 
 def _abs(path: str | None) -> str | None:

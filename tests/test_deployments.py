@@ -164,10 +164,50 @@ def test_served_build_dataset_runs_from_the_api(tmp_path):
             )
         server.start(timeout_s=120)
         _check_served(server.api_url, serving, serve_log, db, out)
+        _check_second_database(server.api_url, tmp_path, corpus, {**os.environ, **env}, db)
     finally:
         if serving is not None:
             stop_process_group(serving, grace_s=5, first=signal.SIGINT)  # what Ctrl-C sends
         server.stop(grace_s=5)
+
+
+def _check_second_database(api_url: str, tmp_path: Path, corpus: Path, env: dict[str, str], db: Path) -> None:
+    """A second database on the same server: under the served names it is refused in one
+    line (the two serves would run each other's builds); under --name it gets its own pair."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.server import stop_process_group
+
+    db2 = tmp_path / "db2" / "codeio.duckdb"
+    command = [sys.executable, "-m", "deployments.serve", "--corpus", str(corpus), "--db", str(db2), "--cron", ""]
+    env = {**env, "PREFECT_API_URL": api_url}
+    refused = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                             stdin=subprocess.DEVNULL)
+    assert refused.returncode == 2, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"codeio: error: codeio/build-dataset is being served for {db} ")
+    assert "--name NAME" in lines[0]
+    log = tmp_path / "serve2.log"
+    with open(log, "wb") as out:
+        second = subprocess.Popen(command + ["--name", "second"], cwd=tmp_path, env=env, stdout=out,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    dep = client.read_deployment_by_name("codeio/build-dataset-second")
+                    break
+                except Exception:  # noqa: BLE001 - ObjectNotFound until registered
+                    assert second.poll() is None, log.read_text()
+                    assert time.monotonic() < deadline, log.read_text()
+                    time.sleep(0.5)
+            assert dep.parameters["db_path"] == str(db2)
+            assert client.read_deployment_by_name("codeio/incremental-ingest-second").parameters["db_path"] == str(db2)
+            assert client.read_deployment_by_name("codeio/build-dataset").parameters["db_path"] == str(db)
+    finally:
+        stop_process_group(second, grace_s=5, first=signal.SIGINT)
 
 
 def _check_served(api_url: str, serving: subprocess.Popen, serve_log: Path, db: Path, out: Path) -> None:
