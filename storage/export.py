@@ -56,6 +56,7 @@ import pyarrow.parquet as pq
 
 from storage.atomic import atomic_open, atomic_path, atomic_write_text
 from storage.decontam import Decontaminator
+from storage.stages import TURN_STAGES
 from storage.stats import response_types
 from storage.store import Store
 
@@ -109,9 +110,6 @@ _TURN_CTE = """turn{turn} AS (
     WHERE config_key = ${key} AND turn = {turn}
       AND task_id >= $low AND ($high IS NULL OR task_id < $high)
 )"""
-
-# The store key of each turn's attempts.
-_TURN_KEYS = {1: "answer", 2: "revise1", 3: "revise2"}
 
 
 @dataclass(frozen=True)
@@ -254,7 +252,7 @@ def _sample_rows(
         params["sample_io"] = keys["sample_io"]
         joins.append("LEFT JOIN io_pairs AS pairs ON pairs.id = tasks.pair_id AND pairs.config_key = $sample_io")
     for turn in turns:
-        key = _TURN_KEYS[turn]
+        key = TURN_STAGES[turn]
         params[key] = keys.get(key)
         ctes.append(_TURN_CTE.format(turn=turn, key=key, columns=", ".join(_TURN_COLUMNS)))
         cols += [f"turn{turn}.{c} AS {c}_{turn}" for c in _TURN_COLUMNS]
@@ -436,7 +434,7 @@ def _stats(
     verdicts: dict[str, dict[str, dict[str, int]]],
 ) -> dict[str, Any]:
     # The response types of the turns this export uses.
-    unused = {_TURN_KEYS[turn] for turn in range(revision_turns + 2, 4)}
+    unused = {TURN_STAGES[turn] for turn in range(revision_turns + 2, 4)}
     turn_keys = {stage: key for stage, key in keys.items() if stage not in unused}
     decontamination = None
     if decontam is not None:

@@ -13,10 +13,10 @@ from typing import Any
 
 import polars as pl
 
+from storage.stages import STAGE_ORDER, TURN_STAGES
 from storage.store import Store
 
-# Pipeline order, for sorting; stages not listed follow in name order.
-STAGE_ORDER = ("ingest", "transform", "sample_io", "prompts", "answer", "revise1", "revise2")
+# Statuses sort in this order, stages in STAGE_ORDER; one not listed follows in name order.
 _STATUS_ORDER = ("ok", "duplicate", "rejected", "dropped", "retry")
 
 # Verdict -> response type of figure 7. A verdict not listed is counted as 'other'.
@@ -30,9 +30,6 @@ _VERDICT_TYPE = {
     "timeout": "error",
     "call_failed": "error",
 }
-# The store key under which each turn's attempts are recorded.
-_TURN_KEYS = {1: "answer", 2: "revise1", 3: "revise2"}
-
 _FUNNEL_SCHEMA = {"stage": pl.String, "status": pl.String, "reason": pl.String, "count": pl.Int64}
 _RESPONSE_SCHEMA = {
     "turn": pl.Int64,
@@ -117,7 +114,7 @@ def response_types(store: Store, keys: dict[str, str]) -> pl.DataFrame:
     type appears for each (turn, kind) that has attempts; share is count / attempts of that
     (turn, kind).
     """
-    turns = [(turn, keys[name]) for turn, name in _TURN_KEYS.items() if keys.get(name)]
+    turns = [(turn, keys[name]) for turn, name in TURN_STAGES.items() if keys.get(name)]
     if not turns:
         return pl.DataFrame([], schema=_RESPONSE_SCHEMA, orient="row")
     task_filter, params = "", []

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from llm.types import ChatRequest, ChatResult, chat_key
 from prompts.render import render_revision
 from storage.models import Attempt, Outcome, ShardResult
+from storage.stages import TURN_STAGES
 from tasks.llm_calls import complete, key_model_and_extra
 from tasks.runtime import get_pool, limits_for
 from tasks.sample_io import program
@@ -23,9 +24,6 @@ from tasks.verify import Verdict, VerifyItem, check_without_running, run_predict
 if TYPE_CHECKING:
     from flows.config import BuildConfig
     from storage.store import Store
-
-# turn -> (stage name, stage whose attempts it revises)
-TURN_STAGE = {1: "answer", 2: "revise1", 3: "revise2"}
 
 
 def _settings(cfg: "BuildConfig") -> Any:
@@ -38,7 +36,7 @@ def _settings(cfg: "BuildConfig") -> Any:
 
 def _pending_for(turn: int):
     def pending(cfg: "BuildConfig", keys: dict[str, str]) -> tuple[str, list[Any]]:
-        stage = TURN_STAGE[turn]
+        stage = TURN_STAGES[turn]
         if turn == 1:
             return (
                 "SELECT t.id FROM prediction_tasks t WHERE t.config_key = ? AND NOT EXISTS (SELECT 1 "
@@ -48,7 +46,7 @@ def _pending_for(turn: int):
             )
         if cfg.prediction.revision_turns < turn - 1:
             return "SELECT NULL::VARCHAR AS id WHERE false", []
-        prev = TURN_STAGE[turn - 1]
+        prev = TURN_STAGES[turn - 1]
         return (
             "SELECT a.task_id AS id FROM attempts a JOIN prediction_tasks t ON t.id = a.task_id "
             "WHERE t.config_key = ? AND a.config_key = ? AND a.turn = ? AND a.verdict <> 'correct' "
@@ -70,7 +68,7 @@ def _load_for(turn: int):
             ids, [keys["sample_io"], keys["prompts"]],
         )
         if turn > 1:
-            prev_keys = [keys[TURN_STAGE[k]] for k in range(1, turn)]
+            prev_keys = [keys[TURN_STAGES[k]] for k in range(1, turn)]
             history = store.query_ids(
                 "SELECT a.task_id, a.turn, a.response, a.feedback FROM attempts a JOIN _want w "
                 "ON a.task_id = w.id WHERE a.turn < ? AND list_contains(?, a.config_key) "
@@ -127,7 +125,7 @@ def _call_keys_for(turn: int):
 
 def _run_for(turn: int):
     def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext) -> ShardResult:
-        stage = TURN_STAGE[turn]
+        stage = TURN_STAGES[turn]
         requests = [_request(r, cfg, turn) for r in rows]
         if len(ctx.call_keys) == len(rows):  # the flow's keys for these rows: not hashed twice
             model, extra = key_model_and_extra(cfg)
@@ -195,9 +193,9 @@ def _run_for(turn: int):
 
 
 def _stage(turn: int) -> Stage:
-    upstream = "prompts" if turn == 1 else TURN_STAGE[turn - 1]
+    upstream = "prompts" if turn == 1 else TURN_STAGES[turn - 1]
     return Stage(
-        name=TURN_STAGE[turn],
+        name=TURN_STAGES[turn],
         version="2",  # 2: a response cut off at max_tokens is no_answer, whatever it holds
         settings=_settings,
         pending_sql=_pending_for(turn),

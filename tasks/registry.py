@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 INGEST_VERSION = "1"
 
+# In storage.stages.STAGE_ORDER, after ingest (which the flow runs itself).
 STAGES: list[Stage] = [TRANSFORM, SAMPLE_IO, PROMPTS, ANSWER, REVISE1, REVISE2]
 
 

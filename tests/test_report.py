@@ -13,6 +13,7 @@ import pytest
 
 from flows.report import (
     CHART_TITLES,
+    STAGE_UNITS,
     collect,
     nice_axis,
     pairs_per_function,
@@ -55,6 +56,12 @@ def test_page_has_every_chart_with_the_fixture_numbers(store):
     # key numbers: 1 of 5 tasks correct at turn 1, 3 of 5 after the revision turns
     assert "<b>20.0%</b><span>correct at turn 1</span>" in page
     assert "<b>60.0%</b><span>correct after revision</span>" in page
+
+
+def test_every_stage_has_a_unit():
+    from storage.stages import STAGE_ORDER
+
+    assert tuple(STAGE_UNITS) == STAGE_ORDER
 
 
 def test_pairs_per_function_counts_dropped_functions_as_zero(store):

@@ -33,3 +33,15 @@ def test_a_value_equal_to_its_default_is_not_a_change_and_another_value_is():
     assert {k for k in base if base[k] != changed[k]} == {"sample_io", "prompts", "answer", "revise1", "revise2"}
     sandbox = stage_keys(BuildConfig.model_validate({"sandbox": {"cpu_seconds": 2.0}}))
     assert {k for k in base if base[k] != sandbox[k]} == {"sample_io", "prompts", "answer", "revise1", "revise2"}
+
+
+def test_the_registry_builds_the_stages_in_pipeline_order():
+    """storage.stages names the stages for the store and the statistics; the registry's
+    stages (and their config keys) follow it, so a new stage cannot be left out of either."""
+    from storage.stages import STAGE_ORDER, TURN_STAGES
+    from tasks.registry import STAGES
+
+    assert ("ingest", *(s.name for s in STAGES)) == STAGE_ORDER
+    assert tuple(stage_keys(BuildConfig())) == STAGE_ORDER
+    assert [s.upstream for s in STAGES] == list(STAGE_ORDER[:-1])
+    assert set(TURN_STAGES.values()) <= set(STAGE_ORDER)
