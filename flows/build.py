@@ -432,7 +432,7 @@ def run_ingest(store: Store, cfg: BuildConfig, report: BuildReport, key: str) ->
 
     def submit(shard_id: str, n: int, rows: list[dict], _extra: dict[str, Any]) -> Any:
         rep.rows_in += len(rows)
-        ctx = ShardContext(config_key=key, upstream_keys={}, run_id=report.run_id)
+        ctx = ShardContext(config_key=key, run_id=report.run_id)
         return task_fn.submit("ingest", shard_id, n, _whole(cfg, rows), cfg.max_file_bytes, _whole(cfg, ctx))
 
     def on_done(finished: list[tuple[ShardResult, dict[str, Any]]]) -> None:
@@ -503,8 +503,8 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
             journal_dir.mkdir(parents=True, exist_ok=True)
             journal = str(journal_dir / f"{stage.name}-{shard_id[:16]}.jsonl")
             extra["journal"] = journal
-        ctx = ShardContext(config_key=key, upstream_keys=dict(keys), cached_calls=cached,
-                           journal_path=journal, run_id=report.run_id, call_keys=call_keys)
+        ctx = ShardContext(config_key=key, cached_calls=cached, journal_path=journal, run_id=report.run_id,
+                           call_keys=call_keys)
         fn = rerun_fn if extra.pop("rerun", False) else task_fn
         return fn.submit(stage.name, shard_id, n, _whole(cfg, rows), cfg, _whole(cfg, ctx))
 

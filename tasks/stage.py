@@ -39,7 +39,6 @@ class ShardContext:
     """What a shard task gets besides its rows."""
 
     config_key: str
-    upstream_keys: dict[str, str]
     cached_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     journal_path: str | None = None
     run_id: str = ""  # not part of the shard cache key: tells a cached result from a fresh one

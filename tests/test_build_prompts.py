@@ -22,7 +22,7 @@ ROW = {
 
 def _tasks(prediction: dict) -> list[dict]:
     cfg = BuildConfig.model_validate({"prediction": prediction})
-    res = run_shard([ROW], cfg, ShardContext(config_key="k", upstream_keys={}))
+    res = run_shard([ROW], cfg, ShardContext(config_key="k"))
     assert [o.item_id for o in res.outcomes] == ["pair1"]
     return res.rows["prediction_tasks"]
 
@@ -49,7 +49,7 @@ def test_pairs_with_the_same_output_share_one_input_prediction_task():
     second = {**ROW, "id": "pair2", "input_json": json.dumps({"n": 6}), "first_of_output": "pair1"}
     other = {**ROW, "id": "pair3", "input_json": json.dumps({"n": 4}), "output_json": "24", "first_of_output": "pair3"}
     cfg = BuildConfig.model_validate({})
-    res = run_shard([first, second, other], cfg, ShardContext(config_key="k", upstream_keys={}))
+    res = run_shard([first, second, other], cfg, ShardContext(config_key="k"))
     kinds = sorted((t["pair_id"], t["kind"]) for t in res.rows["prediction_tasks"])
     assert kinds == [("pair1", "input"), ("pair1", "output"), ("pair2", "output"), ("pair3", "input"), ("pair3", "output")]
     outcome = {o.item_id: o for o in res.outcomes}
@@ -59,5 +59,5 @@ def test_pairs_with_the_same_output_share_one_input_prediction_task():
     assert res.counters == {"input_prompts_shared": 1}
     # With input prediction switched off nothing is shared.
     only_output = run_shard([first, second], BuildConfig.model_validate({"prediction": {"kinds": ["output"]}}),
-                            ShardContext(config_key="k", upstream_keys={}))
+                            ShardContext(config_key="k"))
     assert all(o.reason is None for o in only_output.outcomes) and only_output.counters == {}

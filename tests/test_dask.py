@@ -119,7 +119,7 @@ def test_cluster_example_config_is_valid():
 def test_config_and_shard_context_pickle():
     """What a shard task is sent: the config and the context survive cloudpickle as they are."""
     cfg = _cfg(Path("/tmp/x"), Path("/tmp/c"), "local")
-    ctx = ShardContext(config_key="k", upstream_keys={"a": "b"}, cached_calls={"c": {"content": "x"}},
+    ctx = ShardContext(config_key="k", cached_calls={"c": {"content": "x"}},
                        journal_path="/tmp/x/ledger/j.jsonl")
     assert cloudpickle.loads(cloudpickle.dumps(cfg)) == cfg
     assert cloudpickle.loads(cloudpickle.dumps(ctx)) == ctx

@@ -86,6 +86,6 @@ def test_the_transform_stage_removes_examples_and_counts_it():
     record = {"refcode": CODE, "funcname": "main_solution", "problem_description": "q", "io_requirements": "io",
               "ios": [{"input": {"weights": [1], "values": [2], "cap": 1}, "output": 2}]}
     row = {"id": "raw1", "origin": "unified", "content": json.dumps(record), "source": "s", "source_kind": "curated"}
-    res = run_shard([row], BuildConfig.model_validate({}), ShardContext(config_key="k", upstream_keys={}))
+    res = run_shard([row], BuildConfig.model_validate({}), ShardContext(config_key="k"))
     (fn,) = res.rows["functions"]
     assert fn["refcode"] == strip_doctest_examples(CODE) != CODE and res.counters["doctest_examples_removed"] == 1

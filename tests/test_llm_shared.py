@@ -43,7 +43,7 @@ def test_two_shards_at_once_stay_within_one_concurrency_bound(tmp_path: Path) ->
         results: dict[str, list] = {}
 
         def shard(tag: str) -> None:
-            ctx = ShardContext(config_key="k", upstream_keys={}, run_id="run")
+            ctx = ShardContext(config_key="k", run_id="run")
             results[tag] = llm_calls.complete(_requests(tag, 30), cfg, ctx)[0]
 
         threads = [threading.Thread(target=shard, args=(tag,)) for tag in ("a", "b")]
@@ -60,7 +60,7 @@ def test_two_shards_at_once_stay_within_one_concurrency_bound(tmp_path: Path) ->
 def test_the_limit_learned_from_overload_carries_over_to_the_next_shard(tmp_path: Path) -> None:
     with serve(faults=[Fault("429", times=40)]) as server:
         cfg = _cfg(tmp_path, server.base_url, max_concurrency=32, max_retries=20)
-        ctx = ShardContext(config_key="k", upstream_keys={}, run_id="run-1")
+        ctx = ShardContext(config_key="k", run_id="run-1")
         first, _rows, _counters = llm_calls.complete(_requests("a", 40), cfg, ctx)
         assert all(r.content is not None for r in first)
 
@@ -91,7 +91,7 @@ def test_waiting_on_the_loop_from_the_loop_is_an_error_not_a_deadlock() -> None:
 def test_a_request_asked_twice_in_a_shard_is_sent_and_counted_once(tmp_path: Path) -> None:
     with serve() as server:
         cfg = _cfg(tmp_path, server.base_url)
-        ctx = ShardContext(config_key="k", upstream_keys={}, run_id="run")
+        ctx = ShardContext(config_key="k", run_id="run")
         requests = _requests("a", 5) + _requests("a", 3)  # a-0, a-1, a-2 asked twice
         results, rows, counters = llm_calls.complete(requests, cfg, ctx)
         assert [r.content for r in results[5:]] == [r.content for r in results[:3]]
@@ -114,7 +114,7 @@ def test_an_interrupted_run_stops_its_calls_and_keeps_the_completed_ones(tmp_pat
     with serve(latency_s=3.0) as server:
         cfg = _cfg(tmp_path, server.base_url, max_concurrency=2)
         journal = tmp_path / "answer-shard.jsonl"
-        ctx = ShardContext(config_key="k", upstream_keys={}, run_id="run-1", journal_path=str(journal))
+        ctx = ShardContext(config_key="k", run_id="run-1", journal_path=str(journal))
         outcome: dict[str, object] = {}
 
         def shard() -> None:
@@ -139,7 +139,7 @@ def test_an_interrupted_run_stops_its_calls_and_keeps_the_completed_ones(tmp_pat
         assert len(read_journal(journal)) >= 2  # the completed calls are kept
         with pytest.raises(RunCancelled):
             llm_calls.complete(_requests("y", 2), cfg, ctx)
-        other = ShardContext(config_key="k", upstream_keys={}, run_id="run-2")
+        other = ShardContext(config_key="k", run_id="run-2")
         results = llm_calls.complete(_requests("z", 1), cfg, other)[0]
         assert results[0].content is not None
         assert len(server.requests) == sent + 1

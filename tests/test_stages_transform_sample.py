@@ -156,10 +156,10 @@ def _direct_cfg(tmp_path: Path, base_url: str | None = None) -> BuildConfig:
 def _run_stages(rows: list[dict[str, Any]], cfg: BuildConfig):
     from tasks import sample_io, transform
 
-    ctx = ShardContext(config_key="k-transform", upstream_keys={})
+    ctx = ShardContext(config_key="k-transform")
     transformed = transform.run_shard(rows, cfg, ctx)
     functions = transformed.rows["functions"]
-    sampled = sample_io.run_shard(functions, cfg, ShardContext(config_key="k-sample", upstream_keys={}))
+    sampled = sample_io.run_shard(functions, cfg, ShardContext(config_key="k-sample"))
     return transformed, sampled
 
 

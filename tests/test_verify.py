@@ -119,7 +119,7 @@ def test_a_truncated_response_is_no_answer_even_when_it_holds_an_answer(tmp_path
                 "provider": "http", "db_path": str(tmp_path / "db.duckdb"), "sandbox": {"workers": 1},
                 "llm": {"base_url": server.base_url, "model": "test-model", "api_key_env": None, "max_retries": 0},
             })
-            result = ANSWER.run_shard([row], cfg, ShardContext(config_key="k", upstream_keys={}))
+            result = ANSWER.run_shard([row], cfg, ShardContext(config_key="k"))
         (attempt,) = result.rows["attempts"]
         assert attempt["truncated"] == (finish == "length")
         assert attempt["verdict"] == verdict, (finish, attempt)
