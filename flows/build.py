@@ -14,6 +14,7 @@ import pickle
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -206,7 +207,7 @@ class StageReport:
     name: str
     shards: int = 0
     rows_in: int = 0
-    counters: dict[str, float] = field(default_factory=dict)
+    counters: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     cpu_seconds: float = 0.0  # this process's CPU time (all its threads) while the stage ran
     sandbox_cpu_seconds: float = 0.0  # CPU time of this process's sandbox pools meanwhile
@@ -438,10 +439,9 @@ def run_ingest(store: Store, cfg: BuildConfig, report: BuildReport, key: str) ->
     def on_done(finished: list[tuple[ShardResult, dict[str, Any]]]) -> None:
         for result, _extra in finished:
             if getattr(result, "run_id", "") != report.run_id:
-                rep.counters["cached_shards"] = rep.counters.get("cached_shards", 0) + 1
+                rep.counters["cached_shards"] += 1
             counts = store.write_ingest(result)
-            for k, v in counts.items():
-                rep.counters[k] = rep.counters.get(k, 0) + v
+            rep.counters.update(counts)
             logger.info("ingest: shard written (%s)", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
     rep.shards += _drive(shards(), submit, on_done, cfg.max_parallel_shards * 2)
@@ -523,18 +523,13 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
             # A shard served from Prefect's result cache did no work in this run: its counters
             # (calls sent, executions) belong to the run that computed it.
             if getattr(result, "run_id", "") != report.run_id:
-                rep.counters["cached_shards"] = rep.counters.get("cached_shards", 0) + 1
+                rep.counters["cached_shards"] += 1
             else:
-                for k, v in result.counters.items():
-                    rep.counters[k] = rep.counters.get(k, 0) + v
-            ok = 0
-            for o in result.outcomes:  # what became of the rows, for the run's summary
-                if o.status == "ok":
-                    ok += 1
-                else:
-                    name = f"{o.status}:{o.reason}"
-                    rep.counters[name] = rep.counters.get(name, 0) + 1
-            rep.counters["ok"] = rep.counters.get("ok", 0) + ok
+                rep.counters.update(result.counters)
+            # What became of the rows, for the run's summary.
+            ok = sum(o.status == "ok" for o in result.outcomes)
+            rep.counters.update(f"{o.status}:{o.reason}" for o in result.outcomes if o.status != "ok")
+            rep.counters["ok"] += ok
             logger.info(
                 "%s: shard %d/%d written (%d ok, %d dropped)",
                 stage.name, done, total, ok, len(result.outcomes) - ok,

@@ -8,6 +8,7 @@ the same way. Each turn is one stage, so a resumed run picks up exactly where it
 from __future__ import annotations
 
 import json
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -166,11 +167,11 @@ def _run_for(turn: int):
         if len(checked) != len(rows):
             raise RuntimeError(f"{stage}: {len(rows) - len(checked)} answer(s) were never handed to verification")
         verdicts = [v for v, _ in checked]
-        counters["executions"] = counters.get("executions", 0) + sum(n for _, n in checked)
+        counters["executions"] = sum(n for _, n in checked)
+        counters.update(Counter(f"verdict:{r['kind']}:{v.verdict}" for r, v in zip(rows, verdicts)))
         attempts: list[dict[str, Any]] = []
         outcomes: list[Outcome] = []
         for r, req, res, v in zip(rows, requests, results, verdicts):
-            counters[f"verdict:{r['kind']}:{v.verdict}"] = counters.get(f"verdict:{r['kind']}:{v.verdict}", 0) + 1
             if res.content is None:  # a transient failure is tried again by the next run
                 outcomes.append(Outcome(item_id=r["id"], status="retry" if res.retryable else "dropped",
                                         reason="call_failed", detail=(res.error or "")[:200]))

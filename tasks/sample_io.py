@@ -15,6 +15,7 @@ drops that pair.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -79,12 +80,12 @@ class _Sampling:
         self.kept: list[tuple[dict[str, Any], Any]] = []
         self.repeated: list[tuple[int, dict[str, Any], Any]] = []  # (candidate index, input, output)
         self.repeats_kept = 0  # kept pairs whose output another kept pair has too
-        self.drops: dict[str, int] = {}
+        self.drops: Counter[str] = Counter()
         self.first_error: str | None = None
         self.fatal: tuple[str, str] | None = None
 
     def drop(self, reason: str, detail: str | None = None) -> None:
-        self.drops[reason] = self.drops.get(reason, 0) + 1
+        self.drops[reason] += 1
         if detail and not self.first_error:
             self.first_error = f"{reason}: {detail}"[:300]
 
@@ -129,7 +130,7 @@ def _gather_inputs(s: _Sampling, cfg: "BuildConfig") -> int:
         s.candidates.append(v)
         s.expected.append(_NOT_RECORDED)
     for reason, n in (gen.failures or {}).items():
-        s.drops[f"generator_{reason}"] = s.drops.get(f"generator_{reason}", 0) + n
+        s.drops[f"generator_{reason}"] += n
     return 1
 
 
@@ -224,13 +225,13 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
 
     pairs: list[dict[str, Any]] = []
     outcomes: list[Outcome] = []
-    counters: dict[str, float] = {"executions": float(executions)}
+    counters: Counter[str] = Counter(executions=executions)
     for s in states:
         fid = s.row["id"]
         for reason, n in s.drops.items():
-            counters[f"pair_drop:{reason}"] = counters.get(f"pair_drop:{reason}", 0) + n
+            counters[f"pair_drop:{reason}"] += n
         if s.repeats_kept:  # pairs kept although another kept pair has their output
-            counters["pairs_repeating_an_output"] = counters.get("pairs_repeating_an_output", 0) + s.repeats_kept
+            counters["pairs_repeating_an_output"] += s.repeats_kept
         if s.fatal:
             outcomes.append(Outcome(item_id=fid, status="dropped", reason=s.fatal[0], detail=s.fatal[1] or None))
             continue

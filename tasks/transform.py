@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from llm.types import ChatRequest
@@ -64,12 +65,12 @@ def _call_keys(rows: list[dict[str, Any]], cfg: "BuildConfig") -> list[str]:
 
 def _function(row: dict[str, Any], origin: str, model: str, refcode: str, generator: str | None,
               io_description: str, query: str, arg_names: list[str], entry: str = "main_solution",
-              seed_ios: list[dict[str, Any]] | None = None, counters: dict[str, float] | None = None) -> dict[str, Any]:
+              seed_ios: list[dict[str, Any]] | None = None, counters: Counter[str] | None = None) -> dict[str, Any]:
     # The reference code is shown in every prompt: its docstrings' worked examples would state
     # inputs and outputs outright (tasks.docstrings).
     shown = strip_doctest_examples(refcode)
     if shown != refcode and counters is not None:
-        counters["doctest_examples_removed"] = counters.get("doctest_examples_removed", 0) + 1
+        counters["doctest_examples_removed"] += 1
     refcode = shown
     return Function(
         id=Function.make_id(refcode, generator, io_description, query),
@@ -88,7 +89,7 @@ def _function(row: dict[str, Any], origin: str, model: str, refcode: str, genera
     ).row()
 
 
-def import_unified(row: dict[str, Any], counters: dict[str, float] | None = None) -> tuple[dict[str, Any] | None, Outcome]:
+def import_unified(row: dict[str, Any], counters: Counter[str] | None = None) -> tuple[dict[str, Any] | None, Outcome]:
     """A record in the released CodeI/O shape becomes a function without a transform."""
     try:
         rec = json.loads(row["content"])
@@ -124,7 +125,7 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
     functions: list[dict[str, Any]] = []
     outcomes: list[Outcome] = []
     llm_rows: list[dict[str, Any]] = []
-    counters: dict[str, float] = {}
+    counters: Counter[str] = Counter()
     raw_rows = []
     for row in rows:
         if row["origin"] == "unified":
@@ -165,7 +166,7 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
                 outcomes.append(Outcome(item_id=row["id"], status="dropped", reason=exc.reason, detail=(exc.detail or "")[:200]))
                 continue
             if parsed.example_statements_removed:
-                counters["example_statements_removed"] = counters.get("example_statements_removed", 0) + 1
+                counters["example_statements_removed"] += 1
             functions.append(
                 _function(row, "llm", res.model, parsed.refcode, parsed.input_generator,
                           parsed.io_description, parsed.query, list(parsed.arg_names), counters=counters)
