@@ -15,27 +15,51 @@ class LLMSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    base_url: str = "http://127.0.0.1:8000/v1"
-    model: str = Field("deepseek-chat", min_length=1)
-    api_key_env: str | None = "OPENAI_API_KEY"
-    temperature: float = Field(0.7, ge=0.0)
-    max_tokens: int = Field(4096, ge=1)
-    timeout_s: float = Field(600.0, gt=0)
-    connect_timeout_s: float = Field(10.0, gt=0)
-    max_concurrency: int = Field(64, ge=1)
-    min_concurrency: int = Field(1, ge=1)
-    max_retries: int = Field(8, ge=0)
-    backoff_base_s: float = Field(1.0, ge=0)
-    backoff_max_s: float = Field(60.0, ge=0)
-    max_consecutive_failures: int = Field(100, ge=1)
+    base_url: str = Field(
+        "http://127.0.0.1:8000/v1", description="OpenAI-compatible endpoint, starting with http:// or https://"
+    )
+    model: str = Field("deepseek-chat", min_length=1, description="Model name at the endpoint")
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY", description="Environment variable holding the API key (none: no key is sent)"
+    )
+    temperature: float = Field(0.7, ge=0.0, description="Sampling temperature of every call")
+    max_tokens: int = Field(
+        4096, ge=1, description="Completion tokens per call; a response cut off there counts as truncated"
+    )
+    timeout_s: float = Field(600.0, gt=0, description="Read and write timeout of one attempt, in seconds")
+    connect_timeout_s: float = Field(10.0, gt=0, description="Timeout of connecting to the endpoint, in seconds")
+    max_concurrency: int = Field(
+        64, ge=1, description="Calls on the wire at once, at most (fewer while the endpoint pushes back)"
+    )
+    min_concurrency: int = Field(1, ge=1, description="The lowest that pushback brings max_concurrency down to")
+    max_retries: int = Field(
+        8, ge=0, description="Retries of a call after transient failures (429, 5xx, timeouts, lost connections)"
+    )
+    backoff_base_s: float = Field(
+        1.0, ge=0, description="Base of the exponential backoff (full jitter) between retries, in seconds"
+    )
+    backoff_max_s: float = Field(
+        60.0, ge=0, description="Longest wait before a retry, in seconds; caps a server's Retry-After too"
+    )
+    max_consecutive_failures: int = Field(
+        100, ge=1, description="Transient failures in a row, across calls, that stop the run (endpoint down)"
+    )
     # A call that fails on transient errors (429, 5xx, timeouts) until max_retries runs out
     # leaves its row pending for the next run; after this many runs in a row the row is
     # dropped (reason call_failed), so a request the endpoint never answers does not fail
     # every scheduled run.
-    give_up_after_runs: int = Field(3, ge=1)
-    extra_body: dict = {}
-    price_per_1k_prompt: float | None = Field(None, ge=0)
-    price_per_1k_completion: float | None = Field(None, ge=0)
+    give_up_after_runs: int = Field(
+        3, ge=1, description="Runs in a row that may leave a row to retry before it is dropped (call_failed)"
+    )
+    extra_body: dict = Field(
+        {}, description="Extra fields of every request body (not model, messages, temperature, max_tokens, stream, n)"
+    )
+    price_per_1k_prompt: float | None = Field(
+        None, ge=0, description="USD per 1000 prompt tokens, for the run's cost (none: no cost shown)"
+    )
+    price_per_1k_completion: float | None = Field(
+        None, ge=0, description="USD per 1000 completion tokens, for the run's cost (none: no cost shown)"
+    )
 
     @field_validator("base_url")
     @classmethod
