@@ -35,7 +35,10 @@ class SourceSpec(_Strict):
         description="python: .py files; rows: records with a `content` column; "
         "unified: already-transformed records (refcode, ios, ...). auto guesses from the path.",
     )
-    pairs_per_function: int | None = Field(default=None, ge=1, le=100)
+    pairs_per_function: int | None = Field(
+        default=None, ge=1, le=100,
+        description="I/O pairs kept per function of this source (default: sampling.pairs_per_kind of its kind)",
+    )
 
     @property
     def source_name(self) -> str:
@@ -48,15 +51,21 @@ class SourceSpec(_Strict):
 class SandboxSettings(_Strict):
     workers: int | None = Field(default=None, ge=1, description="Worker processes (default: one per core)")
     cpu_seconds: float = Field(default=5.0, gt=0, description="CPU time per call; decides 'timeout'")
-    wall_factor: float = Field(default=3.0, ge=1)
-    memory_mb: int = Field(default=2048, ge=256)
+    wall_factor: float = Field(
+        default=3.0, ge=1,
+        description="Wall-clock watchdog of a call: its CPU limit times this, plus 1 s (catches sleepers)",
+    )
+    memory_mb: int = Field(
+        default=2048, ge=256, description="Address space (RLIMIT_AS) of each sandboxed process, in MiB"
+    )
 
 
 class SamplingSettings(_Strict):
     generator_calls: int = Field(default=1000, ge=1, description="Input generator calls per function")
     function_budget_s: float = Field(default=30.0, gt=0, description="CPU budget for one function's sampling")
     pairs_per_kind: dict[str, int] = Field(
-        default_factory=lambda: {"mixed": 3, "educational": 6, "curated": 10}
+        default_factory=lambda: {"mixed": 3, "educational": 6, "curated": 10},
+        description="I/O pairs kept per function, by source kind (a source's pairs_per_function overrides it)",
     )
     min_pairs: int = Field(default=2, ge=1, description="Fewer valid pairs than this drops the function")
     check_determinism: bool = Field(default=True, description="Re-run pairs under another hash seed")
@@ -68,7 +77,11 @@ class SamplingSettings(_Strict):
 
 
 class PredictionSettings(_Strict):
-    kinds: list[Literal["input", "output"]] = Field(default_factory=lambda: ["input", "output"])
+    kinds: list[Literal["input", "output"]] = Field(
+        default_factory=lambda: ["input", "output"],
+        description="Tasks built per I/O pair: output (predict it from the input) and input (predict one "
+        "from the output; one task per distinct output of a function)",
+    )
     reference_tip: bool = Field(default=True, description="Append the reference code as a tip")
     revision_turns: int = Field(default=1, ge=0, le=2, description="CODEI/O++ revision turns")
 
@@ -80,9 +93,17 @@ class ExportSettings(_Strict):
         "ground_truth: every sample, with the correct answer appended to those whose final answer is not",
     )
     decontaminate: list[str] = Field(default_factory=list, description="Benchmark JSONL files")
-    decontaminate_field: str = Field(default="text")
-    decontaminate_action: Literal["drop", "flag"] = "drop"
-    ngram: int = Field(default=13, ge=3)
+    decontaminate_field: str = Field(
+        default="text", description="JSON field of each benchmark line that holds its text"
+    )
+    decontaminate_action: Literal["drop", "flag"] = Field(
+        default="drop",
+        description="drop: leave a contaminated sample out of both sets; flag: keep it with contaminated: true",
+    )
+    ngram: int = Field(
+        default=13, ge=3,
+        description="Words per n-gram: a sample sharing one with a benchmark text is contaminated",
+    )
 
 
 def default_output_dir(db_path: str) -> str:
@@ -93,22 +114,50 @@ def default_output_dir(db_path: str) -> str:
 class BuildConfig(_Strict):
     """Everything a build depends on. Unknown keys are errors."""
 
-    sources: list[SourceSpec] = Field(default_factory=lambda: [SourceSpec(path=str(SAMPLE_CORPUS), name="sample", kind="educational")])
-    db_path: str = Field(default="codeio-out/codeio.duckdb")
-    output_dir: str = Field(default="codeio-out/export")
-    shard_size: int = Field(default=200, ge=1, le=100_000)
-    max_parallel_shards: int = Field(default=2, ge=1, le=256)
-    max_file_bytes: int = Field(default=200_000, ge=1)
-    provider: Literal["offline", "http"] = "offline"
-    llm: LLMSettings = Field(default_factory=LLMSettings)
-    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
-    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
-    prediction: PredictionSettings = Field(default_factory=PredictionSettings)
-    export: ExportSettings = Field(default_factory=ExportSettings)
+    sources: list[SourceSpec] = Field(
+        default_factory=lambda: [SourceSpec(path=str(SAMPLE_CORPUS), name="sample", kind="educational")],
+        description="Corpora to read (default: the bundled sample corpus)",
+    )
+    db_path: str = Field(
+        default="codeio-out/codeio.duckdb",
+        description="DuckDB file: the system of record, and what makes re-runs do only missing work",
+    )
+    output_dir: str = Field(
+        default="codeio-out/export", description="Where the export files go (default: export/ beside db_path)"
+    )
+    shard_size: int = Field(default=200, ge=1, le=100_000, description="Rows per shard task")
+    max_parallel_shards: int = Field(
+        default=2, ge=1, le=256,
+        description="Shard tasks running at once (threads, or the workers of a local Dask cluster)",
+    )
+    max_file_bytes: int = Field(
+        default=200_000, ge=1, description="Larger source files and rows are rejected at ingest (too_large)"
+    )
+    provider: Literal["offline", "http"] = Field(
+        default="offline",
+        description="offline: no LLM, the bundled stand-in; http: the OpenAI-compatible endpoint of llm",
+    )
+    llm: LLMSettings = Field(
+        default_factory=LLMSettings, description="LLM endpoint, sampling parameters and call limits"
+    )
+    sandbox: SandboxSettings = Field(
+        default_factory=SandboxSettings,
+        description="Sandbox that runs the sampled code and checks predicted inputs",
+    )
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings, description="How I/O pairs are sampled")
+    prediction: PredictionSettings = Field(
+        default_factory=PredictionSettings, description="Prediction tasks, and the CODEI/O++ revision turns"
+    )
+    export: ExportSettings = Field(
+        default_factory=ExportSettings, description="Which samples are written, and benchmark decontamination"
+    )
     dask_address: str | None = Field(
         default=None, description="Dask scheduler address, or 'local' for a local cluster"
     )
-    task_retries: int = Field(default=2, ge=0, le=10)
+    task_retries: int = Field(
+        default=2, ge=0, le=10,
+        description="Prefect retries of a failed stage shard task (none for errors no retry can fix)",
+    )
     refresh_cache: bool = Field(
         default=False,
         description="Run every shard this build submits instead of taking a result Prefect cached "

@@ -150,3 +150,13 @@ def test_a_build_exports_beside_its_database_unless_told_otherwise(tmp_path):
     cfg = tmp_path / "build.json"
     cfg.write_text(json.dumps({"output_dir": str(tmp_path / "mine")}))
     assert load_config(str(cfg), {"db_path": str(tmp_path / "b" / "codeio.duckdb")}).output_dir == str(tmp_path / "mine")
+
+
+def test_every_setting_has_a_description():
+    """The schema says what each setting does, the nested sections' settings (llm.*) too."""
+    schema = BuildConfig.model_json_schema()
+    models = {"BuildConfig": schema, **schema["$defs"]}
+    missing = [f"{model}.{name}" for model, spec in models.items()
+               for name, prop in spec.get("properties", {}).items() if not prop.get("description")]
+    assert not missing
+    assert set(schema["$defs"]) >= {"LLMSettings", "SandboxSettings", "SamplingSettings", "SourceSpec"}
