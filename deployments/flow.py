@@ -7,6 +7,11 @@ people change (as `codeio run` does on the command line) as flat, typed paramete
 comes from ``config_file``. It then runs the `build-dataset` flow as a subflow, with the task
 runner the config asks for.
 
+The flow's signature is the form's one definition (Prefect builds the UI's form from it and
+its docstring): a field that sets a BuildConfig setting names it with ``Setting``, and
+``form_config`` and ``form_parameters`` read the fields, their defaults and their settings
+from it.
+
 Two runs must never write one DuckDB file at once: each run holds a Prefect global
 concurrency slot named after the database (limit 1) for as long as it touches it, so a
 UI-triggered build and a scheduled ingest on the same store queue instead of failing.
@@ -15,56 +20,56 @@ UI-triggered build and a scheduled ingest on the same store queue instead of fai
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_type_hints
 
 from prefect import flow, get_run_logger
 from pydantic import Field
 
 from flows.config import BuildConfig, default_output_dir, load_config
 from flows.errors import UserError
-from llm.settings import LLMSettings
 
 _DEFAULT = BuildConfig()
-_DEFAULT_LLM = LLMSettings()
 _ID_CHUNK = 1000
 
 
-def form_config(
-    corpus: list[str] | None = None,
-    kind: str = "mixed",
-    unified: bool = False,
-    config_file: str = "",
-    db_path: str = _DEFAULT.db_path,
-    output_dir: str = "",
-    provider: str = _DEFAULT.provider,
-    base_url: str = _DEFAULT_LLM.base_url,
-    model: str = _DEFAULT_LLM.model,
-    api_key_env: str = _DEFAULT_LLM.api_key_env or "",
-    revision_turns: int = _DEFAULT.prediction.revision_turns,
-    export_mode: str = _DEFAULT.export.mode,
-    shard_size: int = _DEFAULT.shard_size,
-    max_parallel_shards: int = _DEFAULT.max_parallel_shards,
-) -> BuildConfig:
-    """The build config of a form: ``config_file`` (if any) with every form field written
-    over it; an empty ``corpus`` keeps the file's sources (or the bundled sample), an empty
+@dataclass(frozen=True)
+class Setting:
+    """Marks a form field that sets one BuildConfig setting, named by its dotted path
+    (``llm.model``). With ``empty_is_none`` an empty field sets None: no value
+    (``llm.api_key_env``) or the one the config derives (``output_dir``)."""
+
+    path: str
+    empty_is_none: bool = False
+
+
+def form_config(**form: Any) -> BuildConfig:
+    """The build config of a form (the `codeio` flow's parameters; a field not given has the
+    flow's default): ``config_file`` (if any) with every setting of the form written over it;
+    an empty ``corpus`` keeps the file's sources (or the bundled sample), an empty
     ``output_dir`` is ``export/`` beside ``db_path`` (so a form that names another database
     never writes over the export of the one it started with)."""
-    base = load_config(config_file or None)
+    bound = inspect.signature(codeio.fn).bind_partial(**form)
+    bound.apply_defaults()
+    values = bound.arguments
+    base = load_config(values["config_file"] or None)
     data = json.loads(base.model_dump_json())
-    if corpus:
-        data["sources"] = [
-            {"path": path, "kind": kind, **({"format": "unified"} if unified else {})} for path in corpus
-        ]
-    data.update(db_path=db_path, output_dir=output_dir or None, provider=provider, shard_size=shard_size,
-                max_parallel_shards=max_parallel_shards)
-    data["llm"] = {**data["llm"], "base_url": base_url, "model": model, "api_key_env": api_key_env or None}
-    data["prediction"] = {**data["prediction"], "revision_turns": revision_turns}
-    data["export"] = {**data["export"], "mode": export_mode}
+    if values["corpus"]:
+        extra = {"format": "unified"} if values["unified"] else {}
+        data["sources"] = [{"path": path, "kind": values["kind"], **extra} for path in values["corpus"]]
+    for name, setting in form_settings().items():
+        *sections, key = setting.path.split(".")
+        target = data
+        for section in sections:
+            target = target[section]
+        value = values[name]
+        target[key] = None if setting.empty_is_none and value == "" else value
     return load_config(None, data)
 
 
@@ -72,23 +77,29 @@ def form_parameters(cfg: BuildConfig, config_file: str = "", corpus: list[str] |
                     kind: str = "mixed", unified: bool = False) -> dict[str, Any]:
     """The form values that reproduce ``cfg`` (the inverse of ``form_config``): what a
     deployment shows, and runs with, until someone edits the form."""
-    return {
-        "corpus": list(corpus or []),
-        "kind": kind,
-        "unified": unified,
-        "config_file": config_file,
-        "db_path": cfg.db_path,
-        # Shown empty when it is the default beside the database: it then follows db_path.
-        "output_dir": "" if Path(cfg.output_dir) == Path(default_output_dir(cfg.db_path)) else cfg.output_dir,
-        "provider": cfg.provider,
-        "base_url": cfg.llm.base_url,
-        "model": cfg.llm.model,
-        "api_key_env": cfg.llm.api_key_env or "",
-        "revision_turns": cfg.prediction.revision_turns,
-        "export_mode": cfg.export.mode,
-        "shard_size": cfg.shard_size,
-        "max_parallel_shards": cfg.max_parallel_shards,
-    }
+    params: dict[str, Any] = {"corpus": list(corpus or []), "kind": kind, "unified": unified,
+                              "config_file": config_file}
+    for name, setting in form_settings().items():
+        value: Any = cfg
+        for part in setting.path.split("."):
+            value = getattr(value, part)
+        params[name] = "" if setting.empty_is_none and value is None else value
+    # Shown empty when it is the default beside the database: it then follows db_path.
+    if Path(cfg.output_dir) == Path(default_output_dir(cfg.db_path)):
+        params["output_dir"] = ""
+    return params
+
+
+@cache
+def form_settings() -> dict[str, Setting]:
+    """The fields of the `codeio` flow's form that set a BuildConfig setting, in form order."""
+    hints = get_type_hints(codeio.fn, include_extras=True)
+    settings = {}
+    for name in inspect.signature(codeio.fn).parameters:
+        for mark in getattr(hints[name], "__metadata__", ()):
+            if isinstance(mark, Setting):
+                settings[name] = mark
+    return settings
 
 
 @dataclass(frozen=True)
@@ -199,16 +210,19 @@ def codeio(
     kind: Literal["mixed", "educational", "curated"] = "mixed",
     unified: bool = False,
     config_file: str = "",
-    db_path: str = _DEFAULT.db_path,
-    output_dir: str = "",
-    provider: Literal["offline", "http"] = _DEFAULT.provider,
-    base_url: str = _DEFAULT_LLM.base_url,
-    model: str = _DEFAULT_LLM.model,
-    api_key_env: str = _DEFAULT_LLM.api_key_env or "",
-    revision_turns: Annotated[int, Field(ge=0, le=2)] = _DEFAULT.prediction.revision_turns,
-    export_mode: Literal["keep_all", "rejection", "ground_truth"] = _DEFAULT.export.mode,
-    shard_size: Annotated[int, Field(ge=1, le=100_000)] = _DEFAULT.shard_size,
-    max_parallel_shards: Annotated[int, Field(ge=1, le=256)] = _DEFAULT.max_parallel_shards,
+    db_path: Annotated[str, Setting("db_path")] = _DEFAULT.db_path,
+    output_dir: Annotated[str, Setting("output_dir", empty_is_none=True)] = "",
+    provider: Annotated[Literal["offline", "http"], Setting("provider")] = _DEFAULT.provider,
+    base_url: Annotated[str, Setting("llm.base_url")] = _DEFAULT.llm.base_url,
+    model: Annotated[str, Setting("llm.model")] = _DEFAULT.llm.model,
+    api_key_env: Annotated[str, Setting("llm.api_key_env", empty_is_none=True)] = _DEFAULT.llm.api_key_env or "",
+    revision_turns: Annotated[int, Field(ge=0, le=2), Setting("prediction.revision_turns")] = (
+        _DEFAULT.prediction.revision_turns),
+    export_mode: Annotated[Literal["keep_all", "rejection", "ground_truth"], Setting("export.mode")] = (
+        _DEFAULT.export.mode),
+    shard_size: Annotated[int, Field(ge=1, le=100_000), Setting("shard_size")] = _DEFAULT.shard_size,
+    max_parallel_shards: Annotated[int, Field(ge=1, le=256), Setting("max_parallel_shards")] = (
+        _DEFAULT.max_parallel_shards),
     only_if_new: bool = False,
 ) -> dict[str, Any]:
     """Build CODEI/O and CODEI/O++ data; only new or unfinished work is done.
@@ -239,15 +253,9 @@ def codeio(
         only_if_new: Scan the sources first and skip the build when nothing is new and the
             last build completed with these settings (the scheduled ingest sets this).
     """
-    logger = get_run_logger()
-    cfg = form_config(
-        corpus=corpus, kind=kind, unified=unified, config_file=config_file, db_path=db_path,
-        output_dir=output_dir, provider=provider, base_url=base_url, model=model,
-        api_key_env=api_key_env, revision_turns=revision_turns, export_mode=export_mode,
-        shard_size=shard_size, max_parallel_shards=max_parallel_shards,
-    )
+    cfg = form_config(**locals())  # the parameters, as nothing else is bound yet
     with store_lock(cfg.db_path):
-        return build_unless_idle(cfg, only_if_new, logger)
+        return build_unless_idle(cfg, only_if_new, get_run_logger())
 
 
 def build_unless_idle(cfg: BuildConfig, only_if_new: bool, logger: Any) -> dict[str, Any]:

@@ -56,6 +56,39 @@ def test_form_enums_and_defaults_match_build_config():
     assert form_config() == BuildConfig()
 
 
+def test_the_form_signature_and_build_config_do_not_drift_apart():
+    """The flow's signature is the form's one definition: each field sets the BuildConfig
+    setting it names (with the setting's choices, bounds and default) or is one the form
+    handles itself, and form_parameters inverts form_config field by field."""
+    import inspect
+
+    from prefect.utilities.callables import parameter_schema
+
+    from deployments.flow import codeio, form_config, form_parameters, form_settings
+
+    params = inspect.signature(codeio.fn).parameters
+    settings = form_settings()
+    assert set(params) - set(settings) == {"corpus", "kind", "unified", "config_file", "only_if_new"}
+    props = parameter_schema(codeio.fn).model_dump()["properties"]
+    defaults = form_parameters(BuildConfig())
+    for name, setting in settings.items():
+        *sections, key = setting.path.split(".")
+        model = BuildConfig
+        for section in sections:
+            model = model.model_fields[section].annotation
+        assert key in model.model_fields, f"{name}: BuildConfig has no setting {setting.path}"
+        expected = model.model_json_schema()["properties"][key]
+        for bound in ("enum", "minimum", "maximum"):
+            assert props[name].get(bound) == expected.get(bound), (name, bound)
+        assert params[name].default == defaults[name], name
+    changed = {"db_path": "/d/c.duckdb", "output_dir": "/o", "provider": "http", "base_url": "http://h:1/v1",
+               "model": "m", "api_key_env": "", "revision_turns": 2, "export_mode": "rejection",
+               "shard_size": 7, "max_parallel_shards": 3}
+    assert set(changed) == set(settings), "give every setting of the form a changed value here"
+    form_defaults = {name: p.default for name, p in params.items() if name != "only_if_new"}
+    assert form_parameters(form_config(**changed)) == {**form_defaults, **changed}
+
+
 def test_form_overrides_the_config_file(tmp_path):
     from deployments.flow import form_config
 
