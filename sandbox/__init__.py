@@ -21,9 +21,11 @@ Process model (each level a fork of the one above, except the worker, which is s
 * J takes the rlimits (address space, file size, open files, processes, no core files),
   then, when the pool runs as root, drops to its worker's own unprivileged uid
   (2**30 + the worker's pid, no supplementary groups), sets the parent-death signal,
-  no_new_privs and a Landlock domain (writes only in the worker's temp dir, no TCP when the
-  network is off; from Landlock ABI 6 no signals to processes outside the domain), and
-  becomes a child subreaper.
+  no_new_privs and a Landlock domain (reads only beneath the interpreter's installation, the
+  shared libraries, time zone data, /proc and the worker's temp dir, the one place it may
+  write; no TCP when the network is off; from Landlock ABI 6 no signals to processes outside
+  the domain), and becomes a child subreaper. The worker derives the read allow-list once, at
+  start (``isolation.readable_paths``); the program's top level runs under it too.
 * C starts its own session, narrows Landlock to its own temp dir (its cwd, emptied after the
   call even if chmod-ed), keeps fds 0-2 on /dev/null (or a capped stdio pipe) and only its
   result pipe (at fd 1010), and gets the CPU limit twice: ITIMER_PROF at the limit (SIGPROF

@@ -136,6 +136,7 @@ class JobSpec:
     uid: int | None  # None: do not change user (the pool is not root)
     unique_uid: bool  # the uid is this worker's alone, so kill(-1) reaches exactly our processes
     landlock_abi: int
+    readable: tuple[str, ...]  # where J and C may read (``isolation.readable_paths``), with Landlock
     deny_network: bool
     keep_paths: tuple[str, ...]  # sys.path entries of the sandbox package, hidden from user code
     control_fd: int
@@ -208,7 +209,7 @@ def _confine_job_process(spec: JobSpec) -> None:
     if spec.deny_unix_sockets:
         isolation.deny_unix_sockets()  # the worker checked it can, once (its isolation report)
     if spec.landlock_abi:
-        ruleset = isolation.writes_ruleset(spec.landlock_abi, spec.workdir, spec.deny_network)
+        ruleset = isolation.landlock_ruleset(spec.landlock_abi, spec.workdir, spec.readable, spec.deny_network)
         isolation.enforce_ruleset(ruleset)
         close(ruleset)
     isolation.set_child_subreaper()
@@ -282,9 +283,9 @@ def _prepare_children(spec: JobSpec) -> int:
     """Once per job, what every child of it shares, so each fork has less to do: the temp dir
     (J's cwd, emptied after each call), the environment, the signal dispositions (the
     program's top level may have changed them), and the Landlock ruleset that confines writes
-    to the temp dir, which each child enforces on itself. Returns the ruleset fd, or -1.
-    Interval timers the top level armed are disarmed: a fork does not inherit them, and J may
-    run the last call itself."""
+    to the temp dir and reads to it and the allow-list, which each child enforces on itself.
+    Returns the ruleset fd, or -1. Interval timers the top level armed are disarmed: a fork
+    does not inherit them, and J may run the last call itself."""
     mkdir(CALLDIR, 0o700)
     chdir(CALLDIR)
     environ["HOME"] = environ["TMPDIR"] = spec.workdir + "/" + CALLDIR  # tempfile reads TMPDIR on first use
@@ -299,7 +300,7 @@ def _prepare_children(spec: JobSpec) -> int:
         _set_signal(signum, handler)
     if not spec.landlock_abi:
         return -1
-    return isolation.writes_ruleset(spec.landlock_abi, ".", spec.deny_network)
+    return isolation.landlock_ruleset(spec.landlock_abi, ".", spec.readable, spec.deny_network)
 
 
 def _can_run_last_call(spec: JobSpec) -> bool:

@@ -24,7 +24,10 @@ _SYS_LANDLOCK_ADD_RULE = 445
 _SYS_LANDLOCK_RESTRICT_SELF = 446
 _LANDLOCK_CREATE_RULESET_VERSION = 1
 _LANDLOCK_RULE_PATH_BENEATH = 1
+_FS_EXECUTE = 1 << 0
 _FS_WRITE_FILE = 1 << 1
+_FS_READ_FILE = 1 << 2
+_FS_READ_DIR = 1 << 3
 _FS_REMOVE_DIR = 1 << 4
 _FS_REMOVE_FILE = 1 << 5
 _FS_MAKE_ALL = sum(1 << bit for bit in range(6, 13))  # char, dir, reg, sock, fifo, block, sym
@@ -183,46 +186,80 @@ def landlock_abi() -> int:
     return max(int(version), 0)
 
 
-def writes_ruleset(abi: int, writable_dir: str, deny_tcp: bool) -> int:
-    """A Landlock ruleset fd: writes only beneath ``writable_dir`` (and to /dev/null).
+#: Besides the interpreter's own directories, what a child may read (where present): the shared
+#: libraries and the dynamic loader (libc, numpy's OpenBLAS, the locale archive), the loader's
+#: index of them (without it a library not loaded yet is searched for in the default
+#: directories only, and one in /usr/local/lib is not found), time zone data, /proc (a private
+#: one as root: only the child's own processes), and two devices (/dev/null is read and written:
+#: ``landlock_ruleset``). Nothing else of /etc.
+SYSTEM_READABLE = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib", "/etc/ld.so.cache",
+                   "/usr/share/zoneinfo", "/proc", "/dev/zero", "/dev/urandom")
 
-    Reading and executing stay allowed everywhere (file permissions still apply). From ABI 6
-    on, signals to processes outside the domain and abstract unix sockets are scoped too;
-    from ABI 4 on, ``deny_tcp`` forbids TCP bind/connect as a second line behind the network
-    namespace. The rule holds the directory itself (its inode), not its name. Raises OSError.
+
+def readable_paths(interpreter: list[str], hidden: tuple[str, ...]) -> tuple[str, ...]:
+    """The read allow-list for ``landlock_ruleset``: ``interpreter`` (the installation's
+    directories) and ``SYSTEM_READABLE``, at their real locations (a rule holds the inode a
+    path leads to, so a symlinked venv is allowed where it really is), those that exist, none
+    inside another, and none of ``hidden`` (the sandbox package's parent: on the worker's
+    sys.path for its own imports, it may hold the build's database)."""
+    hidden_real = {os.path.realpath(p) for p in hidden}
+    real = {os.path.realpath(p) for p in [*interpreter, *SYSTEM_READABLE] if os.path.exists(p)} - hidden_real
+    return tuple(sorted(p for p in real if not any(p.startswith(other.rstrip("/") + "/") for other in real)))
+
+
+def landlock_ruleset(abi: int, writable_dir: str, readable: tuple[str, ...], deny_tcp: bool) -> int:
+    """A Landlock ruleset fd: reading and executing only beneath ``readable`` (see
+    ``readable_paths``), reading and writing only beneath ``writable_dir`` and /dev/null.
+    Anything else, /etc, /home, /tmp, the build's database, fails with EACCES (PermissionError)
+    whatever the file's mode, and nothing in ``writable_dir`` can be executed.
+
+    From ABI 6 on, signals to processes outside the domain and abstract unix sockets are
+    scoped too; from ABI 4 on, ``deny_tcp`` forbids TCP bind/connect as a second line behind
+    the network namespace. A rule holds the directory itself (its inode), not its name.
+    Raises OSError.
     """
     if abi < 1:
         raise OSError("Landlock not available")
+    read = _FS_READ_FILE | _FS_READ_DIR
     write = _FS_WRITE_FILE | _FS_REMOVE_DIR | _FS_REMOVE_FILE | _FS_MAKE_ALL
     if abi >= 2:
         write |= _FS_REFER
     if abi >= 3:
         write |= _FS_TRUNCATE
+    handled = _FS_EXECUTE | read | write
     net = (_NET_BIND_TCP | _NET_CONNECT_TCP) if deny_tcp and abi >= 4 else 0
     scoped = (_SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL) if abi >= 6 else 0
     if abi >= 6:
-        attr = struct.pack("=QQQ", write, net, scoped)
+        attr = struct.pack("=QQQ", handled, net, scoped)
     elif abi >= 4:
-        attr = struct.pack("=QQ", write, net)
+        attr = struct.pack("=QQ", handled, net)
     else:
-        attr = struct.pack("=Q", write)
+        attr = struct.pack("=Q", handled)
     ruleset = _syscall(_SYS_LANDLOCK_CREATE_RULESET, attr, len(attr), 0)
     if ruleset < 0:
         raise OSError(f"landlock_create_ruleset failed: {_errno_text()}")
     try:
-        file_write = _FS_WRITE_FILE | (_FS_TRUNCATE if abi >= 3 else 0)
-        for path, allowed in ((writable_dir, write), (os.devnull, file_write)):
-            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-            try:
-                rule = struct.pack("=Qi", allowed, fd)
-                if _syscall(_SYS_LANDLOCK_ADD_RULE, ruleset, _LANDLOCK_RULE_PATH_BENEATH, rule, 0) != 0:
-                    raise OSError(f"landlock_add_rule({path}) failed: {_errno_text()}")
-            finally:
-                os.close(fd)
+        for path in readable:
+            _add_path_rule(ruleset, path, _FS_EXECUTE | read)
+        _add_path_rule(ruleset, writable_dir, read | write)
+        _add_path_rule(ruleset, os.devnull, _FS_READ_FILE | _FS_WRITE_FILE | (_FS_TRUNCATE if abi >= 3 else 0))
     except OSError:
         os.close(ruleset)
         raise
     return ruleset
+
+
+def _add_path_rule(ruleset: int, path: str, allowed: int) -> None:
+    """Allow ``allowed`` beneath ``path``; for a file, only the rights that apply to files."""
+    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            allowed &= _FS_EXECUTE | _FS_WRITE_FILE | _FS_READ_FILE | _FS_TRUNCATE
+        rule = struct.pack("=Qi", allowed, fd)
+        if _syscall(_SYS_LANDLOCK_ADD_RULE, ruleset, _LANDLOCK_RULE_PATH_BENEATH, rule, 0) != 0:
+            raise OSError(f"landlock_add_rule({path}) failed: {_errno_text()}")
+    finally:
+        os.close(fd)
 
 
 def enforce_ruleset(ruleset: int) -> None:

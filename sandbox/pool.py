@@ -441,7 +441,7 @@ def _kwargs(call: Any) -> dict[str, Any]:
 
 def _warn_once(isolation: Isolation, network_allowed: bool) -> None:
     network_ok = isolation.network_namespace or network_allowed
-    if network_ok and isolation.unprivileged_user and isolation.filesystem_confined:
+    if network_ok and isolation.unprivileged_user and isolation.filesystem_confined and isolation.reads_confined:
         return
     key = isolation.notes
     with _warned_lock:

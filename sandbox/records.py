@@ -114,9 +114,11 @@ class Isolation:
     network_namespace: bool  # children run in an empty network namespace (no network at all)
     unprivileged_user: bool  # children run as a dedicated unprivileged uid, one per worker
     filesystem_confined: bool  # Landlock: children can write only inside their temp dir
+    reads_confined: bool  # Landlock: children can read only the interpreter, system libraries, their temp dir
     signals_scoped: bool  # Landlock: children cannot signal processes outside their sandbox
     notes: tuple[str, ...] = ()  # why anything above is missing
 
     @property
     def complete(self) -> bool:
-        return self.network_namespace and self.unprivileged_user and self.filesystem_confined
+        return (self.network_namespace and self.unprivileged_user and self.filesystem_confined
+                and self.reads_confined)

@@ -93,11 +93,11 @@ class Worker:
         self.uid: int | None = None
         self.unique_uid = False
         self.tmpfs = False
+        interpreter = _interpreter_paths()
         if os.geteuid() == 0:
             problem = isolation.enter_ipc_namespace()
             if problem:
                 notes.append(f"children may share System V IPC objects with each other and the host: {problem}")
-            interpreter = _interpreter_paths()
             problem = isolation.enter_mount_namespace()
             if problem is None:
                 proc_problem = isolation.mount_private_proc()
@@ -128,9 +128,12 @@ class Worker:
                          "file permissions of the pool's user apply)")
 
         self.landlock_abi = isolation.landlock_abi()
+        self.readable: tuple[str, ...] = ()
         if self.landlock_abi == 0:
-            notes.append("Landlock unavailable: children may write wherever their uid may")
-        elif self.landlock_abi < 6:
+            notes.append("Landlock unavailable: children may read and write wherever their uid may")
+        else:
+            self.readable = isolation.readable_paths(interpreter, self.keep_paths)
+        if 0 < self.landlock_abi < 6:
             notes.append(f"Landlock ABI {self.landlock_abi} < 6: signals to outside processes not scoped")
 
         self.deny_unix_sockets = self.deny_network and isolation.unix_socket_filter_supported()
@@ -152,6 +155,7 @@ class Worker:
             "network_namespace": network_namespace,
             "unprivileged_user": self.uid is not None,
             "filesystem_confined": self.landlock_abi >= 1,
+            "reads_confined": self.landlock_abi >= 1,
             "signals_scoped": self.landlock_abi >= 6,
             "notes": notes,
         }
@@ -232,8 +236,8 @@ class Worker:
             first=first, count=request.get("count", 0), budget_seconds=request.get("budget_seconds", 0.0),
             limits=limits, result_cap=result_cap, hash_seed=self.hash_seed, worker_pid=self.pid,
             workdir=self.workdir, uid=self.uid, unique_uid=self.unique_uid, landlock_abi=self.landlock_abi,
-            deny_network=self.deny_network, keep_paths=self.keep_paths, control_fd=control_w,
-            deny_unix_sockets=self.deny_unix_sockets,
+            readable=self.readable, deny_network=self.deny_network, keep_paths=self.keep_paths,
+            control_fd=control_w, deny_unix_sockets=self.deny_unix_sockets,
         )
         reaped_before = harness.children_cpu_seconds()
         pid = os.fork()
@@ -563,7 +567,8 @@ def _describe_exit(wait_status: int, message: dict[str, Any] | None) -> str:
 def _interpreter_paths() -> list[str]:
     """Where the interpreter and its libraries live; the children must be able to read them."""
     paths = [p for p in sys.path if p and os.path.exists(p)]
-    paths += [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))]
+    paths += [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+              os.path.dirname(os.path.realpath(sys.executable))]
     return paths
 
 
