@@ -136,6 +136,7 @@ def main() -> None:
         "isolation": {"network_namespace": isolation.network_namespace,
                       "unprivileged_user": isolation.unprivileged_user,
                       "filesystem_confined": isolation.filesystem_confined,
+                      "reads_confined": isolation.reads_confined,
                       "signals_scoped": isolation.signals_scoped},
         "load_average": os.getloadavg()[0],
     }

@@ -63,6 +63,7 @@ def check_sandbox(cfg: BuildConfig) -> Check:
         "network namespace": iso.network_namespace,
         "unprivileged user": iso.unprivileged_user,
         "filesystem confined": iso.filesystem_confined,
+        "reads confined": iso.reads_confined,
         "signals scoped": iso.signals_scoped,
     }
     have = ", ".join(k for k, v in facts.items() if v) or "none"
@@ -75,7 +76,7 @@ def check_sandbox(cfg: BuildConfig) -> Check:
         fixes.append("allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1) or run as root")
     if not iso.unprivileged_user:
         fixes.append("run as root so children get a uid of their own")
-    if not iso.filesystem_confined or not iso.signals_scoped:
+    if not iso.filesystem_confined or not iso.reads_confined or not iso.signals_scoped:
         fixes.append("use a kernel with Landlock enabled (5.13+; ABI 6 for signal scoping)")
     # Builds still run (the design asks for each guard "where the kernel allows it"), with
     # less between untrusted code and this machine: a warning, not a failure.

@@ -127,6 +127,7 @@ def test_run_doctor_and_exit_code(tmp_path, capsys):
     assert [c.name for c in checks] == ["python", "database", "export", "sandbox", "prefect", "llm"]
     sandbox = checks[3]
     assert sandbox.status in ("ok", "warn") and "network namespace" in sandbox.detail
+    assert "reads confined" in sandbox.detail
     assert main(cfg) == (1 if any(c.status == "fail" for c in checks) else 0)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(checks) and all(line.startswith(("[ok]", "[warn]", "[fail]", "[skip]")) for line in lines)
