@@ -240,7 +240,10 @@ def landlock_ruleset(abi: int, writable_dir: str, readable: tuple[str, ...], den
         raise OSError(f"landlock_create_ruleset failed: {_errno_text()}")
     try:
         for path in readable:
-            _add_path_rule(ruleset, path, _FS_EXECUTE | read)
+            try:
+                _add_path_rule(ruleset, path, _FS_EXECUTE | read)
+            except (FileNotFoundError, PermissionError):  # gone, or out of this uid's reach: nothing to allow
+                continue
         _add_path_rule(ruleset, writable_dir, read | write)
         _add_path_rule(ruleset, os.devnull, _FS_READ_FILE | _FS_WRITE_FILE | (_FS_TRUNCATE if abi >= 3 else 0))
     except OSError:

@@ -217,6 +217,32 @@ def test_the_interpreter_runs_but_nothing_else_and_nothing_written(pool):
     assert_serves(pool)
 
 
+def test_a_path_of_the_allow_list_that_cannot_be_opened_is_left_out(tmp_path):
+    """The job process builds its ruleset as the children's uid: a listed path that uid cannot
+    reach, or one gone since the worker started, gives nothing to allow and fails nothing."""
+    abi = isolation.landlock_abi()
+    if not abi:
+        pytest.skip("Landlock unavailable")
+    ruleset = isolation.landlock_ruleset(abi, str(tmp_path), (str(tmp_path / "gone"), "/usr/lib"), True)
+    os.close(ruleset)
+    if os.geteuid() != 0:
+        return
+    private = tmp_path / "private"
+    (private / "inner").mkdir(parents=True)
+    os.chmod(tmp_path, 0o755)
+    os.chmod(private, 0o700)
+    pid = os.fork()
+    if pid == 0:  # as another uid, to which the inner directory is out of reach
+        code = 1
+        try:
+            isolation.drop_privileges(65534)
+            os.close(isolation.landlock_ruleset(abi, "/tmp", (str(private / "inner"), "/usr/lib"), True))
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
 def test_the_allow_list_is_real_paths_none_inside_another_without_the_hidden(tmp_path):
     real = tmp_path / "python-install"
     (real / "lib" / "site-packages").mkdir(parents=True)
