@@ -228,16 +228,17 @@ def _check_second_database(api_url: str, tmp_path: Path, corpus: Path, env: dict
     try:
         with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
             deadline = time.monotonic() + 60
-            while True:
+            while True:  # the runner registers one deployment after the other
                 try:
                     dep = client.read_deployment_by_name("codeio/build-dataset-second")
+                    ingest = client.read_deployment_by_name("codeio/incremental-ingest-second")
                     break
                 except Exception:  # noqa: BLE001 - ObjectNotFound until registered
                     assert second.poll() is None, log.read_text()
                     assert time.monotonic() < deadline, log.read_text()
                     time.sleep(0.5)
             assert dep.parameters["db_path"] == str(db2)
-            assert client.read_deployment_by_name("codeio/incremental-ingest-second").parameters["db_path"] == str(db2)
+            assert ingest.parameters["db_path"] == str(db2)
             assert client.read_deployment_by_name("codeio/build-dataset").parameters["db_path"] == str(db)
     finally:
         stop_process_group(second, grace_s=5, first=signal.SIGINT)
