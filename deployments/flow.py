@@ -30,8 +30,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_type_hints
 
 from prefect import flow, get_run_logger
+from prefect.runtime import deployment
 from pydantic import Field
 
+from deployments.serve import name_suffix
+from flows.artifacts import key_scope
 from flows.config import BuildConfig, default_output_dir, load_config
 from flows.errors import UserError
 
@@ -254,7 +257,7 @@ def codeio(
             last build completed with these settings (the scheduled ingest sets this).
     """
     cfg = form_config(**locals())  # the parameters, as nothing else is bound yet
-    with store_lock(cfg.db_path):
+    with store_lock(cfg.db_path), key_scope(name_suffix(deployment.name)):
         return build_unless_idle(cfg, only_if_new, get_run_logger())
 
 

@@ -65,6 +65,14 @@ def deployment_names(suffix: str | None = None) -> tuple[str, str]:
     return f"build-dataset{tail}", f"incremental-ingest{tail}"
 
 
+def name_suffix(deployment_name: str | None) -> str | None:
+    """The ``--name`` a deployment was served with (None: none, or not one of ours)."""
+    for base in deployment_names():
+        if deployment_name and deployment_name.startswith(base + "-"):
+            return deployment_name[len(base) + 1:]
+    return None
+
+
 def deployment_parameters(args: argparse.Namespace) -> dict[str, Any]:
     """The form values both deployments start with; validated now, so a bad setting fails
     here rather than in the first scheduled run."""

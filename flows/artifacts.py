@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
@@ -35,15 +37,30 @@ def calls_text(summary: dict[str, Any]) -> str:
 log = logging.getLogger("codeio")
 
 KEY_PREFIX = "codeio"
+# The name of the database's deployments (`codeio serve --name`), when a run of them is going:
+# artifact keys are per Prefect server, so each served database gets keys of its own.
+_key_scope: list[str | None] = [None]
 _lock = threading.Lock()
 _progress_ids: dict[tuple[str, str], UUID] = {}  # (flow run id, stage) -> artifact id
 _warned = False
 
 
 def artifact_key(name: str) -> str:
-    """A valid artifact key (lowercase letters, digits, dashes) under the codeio prefix."""
+    """A valid artifact key (lowercase letters, digits, dashes) under the codeio prefix, and
+    under the deployments' name when a run of named deployments is going (``key_scope``)."""
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    return f"{KEY_PREFIX}-{slug}"
+    scope = _key_scope[0]
+    return f"{KEY_PREFIX}-{scope}-{slug}" if scope else f"{KEY_PREFIX}-{slug}"
+
+
+@contextmanager
+def key_scope(scope: str | None) -> Iterator[None]:
+    """Artifact keys of the block's builds carry ``scope`` (None: the plain keys)."""
+    _key_scope[0] = scope
+    try:
+        yield
+    finally:
+        _key_scope[0] = None
 
 
 def _run_id() -> str | None:

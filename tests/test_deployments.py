@@ -208,12 +208,15 @@ def _check_second_database(api_url: str, tmp_path: Path, corpus: Path, env: dict
     """A second database on the same server: under the served names it is refused in one
     line (the two serves would run each other's builds); under --name it gets its own pair."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from deployments.server import stop_process_group
 
     db2 = tmp_path / "db2" / "codeio.duckdb"
-    command = [sys.executable, "-m", "deployments.serve", "--corpus", str(corpus), "--db", str(db2), "--cron", ""]
+    command = [sys.executable, "-m", "deployments.serve", "--config", str(tmp_path / "build.json"),
+               "--corpus", str(corpus), "--db", str(db2), "--cron", ""]
     env = {**env, "PREFECT_API_URL": api_url}
     refused = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
                              stdin=subprocess.DEVNULL)
@@ -240,6 +243,14 @@ def _check_second_database(api_url: str, tmp_path: Path, corpus: Path, env: dict
             assert dep.parameters["db_path"] == str(db2)
             assert ingest.parameters["db_path"] == str(db2)
             assert client.read_deployment_by_name("codeio/build-dataset").parameters["db_path"] == str(db)
+            # Its runs' artifacts have keys of their own (keys are per server, as names are).
+            run = run_deployment("codeio/build-dataset-second", timeout=90, poll_interval=1)
+            assert run.state is not None and run.state.is_completed(), (run.state, log.read_text()[-3000:])
+            keys = {a.key for a in client.read_artifacts()} - {None}
+            assert {"codeio-summary", "codeio-second-summary"} <= keys, keys
+            summaries = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
+                any_=["codeio-second-summary"])))
+            assert f"database `{db2}`" in summaries[0].data
     finally:
         stop_process_group(second, grace_s=5, first=signal.SIGINT)
 
