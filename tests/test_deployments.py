@@ -230,16 +230,8 @@ def _check_second_database(api_url: str, tmp_path: Path, corpus: Path, env: dict
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
-            deadline = time.monotonic() + 60
-            while True:  # the runner registers one deployment after the other
-                try:
-                    dep = client.read_deployment_by_name("codeio/build-dataset-second")
-                    ingest = client.read_deployment_by_name("codeio/incremental-ingest-second")
-                    break
-                except Exception:  # noqa: BLE001 - ObjectNotFound until registered
-                    assert second.poll() is None, log.read_text()
-                    assert time.monotonic() < deadline, log.read_text()
-                    time.sleep(0.5)
+            dep, ingest = _registered(client, ["codeio/build-dataset-second", "codeio/incremental-ingest-second"],
+                                      second, log, 60)
             assert dep.parameters["db_path"] == str(db2)
             assert ingest.parameters["db_path"] == str(db2)
             assert client.read_deployment_by_name("codeio/build-dataset").parameters["db_path"] == str(db)
@@ -255,6 +247,19 @@ def _check_second_database(api_url: str, tmp_path: Path, corpus: Path, env: dict
         stop_process_group(second, grace_s=5, first=signal.SIGINT)
 
 
+def _registered(client, names: list[str], serving: subprocess.Popen, log: Path, timeout_s: float) -> list:
+    """The deployments ``names`` once a serve has registered them all (its runner registers
+    them one after the other when it starts); fails if that serve exits first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return [client.read_deployment_by_name(name) for name in names]
+        except Exception:  # noqa: BLE001 - ObjectNotFound until registered
+            assert serving.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "deployments not registered: " + log.read_text()
+            time.sleep(0.5)
+
+
 def _check_served(api_url: str, serving: subprocess.Popen, serve_log: Path, db: Path, out: Path) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
@@ -265,16 +270,8 @@ def _check_served(api_url: str, serving: subprocess.Popen, serve_log: Path, db: 
     from storage.store import Store
 
     with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
-        deadline = time.monotonic() + 30
-        while True:  # the runner registers its deployments when it starts
-            try:
-                build_dep = client.read_deployment_by_name("codeio/build-dataset")
-                ingest_dep = client.read_deployment_by_name("codeio/incremental-ingest")
-                break
-            except Exception:  # noqa: BLE001 - ObjectNotFound until registered
-                assert serving.poll() is None, serve_log.read_text()
-                assert time.monotonic() < deadline, "deployments not registered: " + serve_log.read_text()
-                time.sleep(0.5)
+        build_dep, ingest_dep = _registered(client, ["codeio/build-dataset", "codeio/incremental-ingest"],
+                                            serving, serve_log, 30)
         assert build_dep.parameters["db_path"] == str(db)
         assert build_dep.global_concurrency_limit is not None and build_dep.global_concurrency_limit.limit == 1
         assert ingest_dep.global_concurrency_limit is not None and ingest_dep.global_concurrency_limit.limit == 1
