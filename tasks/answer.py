@@ -99,7 +99,7 @@ def _request(row: dict[str, Any], cfg: "BuildConfig", turn: int) -> ChatRequest:
         messages=_messages(row),
         temperature=cfg.llm.temperature,
         max_tokens=cfg.llm.max_tokens,
-        stage="answer" if turn == 1 else "revise",
+        stage=TURN_STAGES[turn],  # the ledger counts usage per stage: revise1 and revise2 apart
         context={
             "task": "predict",
             "kind": row["kind"],

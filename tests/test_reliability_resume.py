@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from llm.testserver import Fault
+from storage.stages import STAGE_ORDER
 from storage.store import Store
 from reliability_helpers import (
     CLIRun,
@@ -68,6 +69,11 @@ def reference(prefect: PrefectServer, corpus: Path, tmp_path_factory: pytest.Tem
     assert summary["stages"]["revise1"]["rows_in"] > 0
     assert summary["stages"]["revise2"]["rows_in"] > 0
     assert all(n == 1 for n in received.values()), "a healthy build sends each call once"
+    # The ledger names the stage that asked for each call, revision turns apart, so token
+    # usage lines up with the funnel's stages.
+    with Store(base / "db" / "codeio.duckdb", read_only=True) as store:
+        ledger_stages = {stage for (stage,) in store.query("SELECT DISTINCT stage FROM llm_calls")}
+    assert {"answer", "revise1", "revise2"} <= ledger_stages <= set(STAGE_ORDER), ledger_stages
     return {"digest": digest, "calls": set(received), "db": base / "db" / "codeio.duckdb", "summary": summary}
 
 
