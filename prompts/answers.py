@@ -14,9 +14,11 @@ import ast
 import json
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from prompts.entry_params import EntryParams
 
 ANSWER_PARSER_VERSION = 1
 
@@ -271,12 +273,16 @@ def extract_answer(text: str, kind: Literal["input", "output"]) -> Extracted:
     return Extracted("no_answer", None, f'no JSON object with an "{kind}" key')
 
 
-def check_input_keys(value: Any, arg_names: Sequence[str]) -> str | None:
-    """None when ``value`` is a dict keyed by exactly ``arg_names``; else what is wrong."""
+def check_input_keys(value: Any, params: EntryParams) -> str | None:
+    """None when ``value`` is an input dict the entry point takes (see prompts.entry_params:
+    every required key, no key it cannot take); else what is wrong: the required keys it
+    lacks, the keys it must not have."""
     if not isinstance(value, dict):
         return f"the input must be a JSON object, got {_json_type(value)}"
-    missing = [name for name in arg_names if name not in value]
-    unexpected = sorted(str(key) for key in value if key not in set(arg_names))
+    missing = [name for name in params.required if name not in value]
+    known = set(params.names)
+    unexpected = sorted(str(key) for key in value
+                        if not isinstance(key, str) or (key not in known and not params.extra_keys))
     problems = []
     if missing:
         problems.append("missing keys: " + ", ".join(missing))

@@ -17,6 +17,8 @@ from importlib import resources
 from string import Template
 from typing import Any, Literal
 
+from prompts.entry_params import EntryParams
+
 Message = dict[str, str]
 
 _SECTION_HEADER = re.compile(r"^\[\[([a-z_]+)\]\]\s*$")
@@ -122,14 +124,15 @@ def render_prediction(
     io_description: str,
     given: Any,
     refcode: str | None,
-    arg_names: Sequence[str],
+    arg_names: Sequence[str] | EntryParams,
 ) -> list[Message]:
     """Chat messages for one prediction task.
 
     ``given`` is the input kwargs dict (kind='output') or the output value (kind='input'), shown
     as sorted-key JSON. ``refcode=None`` leaves out the reference-code hint (the paper's
-    data-format ablation). ``arg_names`` are listed for input prediction; output prediction
-    accepts them for a uniform call but does not show them.
+    data-format ablation). ``arg_names`` are listed for input prediction (given as
+    ``EntryParams``, the ones with a default are listed last, as optional; plain names are all
+    required); output prediction accepts them for a uniform call but does not show them.
     """
     if kind not in ("input", "output"):
         raise ValueError(f"kind must be 'input' or 'output', not {kind!r}")
@@ -141,15 +144,24 @@ def render_prediction(
         "tip": tip,
     }
     if kind == "input":
-        if not arg_names:
+        if not (arg_names.names if isinstance(arg_names, EntryParams) else arg_names):
             raise ValueError("input prediction needs the argument names of main_solution")
         fields["arg_names"] = _quoted_names(arg_names)
     text = fill(load_template(f"predict_{kind}.txt"), fields)
     return [_user(text.rstrip() + "\n")]
 
 
-def _quoted_names(names: Sequence[str]) -> str:
-    return ", ".join(json.dumps(name) for name in names)
+def _quoted_names(names: Sequence[str] | EntryParams) -> str:
+    """The names as JSON strings: '"n", "k"'; with optional ones '"n" and optionally "mod"'.
+    Without optional names the text is what it always was, so those prompts (and their cached
+    answers) stay the same."""
+    if not isinstance(names, EntryParams):
+        return ", ".join(json.dumps(name) for name in names)
+    required = ", ".join(json.dumps(name) for name in names.required)
+    optional = ", ".join(json.dumps(name) for name in names.names if name in names.optional)
+    if not optional:
+        return required
+    return f"{required} and optionally {optional}" if required else f"optionally {optional}"
 
 
 def _feedback_value(value: Any) -> str:
@@ -193,7 +205,7 @@ def render_feedback(verdict: str, **details: Any) -> str:
     - ``timeout``: ``predicted``.
     - ``no_answer``: none.
     - ``bad_format``: ``kind`` required and ``detail`` (what is wrong); kind='input' also
-      ``arg_names`` (the expected keys).
+      ``arg_names`` (the expected keys, names or ``EntryParams`` as for ``render_prediction``).
 
     JSON values are written as sorted-key JSON; long values and messages are shortened.
     A missing or unexpected detail raises TypeError.

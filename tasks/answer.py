@@ -197,7 +197,9 @@ def _stage(turn: int) -> Stage:
     upstream = "prompts" if turn == 1 else TURN_STAGES[turn - 1]
     return Stage(
         name=TURN_STAGES[turn],
-        version="2",  # 2: a response cut off at max_tokens is no_answer, whatever it holds
+        # 2: a response cut off at max_tokens is no_answer, whatever it holds; 3: a predicted
+        # input may leave out parameters with a default
+        version="3",
         settings=_settings,
         pending_sql=_pending_for(turn),
         load_rows=_load_for(turn),

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from prompts.entry_params import entry_params
 from prompts.render import render_prediction
 from storage.models import Outcome, PredictionTask, ShardResult
+from tasks.sample_io import program
 from tasks.stage import ShardContext, Stage
 
 if TYPE_CHECKING:
@@ -39,7 +41,8 @@ def _load(store: "Store", ids: list[str], keys: dict[str, str]) -> list[dict[str
     # of a function's pairs are written together, so they are all there by now).
     return store.query_ids(
         "SELECT p.id, p.function_id, p.input_json, p.output_json, f.query, f.io_description, "
-        "f.refcode, f.arg_names, d.first_of_output FROM io_pairs p JOIN _want w ON p.id = w.id "
+        "f.refcode, f.input_generator, f.entry, f.arg_names, d.first_of_output "
+        "FROM io_pairs p JOIN _want w ON p.id = w.id "
         "JOIN functions f ON f.id = p.function_id "
         "JOIN (SELECT function_id, output_json, min(id) AS first_of_output FROM io_pairs WHERE config_key = ? "
         "AND function_id IN (SELECT q.function_id FROM io_pairs q JOIN _want v ON q.id = v.id) GROUP BY ALL) d "
@@ -54,7 +57,9 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
     outcomes: list[Outcome] = []
     shared = 0
     for row in rows:
-        arg_names = json.loads(row["arg_names"])
+        # Input prompts list the parameters with a default as optional (prompts.render).
+        params = entry_params(program(row["refcode"], row["input_generator"]), row["entry"],
+                              json.loads(row["arg_names"]))
         first = row.get("first_of_output", row["id"])
         for kind in sorted(cfg.prediction.kinds):
             if kind == "input" and first != row["id"]:
@@ -62,7 +67,7 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
             given = json.loads(row["input_json"] if kind == "output" else row["output_json"])
             messages = render_prediction(
                 kind, row["query"], row["io_description"], given,
-                row["refcode"] if cfg.prediction.reference_tip else None, arg_names,
+                row["refcode"] if cfg.prediction.reference_tip else None, params,
             )
             tasks.append(PredictionTask.row_of(row["id"], row["function_id"], kind, messages))
         if "input" in cfg.prediction.kinds and first != row["id"]:
@@ -77,7 +82,7 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
 
 PROMPTS = Stage(
     name="prompts",
-    version="2",  # 2: one input-prediction task per distinct output of a function
+    version="3",  # 2: one input-prediction task per distinct output of a function; 3: optional keys named
     settings=_settings,
     pending_sql=_pending,
     load_rows=_load,

@@ -19,6 +19,8 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from prompts.answers import check_input_keys
+from prompts.entry_params import entry_params
 from sandbox import Job, canonical_json
 from storage.models import IOPair, Outcome, ShardResult
 from tasks.runtime import get_pool, limits_for
@@ -72,7 +74,8 @@ class _Sampling:
     def __init__(self, row: dict[str, Any], cfg: "BuildConfig") -> None:
         self.row = row
         self.code = program(row["refcode"], row["input_generator"])
-        self.arg_names: list[str] = json.loads(row["arg_names"])
+        # Parameters with a default may be left out of an input (prompts.entry_params).
+        self.params = entry_params(self.code, row["entry"], json.loads(row["arg_names"]))
         self.cap = cap_for(row, cfg)
         self.seed_ios: list[dict[str, Any]] = json.loads(row["seed_ios_json"]) if row["seed_ios_json"] else []
         self.candidates: list[dict[str, Any]] = []
@@ -120,8 +123,9 @@ def _gather_inputs(s: _Sampling, cfg: "BuildConfig") -> int:
         if not isinstance(v, dict):
             s.drop("generator_not_dict", type(v).__name__)
             continue
-        if set(v) != set(s.arg_names):
-            s.drop("generator_wrong_keys", f"{sorted(v)} != {sorted(s.arg_names)}")
+        problem = check_input_keys(v, s.params)
+        if problem:
+            s.drop("generator_wrong_keys", problem)
             continue
         k = canonical_json(v)
         if k in seen:
@@ -251,7 +255,7 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
 
 SAMPLE_IO = Stage(
     name="sample_io",
-    version="2",  # 2: pairs with outputs not seen yet come first
+    version="3",  # 2: pairs with outputs not seen yet come first; 3: inputs may leave out defaulted params
     settings=_settings,
     pending_sql=_pending,
     load_rows=_load,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prompts.answers import check_input_keys, extract_answer
+from prompts.entry_params import EntryParams, entry_params
 from prompts.render import render_feedback
 from sandbox import Limits, NotJSONError, SandboxPool, outputs_match, to_json_value
 
@@ -62,7 +63,8 @@ def check_without_running(it: VerifyItem) -> Verdict | dict[str, Any]:
         if matched:
             return Verdict("ok", ex.value, "correct", render_feedback("correct"))
         return Verdict("ok", ex.value, "wrong", render_feedback("wrong", kind="output", predicted=ex.value))
-    problem = check_input_keys(ex.value, it.arg_names)
+    # The rule the sampled inputs passed: a parameter with a default may be left out.
+    problem = check_input_keys(ex.value, _params(it))
     if problem:
         return Verdict("bad_format", ex.value, "bad_format", _bad_format(it, problem))
     try:
@@ -104,7 +106,11 @@ def _input_verdict(it: VerifyItem, value: dict[str, Any], r: Any) -> Verdict:
     return Verdict("ok", value, "exception", fb)
 
 
+def _params(it: VerifyItem) -> EntryParams:
+    return entry_params(it.code, it.entry, it.arg_names)
+
+
 def _bad_format(it: VerifyItem, detail: str) -> str:
     if it.kind == "input":
-        return render_feedback("bad_format", kind="input", detail=detail, arg_names=it.arg_names)
+        return render_feedback("bad_format", kind="input", detail=detail, arg_names=_params(it))
     return render_feedback("bad_format", kind="output", detail=detail)

@@ -16,6 +16,8 @@ ROW = {
     "query": "What is the factorial of `n`?",
     "io_description": "n (int): a small non-negative integer. Returns an int.",
     "refcode": "def main_solution(n):\n    return 1 if n < 2 else n * main_solution(n - 1)\n",
+    "input_generator": None,
+    "entry": "main_solution",
     "arg_names": json.dumps(["n"]),
 }
 
@@ -61,3 +63,11 @@ def test_pairs_with_the_same_output_share_one_input_prediction_task():
     only_output = run_shard([first, second], BuildConfig.model_validate({"prediction": {"kinds": ["output"]}}),
                             ShardContext(config_key="k"))
     assert all(o.reason is None for o in only_output.outcomes) and only_output.counters == {}
+
+
+def test_input_prompts_name_the_parameters_with_a_default_as_optional():
+    row = {**ROW, "arg_names": json.dumps(["n", "base"]),
+           "refcode": "def main_solution(n, base=10):\n    return len(str(n)) if base == 10 else n\n"}
+    res = run_shard([row], BuildConfig.model_validate({"prediction": {"kinds": ["input"]}}), ShardContext(config_key="k"))
+    (task,) = res.rows["prediction_tasks"]
+    assert '("n" and optionally "base")' in json.loads(task["messages_json"])[-1]["content"]

@@ -1,4 +1,5 @@
-"""Execution traces and the narrated answers built from them (no sandbox: exec in-process)."""
+"""Execution traces and the narrated answers built from them (exec in-process; the provider's
+candidate inputs alone run in the sandbox)."""
 
 from __future__ import annotations
 
@@ -244,3 +245,21 @@ def test_a_wrong_boolean_is_said_once():
     # Read after "It produces true, and true ...": the value is not repeated.
     assert _why_different(True, False) == "is not the false we need"
     assert _why_different(3, 5) == "is too small by 2"
+
+
+def test_generated_inputs_that_leave_out_a_default_are_candidates():
+    """The provider's candidate inputs follow the rule sampling used (prompts.entry_params):
+    a generated input without the defaulted ``mod`` is one the function takes."""
+    from llm.offline.provider import CANDIDATES, OfflineProvider
+    from llm.types import ChatRequest
+    from sandbox import SandboxPool
+
+    code = ("def main_solution(n, mod=97):\n    return n % mod\n\n\n"
+            "_n = [0]\n\n\ndef input_generator():\n    _n[0] += 1\n    return {\"n\": _n[0]}\n")
+    request = ChatRequest(messages=[{"role": "user", "content": "q"}], context={
+        "task": "predict", "kind": "input", "code": code, "entry": "main_solution", "arg_names": ["n", "mod"],
+        "input": {"n": 200}, "output": 6, "io_description": "n: int"})
+    with SandboxPool(workers=1) as pool:
+        (candidates,) = OfflineProvider(pool)._input_candidates([request])
+    assert len(candidates) == CANDIDATES and ({"n": 200}, 6) in candidates
+    assert all(set(inp) == {"n"} and out == inp["n"] % 97 for inp, out in candidates)

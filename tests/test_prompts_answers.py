@@ -7,6 +7,7 @@ import math
 import pytest
 
 from prompts.answers import Extracted, check_input_keys, extract_answer
+from prompts.entry_params import EntryParams, entry_params
 
 
 def ok(text: str, kind: str = "output"):
@@ -210,7 +211,47 @@ def test_many_braces_do_not_explode():
     ],
 )
 def test_check_input_keys(value, names, expected):
-    assert check_input_keys(value, names) == expected
+    assert check_input_keys(value, EntryParams(tuple(names))) == expected
+
+
+SIGNATURES = """
+def main_solution(n, mod=10**9 + 7, *args, step, start=0, **options):
+    return n
+
+
+def defaults_only(a=1, b=2):
+    return a
+
+
+def main_solution_strict(n, *args):
+    return n
+"""
+
+
+@pytest.mark.parametrize(
+    ("value", "entry", "names", "expected"),
+    [
+        # Required: n and the keyword-only step; mod and start have defaults; **options takes more.
+        ({"n": 1, "step": 2}, "main_solution", ["n", "mod", "step", "start"], None),
+        ({"n": 1, "mod": 7, "step": 2, "start": 3}, "main_solution", ["n", "mod", "step", "start"], None),
+        ({"n": 1, "step": 2, "verbose": True}, "main_solution", ["n", "mod", "step", "start"], None),
+        ({"mod": 7}, "main_solution", ["n", "mod", "step", "start"], "missing keys: n, step"),
+        ({}, "defaults_only", ["a", "b"], None),
+        ({"a": 1, "c": 3}, "defaults_only", ["a", "b"], "unexpected keys: c"),
+        # *args takes nothing by keyword: not a key, and no extra keys either.
+        ({"n": 1, "args": [2]}, "main_solution_strict", ["n"], "unexpected keys: args"),
+        # Not defined by a plain def: every stored name is required, as before.
+        ({"n": 1}, "absent", ["n", "mod"], "missing keys: mod"),
+    ],
+)
+def test_check_input_keys_reads_defaults_and_kwargs(value, entry, names, expected):
+    assert check_input_keys(value, entry_params(SIGNATURES, entry, names)) == expected
+
+
+def test_entry_params_of_the_last_definition_and_of_code_that_does_not_parse():
+    code = "def main_solution(n, k):\n    return n\n\n\ndef main_solution(n, k=2):\n    return n\n"
+    assert entry_params(code, "main_solution", ["n", "k"]) == EntryParams(("n", "k"), frozenset({"k"}))
+    assert entry_params("def main_solution(n, k=2:", "main_solution", ["n", "k"]) == EntryParams(("n", "k"))
 
 
 def test_unknown_kind():

@@ -10,6 +10,7 @@ from string import Template
 import pytest
 
 from prompts import render
+from prompts.entry_params import EntryParams
 from prompts.render import (
     assemble_multiturn,
     fill,
@@ -101,6 +102,20 @@ def test_input_prediction_prompt_lists_argument_names():
     assert '{"input": <your input>}' in text
     assert '("grid", "word")' in text
     assert "Hint:" in text
+
+
+def test_input_prediction_prompt_names_optional_keys_only_when_there_are_some():
+    def prompt(names) -> str:
+        return content(render_prediction("input", QUERY, IO, 3, None, names))
+
+    # Without defaults the text is the one plain names give: those prompts (and answers) stay.
+    assert prompt(EntryParams(("grid", "word"))) == prompt(["grid", "word"])
+    # Defaulted ones are listed after the required ones, as optional, in signature order.
+    with_defaults = EntryParams(("grid", "limit", "word", "case"), frozenset({"limit", "case"}))
+    assert '("grid", "word" and optionally "limit", "case")' in prompt(with_defaults)
+    assert '(optionally "limit")' in prompt(EntryParams(("limit",), frozenset({"limit"})))
+    bad = render_feedback("bad_format", kind="input", detail="missing keys: grid", arg_names=with_defaults)
+    assert 'exactly these keys: "grid", "word" and optionally "limit", "case".' in bad
 
 
 def test_tip_can_be_switched_off():

@@ -376,3 +376,50 @@ def test_pairs_with_new_outputs_come_first(tmp_path):
     in_order, counters = kept(0)
     assert in_order == [(1, "small"), (2, "small"), (3, "small")]
     assert counters["pairs_repeating_an_output"] == 2
+
+
+DEFAULTS_GENERATOR = '''
+_n = [0]
+
+
+def input_generator():
+    _n[0] += 1
+    return {"n": _n[0]}
+'''
+
+
+def _unified(name: str, refcode: str, generator: str) -> dict[str, Any]:
+    record = {"refcode": refcode, "funcname": "main_solution", "problem_description": "q",
+              "io_requirements": "io", "input_generator": generator}
+    return _raw_row(name, json.dumps(record), "unified", "fixtures")
+
+
+def test_inputs_may_leave_out_parameters_with_a_default(tmp_path):
+    # A generator that gives only the required n: mod, offset (keyword-only) take their
+    # defaults; **extra takes keys beyond the named ones; *args takes none.
+    rows = {
+        "defaults": _unified("defaults", "def main_solution(n, mod=7, *, offset=0):\n    return (n + offset) % mod\n",
+                             DEFAULTS_GENERATOR),
+        "kwargs": _unified("kwargs", "def main_solution(n, **extra):\n    return n + len(extra)\n",
+                           DEFAULTS_GENERATOR.replace('{"n": _n[0]}', '{"n": _n[0], "tag": "t"}')),
+        "missing": _unified("missing", "def main_solution(n, k, mod=7):\n    return (n * k) % mod\n",
+                            DEFAULTS_GENERATOR),
+        "unexpected": _unified("unexpected", "def main_solution(k, *args, mod=7):\n    return k % mod\n",
+                               DEFAULTS_GENERATOR.replace('{"n": _n[0]}', '{"k": _n[0], "args": [1]}')),
+    }
+    transformed, sampled = _run_stages(list(rows.values()), _direct_cfg(tmp_path))
+    raw_names = {r["id"]: n for n, r in rows.items()}
+    fn_names = {f["id"]: raw_names[f["raw_id"]] for f in transformed.rows["functions"]}
+    outcomes = _by_raw(sampled.outcomes, fn_names)
+    pairs: dict[str, list[tuple[Any, Any]]] = {}
+    for p in sorted(sampled.rows["io_pairs"], key=lambda p: p["ordinal"]):
+        pairs.setdefault(fn_names[p["function_id"]], []).append((json.loads(p["input_json"]), json.loads(p["output_json"])))
+
+    assert pairs["defaults"] == [({"n": 1}, 1), ({"n": 2}, 2), ({"n": 3}, 3)]
+    assert pairs["kwargs"] == [({"n": 1, "tag": "t"}, 2), ({"n": 2, "tag": "t"}, 3), ({"n": 3, "tag": "t"}, 4)]
+    # Rejected inputs leave their reason: which required key is missing, which key is unknown.
+    assert {n: (o.status, o.reason) for n, o in outcomes.items() if n in ("missing", "unexpected")} == {
+        "missing": ("dropped", "no_valid_inputs"), "unexpected": ("dropped", "no_valid_inputs")}
+    assert outcomes["missing"].detail == "generator_wrong_keys: missing keys: k"
+    assert outcomes["unexpected"].detail == "generator_wrong_keys: unexpected keys: args"
+    assert sampled.counters["pair_drop:generator_wrong_keys"] > 0

@@ -65,6 +65,43 @@ def test_every_verdict_kind(pool):
     assert "scale" in verdicts[7].feedback  # names the expected argument names
 
 
+DEFAULTS_CODE = '''
+def main_solution(n, mod=1000, *, offset=0, **unused):
+    return (n * n + offset) % mod
+'''
+
+
+def test_a_predicted_input_may_leave_out_parameters_with_a_default(pool):
+    """The rule sampling used: an input without ``mod`` (or the keyword-only ``offset``) runs
+    with their defaults; a required key must be there; ``**unused`` takes further keys."""
+
+    def defaults_item(answer: str, given_output: int) -> VerifyItem:
+        return VerifyItem(kind="input", response=answer, code=DEFAULTS_CODE, entry="main_solution",
+                          arg_names=["n", "mod", "offset"], given_input={"n": 40}, given_output=given_output)
+
+    items = [
+        defaults_item('{"input": {"n": 40}}', 600),                        # both defaults used
+        defaults_item('{"input": {"n": 40, "mod": 1000, "offset": 0}}', 600),  # every key given
+        defaults_item('{"input": {"n": 40, "mod": 7}}', 600),              # runs, another output
+        defaults_item('{"input": {"n": 40, "note": "x"}}', 600),           # **unused takes it
+        defaults_item('{"input": {"mod": 1000}}', 600),                    # n is required
+    ]
+    verdicts, executions = verify_all(items, pool, Limits(cpu_seconds=0.5))
+    assert [v.verdict for v in verdicts] == ["correct", "correct", "wrong", "correct", "bad_format"]
+    assert executions == 4
+    assert "missing keys: n" in verdicts[4].feedback
+    assert '"n" and optionally "mod", "offset"' in verdicts[4].feedback
+
+
+def test_an_unknown_key_is_a_format_error_without_kwargs(pool):
+    code = "def main_solution(n, mod=1000):\n    return n % mod\n"
+    it = VerifyItem(kind="input", response='{"input": {"n": 5, "base": 2}}', code=code, entry="main_solution",
+                    arg_names=["n", "mod"], given_input={"n": 5}, given_output=5)
+    (verdict,), executions = verify_all([it], pool, Limits(cpu_seconds=0.5))
+    assert (verdict.verdict, executions) == ("bad_format", 0)
+    assert "unexpected keys: base" in verdict.feedback
+
+
 def test_float_and_structure_comparison(pool):
     items = [
         item("output", '{"output": [1.0, 2.0004]}', given_output=[1, 2.0]),

@@ -16,6 +16,8 @@ from typing import Any
 from llm.offline.answers import narrate_input_prediction, narrate_output_prediction
 from llm.offline.trace import TRACER_SOURCE
 from llm.types import ChatRequest, ChatResult
+from prompts.answers import check_input_keys
+from prompts.entry_params import entry_params
 from sandbox import Job, Limits, SandboxPool, canonical_json, outputs_match
 
 OFFLINE_MODEL = "offline-trace-v1"
@@ -94,9 +96,10 @@ class OfflineProvider:
             ctx = r.context
             gen = self.pool.generate(ctx["code"], entry="input_generator", count=CANDIDATES * 3, budget_seconds=2.0)
             seen = {canonical_json(ctx["input"])}
+            params = entry_params(ctx["code"], ctx["entry"], ctx["arg_names"])  # the rule sampling used
             picks = []
             for v in gen.values if gen.status == "ok" or gen.values else []:
-                if isinstance(v, dict) and set(v) == set(ctx["arg_names"]) and canonical_json(v) not in seen:
+                if check_input_keys(v, params) is None and canonical_json(v) not in seen:
                     seen.add(canonical_json(v))
                     picks.append(v)
                 if len(picks) >= CANDIDATES - 1:
