@@ -12,7 +12,7 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from string import Template
 from typing import Any, Literal
@@ -79,13 +79,16 @@ def fill(template: str, fields: Mapping[str, str]) -> str:
     return tmpl.substitute(fields)
 
 
-def template_digest() -> str:
-    """sha256 over every template file: part of the prompt stages' version key."""
+def template_digest(names: Iterable[str] | None = None) -> str:
+    """sha256 over the named template files (all of them when None), names and texts: the
+    stages that render a template put its digest in their config key, so an edited template
+    makes them (and what follows) run again."""
+    if names is None:
+        folder = resources.files(__package__).joinpath("templates")
+        names = [entry.name for entry in folder.iterdir() if entry.name.endswith(".txt")]
     digest = hashlib.sha256()
-    folder = resources.files(__package__).joinpath("templates")
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".txt"):
-            digest.update(entry.name.encode() + b"\0" + load_template(entry.name).encode() + b"\0")
+    for name in sorted(names):
+        digest.update(name.encode() + b"\0" + load_template(name).encode() + b"\0")
     return digest.hexdigest()
 
 

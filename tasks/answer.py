@@ -206,6 +206,8 @@ def _stage(turn: int) -> Stage:
         run_shard=_run_for(turn),
         call_keys=_call_keys_for(turn),
         upstream=upstream,
+        # feedback.txt words the verdicts each turn stores; revise.txt asks for the next turn
+        templates=("feedback.txt", "revise.txt") if turn > 1 else ("feedback.txt",),
     )
 
 

@@ -88,4 +88,5 @@ PROMPTS = Stage(
     load_rows=_load,
     run_shard=run_shard,
     upstream="sample_io",
+    templates=("predict_input.txt", "predict_output.txt", "reference_tip.txt"),
 )

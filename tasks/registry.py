@@ -1,7 +1,8 @@
 """The ordered list of built stages and their config keys.
 
-A stage's key hashes its name, version, the settings that change its output and the key of
-the stage it reads from, so a changed setting re-does exactly the work downstream of it.
+A stage's key hashes its name, version, the settings that change its output, the prompt
+templates it renders and the key of the stage it reads from, so a changed setting or template
+re-does exactly the work downstream of it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from prompts.render import template_digest
 from storage.ids import content_id
 from tasks.answer import ANSWER, REVISE1, REVISE2
 from tasks.build_prompts import PROMPTS
@@ -33,7 +35,10 @@ def stage_keys(cfg: "BuildConfig") -> dict[str, str]:
     keys = {"ingest": content_id("ingest", INGEST_VERSION, cfg.max_file_bytes)[:16]}
     for s in STAGES:
         up = keys.get(s.upstream) if s.upstream else None
-        keys[s.name] = content_id(s.name, s.version, _jsonable(s.settings(cfg)), up)[:16]
+        parts = [s.name, s.version, _jsonable(s.settings(cfg)), up]
+        if s.templates:
+            parts.append(template_digest(s.templates))
+        keys[s.name] = content_id(*parts)[:16]
     return keys
 
 

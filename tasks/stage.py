@@ -3,11 +3,14 @@ input rows in the store, and a pure function over one shard of them.
 
 A new stage is one small module exporting a ``Stage``; the flow knows only this contract.
 
-A stage's config key is a hash of its name, its ``version``, its ``settings(cfg)`` and its
-upstream stage's key: a row is done for a key once it has an outcome under it. So:
+A stage's config key is a hash of its name, its ``version``, its ``settings(cfg)``, the text of
+its ``templates`` and its upstream stage's key: a row is done for a key once it has an outcome
+under it. So:
 
 * bump ``version`` when the stage's code changes what it makes for the same settings (a new
   rule, a fix), and when a default of a setting it reads changes;
+* an edited prompt template needs no bump: the stages that render it name it in ``templates``
+  and their keys cover its text;
 * a new setting whose default keeps today's behaviour needs no bump: ``settings`` puts only
   values that differ from their defaults in the key (``non_default``), so existing builds
   keep their keys and rows (tests/test_stage_keys.py pins the defaults this relies on).
@@ -65,3 +68,6 @@ class Stage:
     # For LLM stages: the call keys a shard will need, so the flow can hand over cached calls.
     call_keys: Callable[[list[dict[str, Any]], "BuildConfig"], list[str]] | None = None
     upstream: str | None = None
+    # The prompt template files (prompts/templates) whose text shapes this stage's output: their
+    # digest is part of its config key, so an edited template re-runs the stages that render it.
+    templates: tuple[str, ...] = ()

@@ -187,4 +187,5 @@ TRANSFORM = Stage(
     run_shard=run_shard,
     call_keys=_call_keys,
     upstream="ingest",
+    templates=("transform.txt",),
 )

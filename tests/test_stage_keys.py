@@ -45,3 +45,28 @@ def test_the_registry_builds_the_stages_in_pipeline_order():
     assert tuple(stage_keys(BuildConfig())) == STAGE_ORDER
     assert [s.upstream for s in STAGES] == list(STAGE_ORDER[:-1])
     assert set(TURN_STAGES.values()) <= set(STAGE_ORDER)
+
+
+def test_an_edited_template_changes_the_keys_of_the_stages_that_render_it(monkeypatch):
+    """A team tuning the prompt wording edits prompts/templates: the stages that render the
+    edited file, and those after them, run again; the others keep their rows."""
+    import prompts.render as render
+
+    base = stage_keys(BuildConfig())
+    original = render.load_template
+
+    def changed(edited: str) -> set[str]:
+        monkeypatch.setattr(render, "load_template",
+                            lambda name: original(name) + ("\nThink step by step.\n" if name == edited else ""))
+        keys = stage_keys(BuildConfig())
+        monkeypatch.setattr(render, "load_template", original)
+        return {k for k in base if base[k] != keys[k]}
+
+    after_prompts = {"prompts", "answer", "revise1", "revise2"}
+    assert changed("transform.txt") == {"transform", "sample_io"} | after_prompts
+    assert changed("predict_input.txt") == after_prompts
+    assert changed("reference_tip.txt") == after_prompts
+    assert changed("feedback.txt") == {"answer", "revise1", "revise2"}
+    assert changed("revise.txt") == {"revise1", "revise2"}
+    assert changed("multiturn.txt") == set()  # export renders it anew each time; no stage stores it
+    assert stage_keys(BuildConfig()) == base
