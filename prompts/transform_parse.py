@@ -305,7 +305,9 @@ def _missing_function(module: ast.Module, name: str, reason: str) -> TransformRe
     return TransformRejected(reason, f"`def {name}` is defined {where}; it must be at module level")
 
 
-def _entry_arg_names(node: ast.FunctionDef) -> tuple[str, ...]:
+def entry_arg_names(node: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[str, ...]:
+    """The names an input dict may key ``main_solution``'s parameters by (it is called with
+    ``**input``); TransformRejected when it cannot be called that way."""
     args = node.args
     if args.posonlyargs:
         raise TransformRejected("positional_only_args", f"{ENTRY_POINT} is called with keyword arguments")
@@ -386,7 +388,7 @@ def parse_transform(answer: str) -> ParsedFunction:
     entry = entries[-1]  # Python keeps the last definition
     if isinstance(entry, ast.AsyncFunctionDef):
         raise TransformRejected("no_entry_point", f"{ENTRY_POINT} is async")
-    arg_names = _entry_arg_names(entry)
+    arg_names = entry_arg_names(entry)
 
     # The generator: code in its own section wins; otherwise it may sit in the reference code.
     inline_generators = _top_level(module, GENERATOR)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from llm.types import ChatRequest
 from prompts.render import render_transform
-from prompts.transform_parse import TransformRejected, parse_transform
+from prompts.transform_parse import TransformRejected, entry_arg_names, parse_transform
 from storage.models import Function, Outcome, ShardResult
 from tasks.docstrings import strip_doctest_examples
 from tasks.llm_calls import complete, request_key
@@ -103,10 +103,13 @@ def import_unified(row: dict[str, Any], counters: Counter[str] | None = None) ->
         tree = ast.parse(refcode)
     except (SyntaxError, ValueError, RecursionError) as exc:
         return None, Outcome(item_id=row["id"], status="dropped", reason="syntax_error", detail=str(exc)[:200])
-    fn = next((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == entry), None)
-    if fn is None:
+    defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == entry]
+    if not defs:
         return None, Outcome(item_id=row["id"], status="dropped", reason="no_entry_point", detail=entry)
-    arg_names = [a.arg for a in fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs]
+    try:  # the rule a transformed function's entry point meets; Python keeps the last def
+        arg_names = list(entry_arg_names(defs[-1]))
+    except TransformRejected as exc:
+        return None, Outcome(item_id=row["id"], status="dropped", reason=exc.reason, detail=exc.detail)
     ios = rec.get("ios") or []
     seed = [io for io in ios if isinstance(io, dict) and isinstance(io.get("input"), dict) and "output" in io]
     generator = rec.get("input_generator") or rec.get("inputs_generator")
@@ -180,7 +183,9 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
 
 TRANSFORM = Stage(
     name="transform",
-    version="3",  # 2: doctest examples removed from the reference code's docstrings; 3: and example calls
+    # 2: doctest examples removed from the reference code's docstrings; 3: and example calls;
+    # 4: an imported record's entry point meets the transformed one's rule (no positional-only)
+    version="4",
     settings=_settings,
     pending_sql=_pending,
     load_rows=_load,

@@ -423,3 +423,21 @@ def test_inputs_may_leave_out_parameters_with_a_default(tmp_path):
     assert outcomes["missing"].detail == "generator_wrong_keys: missing keys: k"
     assert outcomes["unexpected"].detail == "generator_wrong_keys: unexpected keys: args"
     assert sampled.counters["pair_drop:generator_wrong_keys"] > 0
+
+
+def test_an_imported_entry_point_meets_the_transformed_ones_rule():
+    """Released records go through the entry-point rule an LLM-transformed function meets:
+    positional-only or no parameters are dropped with that reason, and the names are the last
+    definition's (the one Python keeps)."""
+    from tasks.transform import import_unified
+
+    def imported(refcode: str):
+        record = {"refcode": refcode, "ios": [{"input": {"a": 1}, "output": 1}]}
+        return import_unified({"id": "r", "source": "released", "source_kind": "curated", "content": json.dumps(record)})
+
+    fn, outcome = imported("def main_solution(a, /, b):\n    return a\n")
+    assert fn is None and (outcome.status, outcome.reason) == ("dropped", "positional_only_args")
+    fn, outcome = imported("def main_solution():\n    return 1\n")
+    assert fn is None and outcome.reason == "entry_without_args"
+    fn, outcome = imported("def main_solution(x):\n    return x\n\ndef main_solution(a, *, k=2):\n    return a\n")
+    assert outcome.status == "ok" and json.loads(fn["arg_names"]) == ["a", "k"]
