@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from flows.config import BuildConfig
-from tasks.build_prompts import run_shard
+from storage.models import Function, IOPair, Outcome, ShardResult, mark_first_of_output
+from tasks.build_prompts import _load, run_shard
 from tasks.stage import ShardContext
 
 ROW = {
@@ -71,3 +72,53 @@ def test_input_prompts_name_the_parameters_with_a_default_as_optional():
     res = run_shard([row], BuildConfig.model_validate({"prediction": {"kinds": ["input"]}}), ShardContext(config_key="k"))
     (task,) = res.rows["prediction_tasks"]
     assert '("n" and optionally "base")' in json.loads(task["messages_json"])[-1]["content"]
+
+
+def _pairs_of(fid: str, outputs: list[int], start: int = 0) -> list[dict]:
+    return [IOPair(id=IOPair.make_id(fid, {"n": start + n}), function_id=fid, input={"n": start + n},
+                   output=out, ordinal=n).row() for n, out in enumerate(outputs)]
+
+
+def _expected_first(pairs: list[dict]) -> dict[str, str]:
+    """Pair id -> the smallest id of its function's pairs with its output (the rule)."""
+    def same(p: dict, q: dict) -> bool:
+        return (q["function_id"], q["output_json"]) == (p["function_id"], p["output_json"])
+
+    return {p["id"]: min(q["id"] for q in pairs if same(p, q)) for p in pairs}
+
+
+def test_load_gives_each_pair_the_first_pair_with_its_output(store):
+    # sample_io records first_of_output with the pairs; pairs written without it (a cached
+    # shard result of the code before) get it computed from their function's pairs, under the
+    # same sample_io key only. Either way the loaded rows are the same.
+    fns = [Function(id=f"fn{i}", raw_id=f"raw{i}", source="s", source_kind="mixed", origin="offline", model="m",
+                    refcode=ROW["refcode"], input_generator=None, io_description="io", query=f"q{i}", arg_names=["n"])
+           for i in range(3)]
+    store.write_shard(ShardResult(stage="transform", config_key="kt", rows={"functions": [f.row() for f in fns]},
+                                  outcomes=[Outcome(item_id=f.raw_id, status="ok") for f in fns]))
+    recorded = mark_first_of_output(_pairs_of("fn0", [1, 2, 1, 1]) + _pairs_of("fn1", [3, 4]))
+    unrecorded = _pairs_of("fn2", [5, 6, 5, 5, 6])
+    assert all("first_of_output" not in p for p in unrecorded)
+    # Under another sample_io key, a pair of fn2 with the same output and a smaller id.
+    other = next(p for p in (_pairs_of("fn2", [5], start=s)[0] for s in range(10, 200))
+                 if p["id"] < min(q["id"] for q in unrecorded))
+    writes = (("ks", recorded, ["fn0", "fn1"]), ("ks", unrecorded, ["fn2"]), ("k-other", [other], ["fn2"]))
+    for key, pairs, fids in writes:
+        store.write_shard(ShardResult(stage="sample_io", config_key=key, rows={"io_pairs": pairs},
+                                      outcomes=[Outcome(item_id=f, status="ok") for f in fids]))
+    assert store.query("SELECT count(*) FROM io_pairs WHERE first_of_output IS NULL") == [(len(unrecorded) + 1,)]
+
+    expected = _expected_first(recorded + unrecorded)
+    assert len(set(expected.values())) == 6  # fn0's output 1 and fn2's 5 and 6 repeat
+    # Loaded a few at a time, as shards: the first pair of an output is often in another shard.
+    ids = sorted(expected)
+    rows = [r for i in range(0, len(ids), 3) for r in _load(store, ids[i : i + 3], {"sample_io": "ks"})]
+    assert [r["id"] for r in rows] == ids
+    assert {r["id"]: r["first_of_output"] for r in rows} == expected
+    assert all(r["query"] == f"q{r['function_id'][-1]}" for r in rows)
+
+    res = run_shard(rows, BuildConfig.model_validate({}), ShardContext(config_key="kp"))
+    shared = {o.item_id: o.detail for o in res.outcomes if o.reason == "input_prompt_shared"}
+    assert shared.keys() == {i for i, first in expected.items() if first != i}
+    assert all(expected[i] in detail for i, detail in shared.items())
+    assert res.counters == {"input_prompts_shared": len(ids) - 6}

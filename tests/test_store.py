@@ -106,7 +106,7 @@ def test_schema_1_database_is_migrated_with_its_rows(tmp_path):
     con.execute("INSERT INTO stage_outcomes (stage, config_key, item_id, status) VALUES ('sample_io', 'k1', 'f1', 'ok')")
     con.close()
     with Store(path) as s:
-        assert s.schema_version() == 3
+        assert s.schema_version() == _migrations()[-1][0]
         assert s.query("SELECT id, config_key, function_id FROM io_pairs") == [("p1", "k1", "f1")]
         assert s.query("SELECT status, failed_runs FROM stage_outcomes") == [("ok", None)]
         keyed = {r[0] for r in s.query("SELECT table_name FROM information_schema.table_constraints "
@@ -115,6 +115,31 @@ def test_schema_1_database_is_migrated_with_its_rows(tmp_path):
         s.write_shard(_sample_shard("k1", "f1", 2))  # the migrated outcome is found and replaced
         assert s.query("SELECT count(*) FROM io_pairs")[0][0] == 2
         assert s.query("SELECT count(*) FROM stage_outcomes")[0][0] == 1
+
+
+def test_schema_3_pairs_keep_their_rows_and_have_no_first_of_output(tmp_path):
+    # Migration 004 adds io_pairs.first_of_output without rewriting the table: stored pairs keep
+    # their rows with NULL there (the prompts loader computes it for them; test_build_prompts).
+    import duckdb
+
+    from storage.store import _migrations
+
+    path = tmp_path / "v3.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
+    for version, name, sql in _migrations()[:3]:
+        con.execute(sql)
+        con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name])
+    pairs = [_pair("f1", i, i % 2) for i in range(5)]
+    for r in pairs:
+        con.execute("INSERT INTO io_pairs (id, config_key, function_id, input_json, output_json, ordinal) "
+                    "VALUES (?, 'k1', ?, ?, ?, ?)", [r["id"], r["function_id"], r["input_json"],
+                                                     r["output_json"], r["ordinal"]])
+    con.close()
+    with Store(path) as s:
+        assert s.schema_version() == 4
+        got = s.query("SELECT id, function_id, output_json, ordinal, first_of_output FROM io_pairs ORDER BY ordinal")
+    assert got == [(r["id"], "f1", r["output_json"], r["ordinal"], None) for r in pairs]
 
 
 def test_content_ids_are_stable():
