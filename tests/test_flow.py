@@ -257,6 +257,18 @@ def test_shards_loaded_in_batches_get_the_rows_a_load_per_shard_gives():
     assert calls[:4] == [LOAD_BATCH_SHARDS * 10] * 3 + [4]
 
 
+def test_the_load_batch_grows_with_the_stage_and_stays_bounded():
+    """Every load scans the store's input tables once, so a big stage loads in fewer, larger
+    batches: at least LOAD_BATCH_SHARDS shards, at most LOAD_BATCH_MAX_ROWS rows."""
+    from flows.build import LOAD_BATCH_MAX_ROWS, LOAD_BATCH_SHARDS, load_batch_shards
+
+    assert load_batch_shards(1_000, 200) == LOAD_BATCH_SHARDS  # small stages as before
+    assert load_batch_shards(100_000, 500) == LOAD_BATCH_SHARDS
+    assert load_batch_shards(1_000_000, 200) * 200 == 10_000  # a hundredth of the pending rows
+    assert load_batch_shards(7_000_000, 200) * 200 == LOAD_BATCH_MAX_ROWS  # paper scale: capped
+    assert load_batch_shards(7_000_000, 50_000) == 1  # a shard larger than the cap loads alone
+
+
 def test_progress_is_published_at_most_every_interval_and_always_at_the_end():
     from flows.build import _Every
 
