@@ -254,6 +254,25 @@ def test_entry_params_of_the_last_definition_and_of_code_that_does_not_parse():
     assert entry_params("def main_solution(n, k=2:", "main_solution", ["n", "k"]) == EntryParams(("n", "k"))
 
 
+@pytest.mark.parametrize(
+    ("signature", "optional", "extra_keys"),
+    [
+        ("(n, k)", set(), False),  # no parse needed: nothing in the signature could be a default
+        ("(\n    n: int,\n    k: list,\n)", set(), False),
+        ("(n, k=2)", {"k"}, False),
+        ("(n, k: int = 2)", {"k"}, False),
+        ("(n,  # k=2 was the old default\n    k)", set(), False),  # a comment is parsed, not matched
+        ("(n, k=max(1, 2))", {"k"}, False),
+        ("(n, k=(1, 2))", {"k"}, False),
+        ("(n, *, k=2)", {"k"}, False),
+        ("(n, k, **more)", set(), True),
+    ],
+)
+def test_entry_params_find_every_default_however_the_signature_is_written(signature, optional, extra_keys):
+    code = f"import math\n\ndef main_solution{signature}:\n    return n\n"
+    assert entry_params(code, "main_solution", ["n", "k"]) == EntryParams(("n", "k"), frozenset(optional), extra_keys)
+
+
 def test_unknown_kind():
     with pytest.raises(ValueError):
         extract_answer('{"output": 1}', "result")  # type: ignore[arg-type]
