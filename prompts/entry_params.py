@@ -64,4 +64,3 @@ def entry_params(code: str, entry: str, arg_names: Sequence[str]) -> EntryParams
     not parse), every name is taken as required and no other key as accepted: the rule that
     held before defaults were read."""
     return _entry_params(code, entry, tuple(arg_names))
-
