@@ -63,11 +63,8 @@ def check_without_running(it: VerifyItem) -> Verdict | dict[str, Any]:
         if matched:
             return Verdict("ok", ex.value, "correct", render_feedback("correct"))
         return Verdict("ok", ex.value, "wrong", render_feedback("wrong", kind="output", predicted=ex.value))
-    # The rule the sampled inputs passed: a parameter with a default may be left out. An input
-    # with exactly the stored names passes it, and needs no look at the signature (a parse).
-    problem = check_input_keys(ex.value, EntryParams(tuple(it.arg_names)))
-    if problem:
-        problem = check_input_keys(ex.value, _params(it))
+    # The rule the sampled inputs passed: a parameter with a default may be left out.
+    problem = check_input_keys(ex.value, _params(it))
     if problem:
         return Verdict("bad_format", ex.value, "bad_format", _bad_format(it, problem))
     try:
