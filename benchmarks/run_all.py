@@ -61,6 +61,18 @@ def _text(data: bytes | str | None) -> str:
     return data if isinstance(data, str) else data.decode("utf-8", "replace")
 
 
+def source_version() -> dict | None:
+    """The commit the benchmarked code is at, and whether the tree had changes beyond it, so
+    figures files from different commits can be told apart; None outside a git checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=HERE.parent).stdout
+
+    try:
+        return {"sha": git("rev-parse", "HEAD").strip(), "uncommitted_changes": bool(git("status", "--porcelain").strip())}
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", default="benchmark-results.json", help="where to write the combined figures")
@@ -80,9 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"no such benchmark: {', '.join(unknown)} (found: {', '.join(discover())})")
 
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    code = source_version()
     results = {name: run_one(name, extras.get(name, []), args.timeout) for name in names}
     report = {
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": started,
+        "commit": code,
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "cpus": __import__("os").cpu_count()},
         "benchmarks": results,
