@@ -97,6 +97,12 @@ def _gather_inputs(s: _Sampling, cfg: "BuildConfig") -> int:
     """Recorded inputs first, then generated ones; returns the number of executions."""
     seen: set[str] = set()
     for io in s.seed_ios:
+        # A recorded input meets the rule generated ones do: run with the wrong keys it could
+        # only raise, and its drop would read as the function's error (entry_error).
+        problem = check_input_keys(io["input"], s.params)
+        if problem:
+            s.drop("recorded_wrong_keys", problem)
+            continue
         k = canonical_json(io["input"])
         if k not in seen:
             seen.add(k)

@@ -445,3 +445,21 @@ def test_an_imported_entry_point_meets_the_transformed_ones_rule():
     assert fn is None and outcome.reason == "entry_without_args"
     fn, outcome = imported("def main_solution(x):\n    return x\n\ndef main_solution(a, *, k=2):\n    return a\n")
     assert outcome.status == "ok" and json.loads(fn["arg_names"]) == ["a", "k"]
+
+
+def test_recorded_inputs_with_wrong_keys_are_dropped_before_running(tmp_path):
+    # A released record whose recorded input names a parameter the entry point does not take:
+    # that pair is dropped for its keys, not run (where it could only raise, as entry_error).
+    rec = {
+        "name": "rel_keys",
+        "refcode": "def main_solution(n, mod=7):\n    return n % mod\n",
+        "funcname": "main_solution",
+        "ios": [{"input": {"n": 10}, "output": 3}, {"input": {"m": 4}, "output": 4},
+                {"input": {"n": 12, "mod": 5}, "output": 2}],
+    }
+    row = _raw_row("rel_keys", json.dumps(rec, sort_keys=True), "unified", "released")
+    _, sampled = _run_stages([row], _direct_cfg(tmp_path))
+    assert sampled.counters["pair_drop:recorded_wrong_keys"] == 1
+    assert "pair_drop:entry_error" not in sampled.counters
+    kept = [json.loads(p["input_json"]) for p in sampled.rows["io_pairs"]]
+    assert kept == [{"n": 10}, {"n": 12, "mod": 5}]
