@@ -5,8 +5,10 @@ happen after the slot is released. Failures are sorted into three kinds:
 - transient (429, 5xx, 408, timeouts, connection errors, malformed bodies): retried with
   exponential backoff and full jitter, or after the server's Retry-After;
 - row-level (400, 422, other 4xx): returned as ``ChatResult.error``, not retried;
-- configuration (401, 403, 404): ``ConfigError``, which stops the run.
-``max_consecutive_failures`` transient failures in a row, across requests, raise ``EndpointDown``.
+- configuration (401, 403, 404, an account out of credit: 402 or ``insufficient_quota``, a
+  stream answered to a request that asked for none): ``ConfigError``, which stops the run.
+An error body sent with status 200 counts as the status it names. ``max_consecutive_failures``
+transient failures in a row, across requests, raise ``EndpointDown``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,33 @@ class _Attempt:
     completion_tokens: int = 0
     error: str = ""
     retry_after: float | None = None
+
+
+def _json_or_none(raw: bytes) -> object:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _error_code(data: object) -> str:
+    """``error.code`` (or ``error.type``) of an OpenAI-style error body, as text; "" when none."""
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return ""
+    return str(error.get("code") or error.get("type") or "")
+
+
+def _error_status(data: dict) -> int | None:
+    """The HTTP status an error body carried with a 200 names (``error.code`` of OpenRouter,
+    ``code`` of vLLM's error object), or None when it names none."""
+    error = data.get("error")
+    for code in ((error.get("code") if isinstance(error, dict) else None), data.get("code")):
+        if isinstance(code, int) and 400 <= code < 600:
+            return code
+        if isinstance(code, str) and code.isdigit() and 400 <= int(code) < 600:
+            return int(code)
+    return None
 
 
 def _proxy_configured(url: str) -> bool:
@@ -130,6 +159,7 @@ class HTTPProvider:
                 "messages": request.messages,
                 "temperature": request.temperature,
                 "max_tokens": request.max_tokens,
+                "stream": False,  # said outright: a server or proxy may default to streaming
                 **self.extra_body,
             }
         )
@@ -213,8 +243,18 @@ class HTTPProvider:
         status = response.status_code
         if 200 <= status < 300:
             return self._parse_completion(response.content)
-        message = self._error_message(response)
-        retry_after = parse_retry_after(response.headers)
+        data = _json_or_none(response.content)
+        return self._classify(status, self._error_message(data, response.text or response.reason_phrase),
+                              _error_code(data), parse_retry_after(response.headers))
+
+    def _classify(self, status: int, message: str, code: str, retry_after: float | None) -> _Attempt:
+        """How a failed exchange counts: ``status`` and the server's ``message`` and error
+        ``code`` (OpenAI's ``error.code`` or ``error.type``, "" when none)."""
+        if status == 402 or code == "insufficient_quota":
+            # DeepSeek answers 402 when the balance is used up, OpenAI 429 insufficient_quota:
+            # no retry and no other row can succeed until someone adds credit.
+            return _Attempt("config", error=f"HTTP {status} from {self.settings.base_url}: {message}; "
+                                            "the account is out of credit: top it up, then run again")
         if status in (429, 503):
             return _Attempt("transient", "overload", error=f"HTTP {status}: {message}", retry_after=retry_after)
         if status >= 500 or status == 408:
@@ -228,15 +268,28 @@ class HTTPProvider:
         return _Attempt("row", error=f"http_{status}: {message}")
 
     def _parse_completion(self, raw: bytes) -> _Attempt:
+        data = _json_or_none(raw)
+        if isinstance(data, dict) and (data.get("error") or data.get("object") == "error") and not data.get("choices"):
+            # An error sent with status 200 (OpenRouter, some proxies): it counts as the
+            # status it names, or as a server error when it names none.
+            status = _error_status(data) or 500
+            text = raw[:_MAX_ERROR_CHARS].decode("utf-8", "replace")
+            return self._classify(status, self._error_message(data, text), _error_code(data), None)
+        if data is None and raw.lstrip().startswith((b"data:", b"event:")):
+            # Server-sent events, though the request says "stream": false: every answer will
+            # come like this, so no retry helps.
+            return _Attempt("config", error=f"{self.settings.base_url} answered a stream (server-sent events) "
+                                            "to a request with \"stream\": false; point base_url at an endpoint "
+                                            "(or proxy) that honours it")
         try:
-            data = orjson.loads(raw)
-            choice = data["choices"][0]
+            choice = data["choices"][0]  # type: ignore[index]
             content = choice["message"].get("content")
             finish_reason = choice.get("finish_reason")
             usage = data.get("usage") or {}
             prompt_tokens = int(usage.get("prompt_tokens") or 0)
             completion_tokens = int(usage.get("completion_tokens") or 0)
-        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+            # Not JSON (None has no items), no choices, no message: cut off, or a server hiccup.
             snippet = raw[:80].decode("utf-8", "replace")
             return _Attempt("transient", error=self._clean(f"malformed_response: {type(exc).__name__}: {snippet!r}"))
         if content is not None and not isinstance(content, str):
@@ -250,13 +303,9 @@ class HTTPProvider:
             completion_tokens=completion_tokens,
         )
 
-    def _error_message(self, response: httpx.Response) -> str:
-        """The server's own one-line reason, from an OpenAI-style error body when there is one."""
-        text = response.text
-        try:
-            data = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            data = None
+    def _error_message(self, data: object, text: str) -> str:
+        """The server's own one-line reason, from an OpenAI-style error body when there is one
+        (``data``, the parsed body), else the body's ``text``."""
         if isinstance(data, dict):
             error = data.get("error")
             if isinstance(error, dict) and error.get("message"):
@@ -265,7 +314,7 @@ class HTTPProvider:
                 text = error
             elif data.get("message") or data.get("detail"):
                 text = str(data.get("message") or data.get("detail"))
-        return self._clean(text or response.reason_phrase)
+        return self._clean(text)
 
     def _config_hint(self, status: int, message: str) -> str:
         where = f"HTTP {status} from {self.settings.base_url}: {message}"

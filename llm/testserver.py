@@ -9,9 +9,12 @@
 
 ``python -m llm.testserver --port 8000 --latency 0.2`` serves it in the foreground.
 Answers come from ``script``: a callable ``(request_body) -> str | dict``, a list consumed in
-order, or (by default) an echo of the last message. A dict answer may set ``content``,
-``finish_reason``, ``prompt_tokens`` and ``completion_tokens``. Latency applies to answered
-requests (status 200); faults other than ``hang`` answer at once.
+order, or (by default) an echo of the last message. A dict answer may set ``content`` (None
+for a null), ``finish_reason``, ``prompt_tokens``, ``completion_tokens``, and the thinking of a
+reasoning model as ``reasoning_content`` (DeepSeek, SGLang, older vLLM) or ``reasoning`` (vLLM,
+Ollama); or ``body``, the whole status-200 body as it is (a dict, or bytes sent with
+``content_type``), for answers of other shapes. Latency applies to answered requests (status
+200); faults other than ``hang`` answer at once.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any, Literal
 import orjson
 import uvicorn
 
-FaultKind = Literal["429", "500", "503", "hang", "malformed", "reset", "length", "400", "401", "404"]
+FaultKind = Literal["429", "500", "503", "hang", "malformed", "reset", "length", "400", "401", "402", "404", "422"]
 FAULT_KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
 Script = Callable[[dict], str | dict] | list[str | dict] | None
 
@@ -45,6 +48,7 @@ class Fault:
     ``times``: fire for the first N matching requests only; ``probability``: fire at random
     (the server's RNG is seeded); neither: fire always. ``match`` narrows the rule to request
     bodies it accepts. ``retry_after`` (seconds, or an HTTP date string) is sent as Retry-After.
+    ``error`` replaces the error object of the body (``{"message": ...}`` by default).
     """
 
     kind: FaultKind
@@ -53,19 +57,22 @@ class Fault:
     retry_after: float | str | None = None
     match: Callable[[dict], bool] | None = None
     hang_s: float = 30.0
+    error: dict | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; choose from {FAULT_KINDS}")
 
 
-_STATUS = {"429": 429, "500": 500, "503": 503, "400": 400, "404": 404}
+_STATUS = {"429": 429, "500": 500, "503": 503, "400": 400, "402": 402, "404": 404, "422": 422}
 _ERROR_TEXT = {
     "429": "Rate limit reached, please retry later",
     "500": "Internal server error",
     "503": "Service temporarily overloaded",
     "400": "This model's maximum context length is 8192 tokens",
+    "402": "Insufficient Balance",
     "404": "The model does not exist",
+    "422": "Invalid Parameters",
 }
 
 
@@ -176,6 +183,10 @@ class ChatApp:
                 return
             if self.latency_s:
                 await asyncio.sleep(self.latency_s)
+            if fault is None and "body" in answer:
+                raw = answer["body"]
+                await self._reply(send, "ok", 200, raw, content_type=answer.get("content_type", "application/json"))
+                return
             if fault is None:
                 await self._reply(send, "ok", 200, self._completion(body, answer))
                 return
@@ -191,7 +202,8 @@ class ChatApp:
             await self._reply(send, kind, 401, {"error": error})
         elif kind in _STATUS:
             extra = [] if fault.retry_after is None else [(b"retry-after", str(fault.retry_after).encode())]
-            await self._reply(send, kind, _STATUS[kind], {"error": {"message": _ERROR_TEXT[kind]}}, extra)
+            error = fault.error or {"message": _ERROR_TEXT[kind]}
+            await self._reply(send, kind, _STATUS[kind], {"error": error}, extra)
         elif kind == "malformed":
             if self.latency_s:
                 await asyncio.sleep(self.latency_s)
@@ -214,16 +226,21 @@ class ChatApp:
             await asyncio.sleep(0.01)  # let uvicorn see the disconnect before the app returns
 
     async def _reply(
-        self, send: Callable, outcome: str, status: int, payload: dict | bytes, extra_headers: list | None = None
+        self, send: Callable, outcome: str, status: int, payload: dict | bytes, extra_headers: list | None = None,
+        content_type: str = "application/json",
     ) -> None:
         data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+        headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(data)).encode())]
         self._count(outcome)
         await send({"type": "http.response.start", "status": status, "headers": headers + (extra_headers or [])})
         await send({"type": "http.response.body", "body": data})
 
     def _completion(self, body: Any, answer: dict) -> dict:
         content = answer.get("content", "")
+        message = {"role": "assistant", "content": content}
+        for field in ("reasoning_content", "reasoning"):
+            if field in answer:
+                message[field] = answer[field]
         messages = body.get("messages", []) if isinstance(body, dict) else []
         prompt_chars = sum(len(str(message.get("content", ""))) for message in messages)
         return {
@@ -234,7 +251,7 @@ class ChatApp:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": content},
+                    "message": message,
                     "finish_reason": answer.get("finish_reason", "stop"),
                 }
             ],

@@ -280,3 +280,55 @@ def test_api_key_never_reaches_logs_errors_or_results(
     for record in caplog.records:
         texts += [record.getMessage(), record.exc_text or "", repr(record.args)]
     assert not [text for text in texts if SECRET in text]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("402"),  # DeepSeek: Insufficient Balance
+        Fault("429", error={"message": "You exceeded your current quota, please check your plan and billing details",
+                            "type": "insufficient_quota", "code": "insufficient_quota"}),  # OpenAI
+    ],
+    ids=["402", "insufficient_quota"],
+)
+def test_an_account_out_of_credit_stops_the_run_at_once(fault: Fault) -> None:
+    with serve(faults=[fault]) as server:
+        with pytest.raises(ConfigError, match="out of credit: top it up") as caught:
+            complete(make_settings(server.base_url, max_concurrency=1), make_requests(4))
+    assert server.base_url in str(caught.value) and "\n" not in str(caught.value)
+    sent = sent_contents(server)
+    assert len(sent) == len(set(sent)) < 4  # not retried; the run stopped
+
+
+def test_an_error_sent_with_status_200_counts_as_the_status_it_names() -> None:
+    # OpenRouter and some proxies answer errors with 200; vLLM's error object has a top-level code.
+    seen: dict[str, int] = {}
+
+    def script(body: dict) -> dict:
+        tag = body["messages"][-1]["content"]
+        seen[tag] = seen.get(tag, 0) + 1
+        if tag == "q0":
+            return {"body": {"error": {"code": 400, "message": "prompt is too long for the context window"}}}
+        if tag == "q1":
+            return {"body": {"object": "error", "message": "max_tokens is too large", "code": 400}}
+        if tag == "q2" and seen[tag] == 1:
+            return {"body": {"error": {"message": "upstream provider timed out"}}}
+        return f"echo: {tag}"
+
+    with serve(script=script) as server:
+        results = complete(make_settings(server.base_url), make_requests(4))
+    assert results[0].error == "bad_request: prompt is too long for the context window " \
+                               "(check max_tokens, messages, extra_body)"
+    assert results[1].error is not None and results[1].error.startswith("bad_request: max_tokens is too large")
+    assert seen["q0"] == seen["q1"] == 1  # a row's own problem: not retried
+    assert results[2].content == "echo: q2" and seen["q2"] == 2  # no status named: a server error, retried
+    assert results[3].content == "echo: q3"
+    assert server.requests[0]["stream"] is False
+
+
+def test_a_stream_answered_to_a_plain_request_stops_the_run() -> None:
+    chunk = b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\ndata: [DONE]\n\n'
+    with serve(script=lambda body: {"body": chunk, "content_type": "text/event-stream"}) as server:
+        with pytest.raises(ConfigError, match="answered a stream") as caught:
+            complete(make_settings(server.base_url, max_concurrency=1), make_requests(3))
+    assert '"stream": false' in str(caught.value) and len(server.requests) < 3
