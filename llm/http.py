@@ -8,7 +8,9 @@ happen after the slot is released. Failures are sorted into three kinds:
 - configuration (401, 403, 404, an account out of credit: 402 or ``insufficient_quota``, a
   stream answered to a request that asked for none): ``ConfigError``, which stops the run.
 An error body sent with status 200 counts as the status it names. ``max_consecutive_failures``
-transient failures in a row, across requests, raise ``EndpointDown``.
+transient failures in a row, across requests, raise ``EndpointDown``; as many row-level
+refusals in a row, with no answer between them, raise ``ConfigError`` (a setting every request
+carries is wrong).
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class HTTPProvider:
         self.admission = AdmissionController(settings.max_concurrency, settings.min_concurrency)
         self._rng = rng or random.Random()
         self._consecutive_failures = 0
+        self._consecutive_refusals = 0
         self._url = httpx.URL(settings.base_url + "/chat/completions")
         self._secret: str | None = None
         self._key_missing = False
@@ -175,7 +178,7 @@ class HTTPProvider:
                 self.admission.release(ticket, signal)
             latency = time.perf_counter() - started
             if attempt.kind == "ok":
-                self._consecutive_failures = 0
+                self._consecutive_failures = self._consecutive_refusals = 0
                 return ChatResult(
                     key=key,
                     model=self.model,
@@ -190,6 +193,7 @@ class HTTPProvider:
             if attempt.kind == "config":
                 raise ConfigError(attempt.error)
             if attempt.kind == "row":
+                self._count_refusal(attempt.error)
                 return self._failed(key, request, attempt.error, latency)
             self._count_failure(attempt.error)
             if attempt_no >= self.settings.max_retries:
@@ -225,6 +229,17 @@ class HTTPProvider:
         self._consecutive_failures += 1
         if self._consecutive_failures >= self.settings.max_consecutive_failures:
             raise EndpointDown(self.settings.base_url, self._consecutive_failures, error)
+
+    def _count_refusal(self, error: str) -> None:
+        """A request refused as the row's own problem (400, 422). When the endpoint refuses
+        every request, the problem is a setting (max_tokens beyond the model's context, a
+        parameter the model does not take, ...): stop, rather than drop every row."""
+        self._consecutive_refusals += 1
+        if self._consecutive_refusals >= self.settings.max_consecutive_failures:
+            raise ConfigError(
+                f"{self.settings.base_url} refused {self._consecutive_refusals} requests in a row and "
+                f"answered none; last: {error}"
+            )
 
     async def _send(self, body: bytes) -> _Attempt:
         try:

@@ -42,7 +42,8 @@ class LLMSettings(BaseModel):
         60.0, ge=0, description="Longest wait before a retry, in seconds; caps a server's Retry-After too"
     )
     max_consecutive_failures: int = Field(
-        100, ge=1, description="Transient failures in a row, across calls, that stop the run (endpoint down)"
+        100, ge=1, description="Transient failures in a row, across calls, that stop the run (endpoint down); "
+        "so do as many requests refused in a row (400, 422) with none answered"
     )
     # A call that fails on transient errors (429, 5xx, timeouts) until max_retries runs out
     # leaves its row pending for the next run; after this many runs in a row the row is

@@ -332,3 +332,20 @@ def test_a_stream_answered_to_a_plain_request_stops_the_run() -> None:
         with pytest.raises(ConfigError, match="answered a stream") as caught:
             complete(make_settings(server.base_url, max_concurrency=1), make_requests(3))
     assert '"stream": false' in str(caught.value) and len(server.requests) < 3
+
+
+def test_an_endpoint_that_refuses_every_request_stops_the_run() -> None:
+    # vLLM with max_model_len below max_tokens, or an OpenAI model that does not take
+    # max_tokens: every request gets a 400, and every row would be dropped for a setting.
+    with serve(faults=[Fault("400")]) as server:
+        with pytest.raises(ConfigError, match=r"refused \d+ requests in a row and answered none") as caught:
+            complete(make_settings(server.base_url, max_consecutive_failures=6), make_requests(100))
+    assert "maximum context length" in str(caught.value) and len(server.requests) < 100
+
+
+def test_refusals_between_answers_stay_row_errors() -> None:
+    refuse_even = Fault("400", match=lambda body: int(body["messages"][-1]["content"][1:]) % 2 == 0)
+    with serve(faults=[refuse_even]) as server:
+        settings = make_settings(server.base_url, max_consecutive_failures=3, max_concurrency=1)
+        results = complete(settings, make_requests(12))
+    assert [r.error is not None for r in results] == [i % 2 == 0 for i in range(12)]
