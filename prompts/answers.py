@@ -1,7 +1,8 @@
 """Pull the final answer out of a chain-of-thought response.
 
 The answer is the object with the expected key ("output" or "input") that ends last in the
-text. Objects are found by a brace scan that skips quoted strings (with escapes), and each is read
+text, after a reasoning model's thinking (``<think>...</think>``, see prompts.reasoning): a draft
+answer in the thinking is not the answer. Objects are found by a brace scan that skips quoted strings (with escapes), and each is read
 as JSON first, then as a Python literal (True/None, single quotes, tuples, nan/inf, trailing
 commas). Only when no such object exists, a final ```json block or ``\\boxed{...}`` near the end
 of the text is read as the bare answer. Values are normalised through a JSON round trip (tuples
@@ -19,8 +20,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from prompts.entry_params import EntryParams
+from prompts.reasoning import answer_part
 
-ANSWER_PARSER_VERSION = 1
+# 2: only what follows a reasoning model's thinking is read
+ANSWER_PARSER_VERSION = 2
 
 Status = Literal["ok", "no_answer", "bad_format"]
 
@@ -239,6 +242,9 @@ def extract_answer(text: str, kind: Literal["input", "output"]) -> Extracted:
         raise ValueError(f"kind must be 'input' or 'output', not {kind!r}")
     if not text or not text.strip():
         return Extracted("no_answer", None, "empty response")
+    text = answer_part(text)
+    if not text.strip():
+        return Extracted("no_answer", None, "nothing after the thinking")
 
     found = _from_objects(text, kind)
     if isinstance(found, tuple):

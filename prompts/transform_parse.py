@@ -3,7 +3,8 @@
 Tolerant about presentation: heading level, bold, numbering ("### 1. Reference Code",
 "**Query:** ..."), aliases ("Refcode", "Problem Statement"), fences with or without a language
 tag, prose around the sections, and the generator given either in its own block or inside the
-reference-code block. Strict about substance, checked with ``ast`` and ``compile``: both
+reference-code block, and a reasoning model's thinking before the answer (read past, see
+prompts.reasoning). Strict about substance, checked with ``ast`` and ``compile``: both
 functions at module level, the code compiles, ``main_solution`` takes named arguments and
 ``input_generator`` needs none.
 
@@ -20,7 +21,10 @@ import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-TRANSFORM_PARSER_VERSION = 1
+from prompts.reasoning import answer_part
+
+# 2: only what follows a reasoning model's thinking is read
+TRANSFORM_PARSER_VERSION = 2
 
 ENTRY_POINT = "main_solution"
 GENERATOR = "input_generator"
@@ -371,6 +375,11 @@ def parse_transform(answer: str) -> ParsedFunction:
     """
     if not answer or not answer.strip():
         raise TransformRejected("empty_answer")
+    # A reasoning model's thinking may hold a draft with the same headings: the first heading
+    # of a section is the one used, so the thinking must go.
+    answer = answer_part(answer)
+    if not answer.strip():
+        raise TransformRejected("empty_answer", "nothing after the thinking")
     sections = _split_sections(_unwrap_markdown_fence(answer))
     for name, heading in (("refcode", "Reference Code"), ("io_description", "Input/Output Description"), ("query", "Query")):
         if name not in sections:

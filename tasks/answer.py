@@ -198,8 +198,9 @@ def _stage(turn: int) -> Stage:
     return Stage(
         name=TURN_STAGES[turn],
         # 2: a response cut off at max_tokens is no_answer, whatever it holds; 3: a predicted
-        # input may leave out parameters with a default
-        version="3",
+        # input may leave out parameters with a default; 4: an answer in a reasoning model's
+        # thinking (<think>...</think>) is a draft, not the answer
+        version="4",
         settings=_settings,
         pending_sql=_pending_for(turn),
         load_rows=_load_for(turn),

@@ -185,7 +185,8 @@ TRANSFORM = Stage(
     name="transform",
     # 2: doctest examples removed from the reference code's docstrings; 3: and example calls;
     # 4: an imported record's entry point meets the transformed one's rule (no positional-only)
-    version="4",
+    # 5: a reasoning model's thinking (<think>...</think>) is not read for sections
+    version="5",
     settings=_settings,
     pending_sql=_pending,
     load_rows=_load,

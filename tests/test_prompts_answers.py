@@ -276,3 +276,24 @@ def test_entry_params_find_every_default_however_the_signature_is_written(signat
 def test_unknown_kind():
     with pytest.raises(ValueError):
         extract_answer('{"output": 1}', "result")  # type: ignore[arg-type]
+
+
+# Reasoning models (DeepSeek-R1, QwQ, Qwen3) think before they answer; a draft in the thinking
+# is not the answer.
+@pytest.mark.parametrize("opening", ["<think>\n", ""])  # served raw, R1's template puts <think> in the prompt
+def test_a_draft_answer_in_the_thinking_is_not_the_answer(opening):
+    thinking = f'{opening}Maybe {{"output": 3}}? No: the loop runs once more.\n</think>\n\n'
+    assert extract_answer(thinking + "The answer is\n```json\n4\n```", "output").value == 4
+    assert extract_answer(thinking + 'So {"output": 4}', "output").value == 4
+    got = extract_answer(thinking + "The output is four.", "output")
+    assert got.status == "no_answer" and got.value is None
+
+
+def test_thinking_without_an_answer_is_no_answer():
+    for text in ('<think>\nIt is {"output": 3} I think', '<think>\n{"output": 3}\n</think>\n\n'):
+        assert extract_answer(text, "output") == Extracted("no_answer", None, "nothing after the thinking")
+
+
+def test_a_think_tag_quoted_in_the_answer_is_not_the_end_of_thinking():
+    assert ok('Tags are kept.\n{"output": "<think>a</think>"}') == "<think>a</think>"
+    assert ok('The code strips `</think>` from the text.\n{"output": "ab"}') == "ab"

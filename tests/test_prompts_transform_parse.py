@@ -555,3 +555,23 @@ def test_rejection_is_a_value_error_with_reason_and_detail():
     error = rejected(CANONICAL.replace("def main_solution(", "def solve("))
     assert isinstance(error, ValueError)
     assert str(error).startswith("no_entry_point: ")
+
+
+def test_a_draft_in_a_reasoning_models_thinking_is_not_read():
+    draft = answer('''
+        <think>
+        Let me draft it first.
+        ### Reference Code
+        ```python
+        def main_solution(n):
+            return n
+        ```
+        ### Query
+        A draft query.
+        That draft is too simple; the final one keeps the offset.
+        </think>
+
+    ''')
+    parsed = parse_transform(draft + CANONICAL)
+    assert parsed.arg_names == ("limit", "offset") and parsed.query.startswith("Given an upper bound")
+    assert rejected(draft).detail == "nothing after the thinking"
