@@ -80,6 +80,17 @@ def _error_status(data: dict) -> int | None:
     return None
 
 
+def _with_thinking(thinking: str, content: str, finish_reason: str | None) -> str:
+    """The response as the model writes it when served without a reasoning parser: the
+    thinking in ``<think>...</think>``, then the answer. A training sample keeps the reasoning,
+    and the parsers read past it (prompts.reasoning). A thinking cut off at max_tokens before
+    any answer stays open, as it was cut."""
+    thinking = thinking.strip("\n")
+    if not content and finish_reason == "length":
+        return f"<think>\n{thinking}"
+    return f"<think>\n{thinking}\n</think>\n\n{content}"
+
+
 def _proxy_configured(url: str) -> bool:
     """True when the environment routes ``url`` through a proxy (only httpx's transport does that)."""
     parsed = httpx.URL(url)
@@ -298,7 +309,11 @@ class HTTPProvider:
                                             "(or proxy) that honours it")
         try:
             choice = data["choices"][0]  # type: ignore[index]
-            content = choice["message"].get("content")
+            message = choice["message"]
+            content = message.get("content")
+            # DeepSeek and SGLang send a reasoning model's thinking as reasoning_content, vLLM
+            # (0.9 on) and Ollama as reasoning.
+            thinking = message.get("reasoning_content") or message.get("reasoning")
             finish_reason = choice.get("finish_reason")
             usage = data.get("usage") or {}
             prompt_tokens = int(usage.get("prompt_tokens") or 0)
@@ -309,10 +324,13 @@ class HTTPProvider:
             return _Attempt("transient", error=self._clean(f"malformed_response: {type(exc).__name__}: {snippet!r}"))
         if content is not None and not isinstance(content, str):
             return _Attempt("transient", error="malformed_response: message.content is not a string")
+        text = "" if content is None else content
+        if isinstance(thinking, str) and thinking.strip():
+            text = _with_thinking(thinking, text, finish_reason)
         return _Attempt(
             "ok",
             "success",
-            content="" if content is None else content,
+            content=text,
             finish_reason=finish_reason,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,

@@ -13,6 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from llm.types import ChatRequest, ChatResult, chat_key
+from prompts.reasoning import answer_part
 from prompts.render import render_revision
 from storage.models import Attempt, Outcome, ShardResult
 from storage.stages import TURN_STAGES
@@ -89,7 +90,9 @@ def _load_for(turn: int):
 def _messages(row: dict[str, Any]) -> list[dict[str, str]]:
     messages = list(json.loads(row["messages_json"]))
     for h in row.get("history", []):
-        messages.append({"role": "assistant", "content": h["response"] or ""})
+        # A reasoning model's earlier thinking is not sent back (DeepSeek's guidance for
+        # multi-turn chats, and what R1's and Qwen3's chat templates do): only its answer.
+        messages.append({"role": "assistant", "content": answer_part(h["response"] or "")})
         messages.append(render_revision(h["feedback"]))
     return messages
 
@@ -199,7 +202,8 @@ def _stage(turn: int) -> Stage:
         name=TURN_STAGES[turn],
         # 2: a response cut off at max_tokens is no_answer, whatever it holds; 3: a predicted
         # input may leave out parameters with a default; 4: an answer in a reasoning model's
-        # thinking (<think>...</think>) is a draft, not the answer
+        # thinking (<think>...</think>) is a draft, not the answer, and a revision is sent the
+        # earlier turns' answers without their thinking
         version="4",
         settings=_settings,
         pending_sql=_pending_for(turn),

@@ -50,3 +50,12 @@ def test_a_key_computed_by_the_flow_is_taken_and_kept_per_model() -> None:
     # another model or extra body is another call: computed, not taken from the memo
     assert fresh.key("m2", {"seed": 1}) == req.key("m2", {"seed": 1}) != computed
     assert fresh.key("m", None) != computed
+
+
+def test_a_revision_sends_back_the_answer_of_a_turn_not_its_thinking() -> None:
+    cfg = BuildConfig.model_validate({"provider": "http", "llm": {"model": "deepseek-reasoner"}})
+    turn_1 = '<think>\nA long thinking. Maybe {"output": 3}.\n</think>\n\nSo {"output": 5}'
+    row = _row(1, [{"task_id": "t1", "turn": 1, "response": turn_1, "feedback": "The output was 2, not 5."}])
+    messages = _request(row, cfg, 2).messages
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert messages[1]["content"] == 'So {"output": 5}'

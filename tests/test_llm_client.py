@@ -349,3 +349,23 @@ def test_refusals_between_answers_stay_row_errors() -> None:
         settings = make_settings(server.base_url, max_consecutive_failures=3, max_concurrency=1)
         results = complete(settings, make_requests(12))
     assert [r.error is not None for r in results] == [i % 2 == 0 for i in range(12)]
+
+
+def test_a_reasoning_models_thinking_is_kept_before_its_answer() -> None:
+    from prompts.answers import extract_answer
+
+    script = [
+        {"content": 'So {"output": 4}', "reasoning_content": '\nFirst {"output": 3}? No, once more.\n'},  # DeepSeek
+        {"content": "plain answer", "reasoning": "thinking"},  # vLLM 0.9+, Ollama
+        {"content": None, "reasoning_content": "still thinking when max_tokens ran out",
+         "finish_reason": "length"},
+        {"content": "no thinking", "reasoning_content": None},
+    ]
+    with serve(script=script) as server:
+        results = complete(make_settings(server.base_url, max_concurrency=1), make_requests(4))
+    assert results[0].content == '<think>\nFirst {"output": 3}? No, once more.\n</think>\n\nSo {"output": 4}'
+    assert extract_answer(results[0].content, "output").value == 4
+    assert results[1].content == "<think>\nthinking\n</think>\n\nplain answer"
+    assert results[2].content == "<think>\nstill thinking when max_tokens ran out" and results[2].truncated
+    assert extract_answer(results[2].content, "output").status == "no_answer"
+    assert results[3].content == "no thinking"
