@@ -124,8 +124,7 @@ def check_llm(cfg: BuildConfig) -> Check:
         return Check("llm", "fail", f"{url} refused the key (HTTP {resp.status_code}){key_note}",
                      f"export a valid key in ${s.api_key_env}" if s.api_key_env else "set llm.api_key_env")
     if resp.status_code == 404:
-        return Check("llm", "warn", f"{url} answered 404: the endpoint does not list models, "
-                     f"so {s.model!r} cannot be checked{key_note}", "make sure llm.base_url ends in /v1")
+        return _no_model_list(cfg, headers, key_note)
     if resp.status_code != 200:
         return Check("llm", "fail", f"{url} answered HTTP {resp.status_code}{key_note}",
                      "check the endpoint's log")
@@ -134,13 +133,33 @@ def check_llm(cfg: BuildConfig) -> Check:
     except (ValueError, AttributeError):
         return Check("llm", "fail", f"{url} did not answer an OpenAI model list",
                      "point llm.base_url at an OpenAI-compatible API (…/v1)")
-    if s.model not in models:
+    if s.model not in models and f"{s.model}:latest" not in models:  # Ollama lists name:tag
         shown = ", ".join(str(m) for m in models[:8]) or "none"
         return Check("llm", "fail", f"model {s.model!r} is not served at {s.base_url} (listed: {shown})",
                      "set llm.model / --model to a listed model")
     status: Status = "warn" if key_note else "ok"
     return Check("llm", status, f"{s.base_url} serves {s.model!r}{key_note}",
                  f"export ${s.api_key_env}, or set llm.api_key_env to none if the endpoint needs no key")
+
+
+def _no_model_list(cfg: BuildConfig, headers: dict[str, str], key_note: str) -> Check:
+    """``{base_url}/models`` answered 404: a base_url that lacks the ``/v1`` vLLM, SGLang,
+    Ollama and OpenAI serve their API under, or holds the chat path (the client adds it), or
+    an endpoint that lists no models."""
+    base, model = cfg.llm.base_url, cfg.llm.model
+    if base.endswith("/chat/completions"):
+        return Check("llm", "fail", f"llm.base_url {base} holds the chat path{key_note}",
+                     f"set llm.base_url / --base-url to {base.removesuffix('/chat/completions')}")
+    if not base.endswith("/v1"):
+        try:
+            listed = httpx.get(f"{base}/v1/models", headers=headers, timeout=HTTP_TIMEOUT_S).status_code == 200
+        except httpx.HTTPError:
+            listed = False
+        if listed:
+            return Check("llm", "fail", f"{base}/models answered 404, {base}/v1/models lists models{key_note}",
+                         f"set llm.base_url / --base-url to {base}/v1")
+    return Check("llm", "warn", f"{base}/models answered 404: the endpoint does not list models, "
+                 f"so {model!r} cannot be checked{key_note}", "make sure llm.base_url ends in /v1")
 
 
 def _run_error(summary_json: str | None) -> str:

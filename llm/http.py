@@ -353,7 +353,8 @@ class HTTPProvider:
         where = f"HTTP {status} from {self.settings.base_url}: {message}"
         env = self.settings.api_key_env
         if status == 404:
-            return f"{where}; check base_url / model (base_url={self.settings.base_url}, model={self.model!r})"
+            hint = "" if self.settings.base_url.endswith("/v1") else " (vLLM, SGLang, Ollama and OpenAI serve it under /v1)"
+            return f"{where}; check base_url / model (base_url={self.settings.base_url}{hint}, model={self.model!r})"
         if env is None:
             return f"{where}; the endpoint wants an API key: set api_key_env to the env var that holds it"
         unset = " (it is not set)" if self._key_missing else ""

@@ -151,3 +151,24 @@ def test_fix_hint_present_for_every_problem(tmp_path, status):
     for check in run_doctor(cfg):
         if check.status == status:
             assert check.fix, check.line()
+
+
+def test_llm_base_url_without_v1_or_with_the_chat_path_fails_naming_the_right_one():
+    from llm.testserver import serve
+
+    with serve() as server:
+        root = server.base_url.removesuffix("/v1")
+        bare = check_llm(_http_cfg(root))
+        chat = check_llm(_http_cfg(server.base_url + "/chat/completions"))
+        elsewhere = check_llm(_http_cfg(root + "/api"))  # lists models nowhere it can find
+    assert bare.status == "fail" and bare.fix == f"set llm.base_url / --base-url to {server.base_url}"
+    assert chat.status == "fail" and chat.fix == f"set llm.base_url / --base-url to {server.base_url}"
+    assert elsewhere.status == "warn" and "ends in /v1" in elsewhere.fix
+
+
+def test_llm_model_named_without_ollamas_latest_tag_is_served():
+    from llm.testserver import serve
+
+    with serve(model="qwen2.5-coder:latest") as server:
+        check = check_llm(_http_cfg(server.base_url, "qwen2.5-coder"))
+    assert check.status == "ok", check.line()

@@ -369,3 +369,10 @@ def test_a_reasoning_models_thinking_is_kept_before_its_answer() -> None:
     assert results[2].content == "<think>\nstill thinking when max_tokens ran out" and results[2].truncated
     assert extract_answer(results[2].content, "output").status == "no_answer"
     assert results[3].content == "no thinking"
+
+
+def test_a_base_url_without_v1_is_named_on_404() -> None:
+    with serve() as server:
+        with pytest.raises(ConfigError, match="serve it under /v1") as caught:
+            complete(make_settings(server.base_url.removesuffix("/v1")), make_requests(1))
+    assert "\n" not in str(caught.value)
