@@ -37,6 +37,12 @@ from llm.types import ChatRequest, ChatResult
 logger = logging.getLogger(__name__)
 
 _MAX_ERROR_CHARS = 300
+# Finish reasons of an answer that ended before the model did: cut off at max_tokens, or by the
+# provider's content filter (OpenAI, Azure), and what it holds is not a final answer.
+_CUT_OFF = frozenset({"length", "content_filter"})
+# Finish reasons of a generation the server gave up on (DeepSeek's insufficient_system_resource,
+# vLLM's abort and error): not the model's answer at all, so the call is a server failure.
+_SERVER_GAVE_UP = frozenset({"insufficient_system_resource", "abort", "error"})
 
 
 @dataclass(slots=True)
@@ -196,7 +202,7 @@ class HTTPProvider:
                     stage=request.stage,
                     content=attempt.content,
                     finish_reason=attempt.finish_reason,
-                    truncated=attempt.finish_reason == "length",
+                    truncated=attempt.finish_reason in _CUT_OFF,
                     prompt_tokens=attempt.prompt_tokens,
                     completion_tokens=attempt.completion_tokens,
                     latency_s=latency,
@@ -324,6 +330,8 @@ class HTTPProvider:
             return _Attempt("transient", error=self._clean(f"malformed_response: {type(exc).__name__}: {snippet!r}"))
         if content is not None and not isinstance(content, str):
             return _Attempt("transient", error="malformed_response: message.content is not a string")
+        if finish_reason in _SERVER_GAVE_UP:
+            return _Attempt("transient", "overload", error=f"cut_off: finish_reason {finish_reason}")
         text = "" if content is None else content
         if isinstance(thinking, str) and thinking.strip():
             text = _with_thinking(thinking, text, finish_reason)

@@ -161,7 +161,8 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
                                         reason="call_failed", detail=(res.error or "")[:200]))
                 continue
             if res.truncated:
-                outcomes.append(Outcome(item_id=row["id"], status="dropped", reason="truncated_response"))
+                outcomes.append(Outcome(item_id=row["id"], status="dropped", reason="truncated_response",
+                                        detail=f"finish_reason: {res.finish_reason}"))
                 continue
             try:
                 parsed = parse_transform(res.content)
@@ -185,7 +186,8 @@ TRANSFORM = Stage(
     name="transform",
     # 2: doctest examples removed from the reference code's docstrings; 3: and example calls;
     # 4: an imported record's entry point meets the transformed one's rule (no positional-only)
-    # 5: a reasoning model's thinking (<think>...</think>) is not read for sections
+    # 5: a reasoning model's thinking (<think>...</think>) is not read for sections, and a
+    # truncated_response names its finish reason (length, content_filter)
     version="5",
     settings=_settings,
     pending_sql=_pending,

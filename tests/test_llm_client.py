@@ -376,3 +376,21 @@ def test_a_base_url_without_v1_is_named_on_404() -> None:
         with pytest.raises(ConfigError, match="serve it under /v1") as caught:
             complete(make_settings(server.base_url.removesuffix("/v1")), make_requests(1))
     assert "\n" not in str(caught.value)
+
+
+def test_an_answer_cut_off_by_a_content_filter_is_truncated_and_one_the_server_gave_up_on_is_retried() -> None:
+    seen: list[str] = []
+
+    def script(body: dict) -> dict:
+        tag = body["messages"][-1]["content"]
+        seen.append(tag)
+        if tag == "q0":
+            return {"content": 'Partial {"output": 1} and', "finish_reason": "content_filter"}
+        if tag == "q1" and seen.count("q1") == 1:  # DeepSeek, short of capacity
+            return {"content": 'It is {"output": 2', "finish_reason": "insufficient_system_resource"}
+        return {"content": f"echo: {tag}"}
+
+    with serve(script=script) as server:
+        results = complete(make_settings(server.base_url), make_requests(2))
+    assert results[0].truncated and results[0].finish_reason == "content_filter"
+    assert results[1].content == "echo: q1" and seen.count("q1") == 2 and not results[1].truncated
