@@ -31,7 +31,10 @@ OFFLINE_TRANSFORM_MODEL = "offline-ast-v1"
 def _settings(cfg: "BuildConfig") -> Any:
     if cfg.provider == "offline":
         return {"provider": "offline"}
-    return {"model": cfg.llm.model, "temperature": cfg.llm.temperature, "max_tokens": cfg.llm.max_tokens}
+    s = {"model": cfg.llm.model, "temperature": cfg.llm.temperature, "max_tokens": cfg.llm.max_tokens}
+    if cfg.llm.extra_body:  # it changes the calls (top_p, a chat template's enable_thinking, ...)
+        s["extra_body"] = cfg.llm.extra_body
+    return s
 
 
 def _pending(cfg: "BuildConfig", keys: dict[str, str]) -> tuple[str, list[Any]]:

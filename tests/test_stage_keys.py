@@ -70,3 +70,14 @@ def test_an_edited_template_changes_the_keys_of_the_stages_that_render_it(monkey
     assert changed("revise.txt") == {"revise1", "revise2"}
     assert changed("multiturn.txt") == set()  # export renders it anew each time; no stage stores it
     assert stage_keys(BuildConfig()) == base
+
+
+def test_extra_body_changes_the_keys_of_every_stage_that_calls_the_llm():
+    """extra_body is in every call's key (a chat template's enable_thinking, top_p, ...): the
+    transform, whose rewrites it changes, runs again too, not only the answer stages."""
+    http = {"provider": "http", "llm": {"model": "m"}}
+    base = stage_keys(BuildConfig.model_validate(http))
+    changed = stage_keys(BuildConfig.model_validate(
+        {**http, "llm": {"model": "m", "extra_body": {"chat_template_kwargs": {"enable_thinking": False}}}}))
+    assert {k for k in base if base[k] != changed[k]} == {
+        "transform", "sample_io", "prompts", "answer", "revise1", "revise2"}
