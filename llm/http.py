@@ -178,7 +178,7 @@ class HTTPProvider:
                 "model": self.model,
                 "messages": request.messages,
                 "temperature": request.temperature,
-                "max_tokens": request.max_tokens,
+                self.settings.max_tokens_field: request.max_tokens,
                 "stream": False,  # said outright: a server or proxy may default to streaming
                 **self.extra_body,
             }

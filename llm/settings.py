@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llm.types import ChatRequest
@@ -25,6 +27,10 @@ class LLMSettings(BaseModel):
     temperature: float = Field(0.7, ge=0.0, description="Sampling temperature of every call")
     max_tokens: int = Field(
         4096, ge=1, description="Completion tokens per call; a response cut off there counts as truncated"
+    )
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = Field(
+        "max_tokens", description="The request field that carries max_tokens: OpenAI's reasoning models "
+        "(o1, o3, o4-mini, gpt-5) refuse max_tokens and take max_completion_tokens"
     )
     timeout_s: float = Field(600.0, gt=0, description="Read and write timeout of one attempt, in seconds")
     connect_timeout_s: float = Field(10.0, gt=0, description="Timeout of connecting to the endpoint, in seconds")

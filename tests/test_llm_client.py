@@ -394,3 +394,14 @@ def test_an_answer_cut_off_by_a_content_filter_is_truncated_and_one_the_server_g
         results = complete(make_settings(server.base_url), make_requests(2))
     assert results[0].truncated and results[0].finish_reason == "content_filter"
     assert results[1].content == "echo: q1" and seen.count("q1") == 2 and not results[1].truncated
+
+
+def test_max_tokens_goes_in_the_field_the_model_takes() -> None:
+    # OpenAI's reasoning models answer max_tokens with a 400 and take max_completion_tokens.
+    def script(body: dict) -> str:
+        return "ok" if "max_tokens" not in body and body.get("max_completion_tokens") == 900 else "wrong field"
+
+    with serve(script=script) as server:
+        settings = make_settings(server.base_url, max_tokens_field="max_completion_tokens", max_tokens=900)
+        (result,) = complete(settings, [settings.request([{"role": "user", "content": "q"}], stage="answer")])
+    assert result.content == "ok"
