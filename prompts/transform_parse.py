@@ -248,8 +248,8 @@ def _is_main_guard(node: ast.stmt) -> bool:
     )
 
 
-def _example_statements(module: ast.Module) -> list[ast.stmt]:
-    """Top-level statements that call ``main_solution`` or ``input_generator`` (an LLM's
+def _example_statements(module: ast.Module, entry: str = ENTRY_POINT) -> list[ast.stmt]:
+    """Top-level statements that call the entry point or ``input_generator`` (an LLM's
     "Example usage:" block: ``print(main_solution(5))  # 120``, ``r = main_solution(n=6)``),
     and the statements after them that use a name only such a statement bound (``assert r ==
     720``). The reference code is shown in every prompt, so a worked call states an input and
@@ -260,7 +260,7 @@ def _example_statements(module: ast.Module) -> list[ast.stmt]:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)):
             continue
         calls = any(
-            isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name) and inner.func.id in (ENTRY_POINT, GENERATOR)
+            isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name) and inner.func.id in (entry, GENERATOR)
             for inner in ast.walk(node)
         )
         loads = {inner.id for inner in ast.walk(node) if isinstance(inner, ast.Name) and isinstance(inner.ctx, ast.Load)}
@@ -268,6 +268,22 @@ def _example_statements(module: ast.Module) -> list[ast.stmt]:
             found.append(node)
             tainted |= {inner.id for inner in ast.walk(node) if isinstance(inner, ast.Name) and isinstance(inner.ctx, ast.Store)}
     return found
+
+
+def remove_example_usage(code: str, entry: str = ENTRY_POINT) -> tuple[str, int]:
+    """``code`` without its ``__main__`` blocks and example statements (``_example_statements``
+    for ``entry``), and how many example statements went: what a transformed function's code
+    loses, for code that did not come through the transform (records imported in the unified
+    shape). Code that does not parse, or has nothing to remove, comes back unchanged."""
+    try:
+        module = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError):
+        return code, 0
+    guards = [n for n in module.body if _is_main_guard(n)]
+    examples = [n for n in _example_statements(module, entry) if n not in guards]
+    if not guards and not examples:
+        return code, 0
+    return _without(code, guards + examples) + "\n", len(examples)
 
 
 def _without(source: str, nodes: list[ast.stmt]) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from llm.types import ChatRequest
 from prompts.render import render_transform
-from prompts.transform_parse import TransformRejected, entry_arg_names, parse_transform
+from prompts.transform_parse import TransformRejected, entry_arg_names, parse_transform, remove_example_usage
 from storage.models import Function, Outcome, ShardResult
 from tasks.docstrings import strip_doctest_examples
 from tasks.llm_calls import complete, request_key
@@ -118,9 +118,17 @@ def import_unified(row: dict[str, Any], counters: Counter[str] | None = None) ->
     generator = rec.get("input_generator") or rec.get("inputs_generator")
     if not seed and not generator:
         return None, Outcome(item_id=row["id"], status="dropped", reason="no_ios_or_generator")
+    generator = generator if isinstance(generator, str) else None
+    # The same cleaning as a transformed function's: a worked call in the reference code
+    # (``print(main_solution(7))  # 140``, a __main__ block) states a pair in every prompt.
+    refcode, examples = remove_example_usage(refcode, entry)
+    if generator is not None:
+        generator, generator_examples = remove_example_usage(generator, entry)
+        examples += generator_examples
+    if examples and counters is not None:
+        counters["example_statements_removed"] += 1
     fields = _function(
-        row, "import", str(rec.get("model") or "imported"), refcode,
-        generator if isinstance(generator, str) else None,
+        row, "import", str(rec.get("model") or "imported"), refcode, generator,
         str(rec.get("io_requirements") or ""), str(rec.get("problem_description") or ""),
         arg_names, entry=entry, seed_ios=seed, counters=counters,
     )
@@ -190,8 +198,9 @@ TRANSFORM = Stage(
     # 2: doctest examples removed from the reference code's docstrings; 3: and example calls;
     # 4: an imported record's entry point meets the transformed one's rule (no positional-only)
     # 5: a reasoning model's thinking (<think>...</think>) is not read for sections, and a
-    # truncated_response names its finish reason (length, content_filter)
-    version="5",
+    # truncated_response names its finish reason (length, content_filter); 6: an imported
+    # record's example calls and __main__ blocks are removed as a transformed function's are
+    version="6",
     settings=_settings,
     pending_sql=_pending,
     load_rows=_load,

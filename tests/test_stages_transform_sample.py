@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -463,3 +464,30 @@ def test_recorded_inputs_with_wrong_keys_are_dropped_before_running(tmp_path):
     assert "pair_drop:entry_error" not in sampled.counters
     kept = [json.loads(p["input_json"]) for p in sampled.rows["io_pairs"]]
     assert kept == [{"n": 10}, {"n": 12, "mod": 5}]
+
+
+def test_an_imported_records_example_usage_is_removed():
+    """A record imported in the unified shape is cleaned as a transformed function is: a worked
+    call in its reference code (``print(main_solution(7))  # 140``, a __main__ block) would
+    state a pair's input and output in every prompt, the pair's own included."""
+    from tasks.transform import import_unified
+
+    refcode = (
+        "def square_sum(n):\n    return sum(i * i for i in range(1, n + 1))\n\n\n"
+        "print(square_sum(7))  # 140\nresult = square_sum(n=12)\nassert result == 650\n\n"
+        "if __name__ == \"__main__\":\n    print(square_sum(n=20))  # 2870\n"
+    )
+    generator = "import random\n\ndef input_generator():\n    return {'n': random.randint(1, 50)}\n\nprint(input_generator())\n"
+    record = {"refcode": refcode, "funcname": "square_sum", "input_generator": generator,
+              "ios": [{"input": {"n": 7}, "output": 140}, {"input": {"n": 12}, "output": 650}]}
+    counters: Counter[str] = Counter()
+    fn, outcome = import_unified({"id": "r", "source": "released", "source_kind": "curated",
+                                  "content": json.dumps(record)}, counters)
+    assert outcome.status == "ok"
+    assert fn["refcode"] == "def square_sum(n):\n    return sum(i * i for i in range(1, n + 1))\n"
+    assert "print" not in fn["input_generator"] and "def input_generator" in fn["input_generator"]
+    assert counters["example_statements_removed"] == 1
+    # code with nothing to remove is kept byte for byte
+    clean = {**record, "refcode": "def square_sum(n):\n    return n\n\n\n\nX = 1\n", "input_generator": None}
+    fn, _ = import_unified({"id": "r", "source": "released", "source_kind": "curated", "content": json.dumps(clean)})
+    assert fn["refcode"] == clean["refcode"]
