@@ -37,7 +37,7 @@ from storage.models import ShardResult
 from storage.store import Store
 from tasks import ingest as ingest_mod
 from tasks.llm_calls import cancel_run
-from tasks.registry import STAGES, stage_keys
+from tasks.registry import STAGES, build_keys, stage_keys
 from tasks.runtime import close_other_pools, sandbox_cpu_seconds
 from tasks.stage import ShardContext, Stage
 
@@ -645,10 +645,12 @@ def build(cfg: BuildConfig) -> BuildReport:
         run_ingest(store, cfg, report, keys["ingest"])
         for stage in STAGES:
             run_stage(store, cfg, stage, keys, report)
-        report.exports = export_all(store, cfg, keys)
+        # The turns this build runs: an earlier build's extra revision turns keep their keys.
+        built = build_keys(cfg)
+        report.exports = export_all(store, cfg, built)
         report.seconds = time.perf_counter() - t0
-        publish_summary(store, keys, report.as_dict(), cfg.llm if cfg.provider == "http" else None)
-        left = _left_to_retry(store, keys)
+        publish_summary(store, built, report.as_dict(), cfg.llm if cfg.provider == "http" else None)
+        left = _left_to_retry(store, built)
         if left is not None:  # the run fails (a scheduled ingest runs it again), nothing is lost
             raise RowsLeftToRetry(*left, summary=report.as_dict())
         store.finish_run(run_id, "completed", report.as_dict())

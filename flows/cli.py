@@ -194,7 +194,7 @@ def _store_and_keys(args: argparse.Namespace) -> tuple[Any, Any, dict[str, str]]
     failed or interrupted: the settings the user is building with)."""
     from flows.config import BuildConfig
     from storage.store import Store
-    from tasks.registry import stage_keys
+    from tasks.registry import build_keys
 
     cfg = _load(args)
     store = Store(cfg.db_path, read_only=True)
@@ -214,7 +214,7 @@ def _store_and_keys(args: argparse.Namespace) -> tuple[Any, Any, dict[str, str]]
                       file=sys.stderr)
         if getattr(args, "mode", None):
             cfg = cfg.model_copy(update={"export": cfg.export.model_copy(update={"mode": args.mode})})
-    return store, cfg, stage_keys(cfg)
+    return store, cfg, build_keys(cfg)
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:

@@ -138,10 +138,10 @@ def load(
     from flows.report import pairs_per_function
     from storage.stats import funnel, response_types, token_usage
     from storage.store import Store
-    from tasks.registry import stage_keys
+    from tasks.registry import build_keys
 
     cfg = make_config(config, **overrides)
-    keys = stage_keys(cfg)
+    keys = build_keys(cfg)
     with Store(cfg.db_path, read_only=True) as store:
         if summary is None:
             summary = _last_summary(store)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from prompts.render import template_digest
 from storage.ids import content_id
+from storage.stages import TURN_STAGES
 from tasks.answer import ANSWER, REVISE1, REVISE2
 from tasks.build_prompts import PROMPTS
 from tasks.sample_io import SAMPLE_IO
@@ -39,6 +40,18 @@ def stage_keys(cfg: "BuildConfig") -> dict[str, str]:
         if s.templates:
             parts.append(template_digest(s.templates))
         keys[s.name] = content_id(*parts)[:16]
+    return keys
+
+
+def build_keys(cfg: "BuildConfig") -> dict[str, str]:
+    """``stage_keys`` without the revision turns past ``prediction.revision_turns``: the rows a
+    build with these settings makes and exports. A turn's key does not depend on that setting,
+    so the rows of a build that ran more turns stay in the store under the same keys; the
+    statistics, the report and the check for rows left to retry leave them out, as the export
+    does."""
+    keys = stage_keys(cfg)
+    for turn in range(cfg.prediction.revision_turns + 2, len(TURN_STAGES) + 1):
+        keys.pop(TURN_STAGES[turn])
     return keys
 
 

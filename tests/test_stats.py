@@ -158,3 +158,35 @@ def test_files_rewritten_into_one_function_are_counted_as_such(tmp_path):
             Outcome(item_id="raw-c", status="dropped", reason="syntax_error")]))
         rows = {(r["status"], r["reason"]): r["count"] for r in funnel(store, {"transform": "k-t"}).to_dicts()}
     assert rows == {("ok", None): 1, ("ok", "same_function"): 1, ("dropped", "syntax_error"): 1}
+
+
+@pytest.mark.parametrize("revision_turns, turns", [(2, {1, 2, 3}), (1, {1, 2}), (0, {1})])
+def test_stats_and_the_retry_check_cover_the_turns_the_settings_run(tmp_path, monkeypatch, capsys,
+                                                                    revision_turns, turns):
+    """revision_turns is not part of a turn's key, so after a build with two revision turns the
+    store keeps those rows under the same keys when the setting goes down: `codeio stats` (as
+    stats.json does) counts only the turns the settings run, and a revise2 row left to retry
+    does not fail every later build, which never runs revise2 again."""
+    import json
+
+    from flows.build import _left_to_retry
+    from flows.cli import main
+    from flows.config import load_config
+    from storage.models import Outcome, ShardResult
+    from tasks.registry import build_keys
+
+    with build_store(tmp_path / "codeio.duckdb") as store:
+        store.write_shard(ShardResult(stage="revise2", config_key=KEYS["revise2"],
+                                      outcomes=[Outcome(item_id="task-d", status="retry", reason="call_failed")]))
+    monkeypatch.setattr("tasks.registry.stage_keys", lambda cfg: dict(KEYS))
+    config = tmp_path / "build.json"
+    config.write_text(json.dumps({"db_path": str(tmp_path / "codeio.duckdb"),
+                                  "prediction": {"revision_turns": revision_turns}}))
+    assert main(["stats", "--json", "--config", str(config)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {r["turn"] for r in out["response_types"]} == turns
+    stages = {"revise1": 2, "revise2": 3}
+    assert {r["stage"] for r in out["funnel"]} & set(stages) == {s for s, t in stages.items() if t in turns}
+    with Store(tmp_path / "codeio.duckdb", read_only=True) as store:
+        left = _left_to_retry(store, build_keys(load_config(str(config))))
+    assert (left is not None) == (revision_turns == 2)
