@@ -18,6 +18,7 @@ from prompts.render import render_transform
 from prompts.transform_parse import TransformRejected, entry_arg_names, parse_transform, remove_example_usage
 from storage.models import Function, Outcome, ShardResult
 from tasks.docstrings import strip_doctest_examples
+from tasks.example_comments import strip_example_comments
 from tasks.llm_calls import complete, request_key
 from tasks.stage import ShardContext, Stage
 
@@ -68,13 +69,18 @@ def _call_keys(rows: list[dict[str, Any]], cfg: "BuildConfig") -> list[str]:
 
 def _function(row: dict[str, Any], origin: str, model: str, refcode: str, generator: str | None,
               io_description: str, query: str, arg_names: list[str], entry: str = "main_solution",
-              seed_ios: list[dict[str, Any]] | None = None, counters: Counter[str] | None = None) -> dict[str, Any]:
-    # The reference code is shown in every prompt: its docstrings' worked examples would state
-    # inputs and outputs outright (tasks.docstrings).
+              seed_ios: list[dict[str, Any]] | None = None, counters: Counter[str] | None = None,
+              original: str | None = None) -> dict[str, Any]:
+    # The reference code is shown in every prompt: the worked examples of its docstrings and
+    # comments would state inputs and outputs outright (tasks.docstrings,
+    # tasks.example_comments). ``original`` names the function an offline entry point wraps.
     shown = strip_doctest_examples(refcode)
     if shown != refcode and counters is not None:
         counters["doctest_examples_removed"] += 1
-    refcode = shown
+    uncommented = strip_example_comments(shown, ("main_solution", "input_generator", entry, original))
+    if uncommented != shown and counters is not None:
+        counters["example_comments_removed"] += 1
+    refcode = uncommented
     return Function(
         id=Function.make_id(refcode, generator, io_description, query),
         raw_id=row["id"],
@@ -160,7 +166,8 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
                 continue
             functions.append(
                 _function(row, "offline", OFFLINE_TRANSFORM_MODEL, got.refcode, got.input_generator,
-                          got.io_description, got.query, list(got.arg_names), counters=counters)
+                          got.io_description, got.query, list(got.arg_names), counters=counters,
+                          original=got.entry)
             )
             outcomes.append(Outcome(item_id=row["id"], status="ok"))
     elif raw_rows:
@@ -199,8 +206,9 @@ TRANSFORM = Stage(
     # 4: an imported record's entry point meets the transformed one's rule (no positional-only)
     # 5: a reasoning model's thinking (<think>...</think>) is not read for sections, and a
     # truncated_response names its finish reason (length, content_filter); 6: an imported
-    # record's example calls and __main__ blocks are removed as a transformed function's are
-    version="6",
+    # record's example calls and __main__ blocks are removed as a transformed function's are;
+    # 7: worked examples in comments are removed (tasks.example_comments)
+    version="7",
     settings=_settings,
     pending_sql=_pending,
     load_rows=_load,
