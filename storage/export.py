@@ -15,7 +15,8 @@ task id. In ``out_dir``, per set (``codeio``, ``codeio_pp``):
   the CODEI/O response is turn 1, the CODEI/O++ response is
   ``prompts.render.assemble_multiturn(turns, feedbacks)``.
 - ``<set>.parquet``: the same columns as ``<set>.jsonl``.
-- ``stats.json``: rows per file, sample counts, mode, decontamination counts,
+- ``stats.json``: rows per file, sample counts, mode, decontamination counts (with the ids of
+  the first contaminated samples, so dropped ones can be looked up),
   ``exported_verdicts`` (per set, task kind and final verdict: what the files hold) and
   ``build_response_types`` (every attempt of the build per turn and kind, before the mode
   and decontamination choose samples: the paper's figure 7).
@@ -65,6 +66,9 @@ MODES = ("keep_all", "rejection", "ground_truth")
 DATASETS = ("codeio", "codeio_pp")
 
 GROUND_TRUTH_NOTE = "The correct final answer is:"
+
+# stats.json names this many contaminated samples by id (action 'flag' marks all in the files).
+CONTAMINATED_EXAMPLES = 100
 
 # Parquet settings are fixed so the same rows always give the same bytes.
 _PARQUET_OPTIONS: dict[str, Any] = {
@@ -177,6 +181,7 @@ def export_datasets(
     }
     for name in DATASETS:
         counts.update({f"{name}.rejected": 0, f"{name}.ground_truth_appended": 0, f"{name}.no_ground_truth": 0})
+    contaminated_ids: list[str] = []
 
     with ExitStack() as stack:
         sinks = {name: _DatasetSink(stack, out, name, schema, batch_rows) for name in DATASETS}
@@ -197,6 +202,8 @@ def export_datasets(
             if decontam is not None:
                 contaminated = decontam.contaminated_any([prompt, *(t.response for t in turns)])
                 counts["contaminated"] += contaminated
+                if contaminated and len(contaminated_ids) < CONTAMINATED_EXAMPLES:
+                    contaminated_ids.append(row["id"])
                 if contaminated and decontam_action == "drop":
                     continue
             for name, sample_turns in (("codeio", turns[:1]), ("codeio_pp", turns)):
@@ -218,7 +225,8 @@ def export_datasets(
     paths = {f: out / f for f in files}
     verdicts = {name: {kind: dict(sorted(v.items())) for kind, v in sorted(sink.verdicts.items())}
                 for name, sink in sinks.items()}
-    stats = _stats(store, keys, mode, revision_turns, decontam, decontam_action, files, counts, verdicts)
+    stats = _stats(store, keys, mode, revision_turns, decontam, decontam_action, files, counts, verdicts,
+                   contaminated_ids)
     atomic_write_text(out / "stats.json", json.dumps(stats, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
     paths["stats.json"] = out / "stats.json"
     return ExportResult(paths=paths, counts=files, stats=stats)
@@ -432,6 +440,7 @@ def _stats(
     files: dict[str, int],
     counts: dict[str, int],
     verdicts: dict[str, dict[str, dict[str, int]]],
+    contaminated_ids: list[str],
 ) -> dict[str, Any]:
     # The response types of the turns this export uses.
     unused = {TURN_STAGES[turn] for turn in range(revision_turns + 2, 4)}
@@ -443,6 +452,7 @@ def _stats(
             "contaminated": counts["contaminated"],
             "dropped": counts["contaminated"] if decontam_action == "drop" else 0,
             "flagged": counts["contaminated"] if decontam_action == "flag" else 0,
+            "examples": contaminated_ids,
             "benchmark": decontam.summary,
         }
     return {

@@ -88,6 +88,7 @@ def test_export_drops_contaminated_samples(tmp_path, bench13, bench12):
         assert ids == ["task-a", "task-c", "task-d"]  # task-b shares 13 words; task-c only 12
     dec = result.stats["decontamination"]
     assert (dec["action"], dec["contaminated"], dec["dropped"], dec["flagged"]) == ("drop", 1, 1, 0)
+    assert dec["examples"] == ["task-b"]  # a dropped sample can be looked up by id
     assert dec["benchmark"]["files"] == [str(bench13), str(bench12)]
     assert result.counts["codeio.messages.jsonl"] == 3
 
@@ -121,3 +122,13 @@ def test_twelve_word_overlap_alone_is_clean(tmp_path, bench12):
         result = export_datasets(store, KEYS, tmp_path / "out", decontam=Decontaminator.from_files([bench12]))
     assert result.stats["decontamination"]["contaminated"] == 0
     assert result.counts["codeio_pp.jsonl"] == 4
+
+
+def test_stats_name_contaminated_samples_up_to_the_cap(tmp_path, bench13, monkeypatch):
+    import storage.export as export_module
+
+    monkeypatch.setattr(export_module, "CONTAMINATED_EXAMPLES", 0)
+    with build_store(tmp_path / "codeio.duckdb") as store:
+        result = export_datasets(store, KEYS, tmp_path / "out", decontam=Decontaminator.from_files([bench13]))
+    dec = result.stats["decontamination"]
+    assert (dec["contaminated"], dec["examples"]) == (1, [])
