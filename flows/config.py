@@ -85,6 +85,17 @@ class PredictionSettings(_Strict):
     reference_tip: bool = Field(default=True, description="Append the reference code as a tip")
     revision_turns: int = Field(default=1, ge=0, le=2, description="CODEI/O++ revision turns")
 
+    @field_validator("kinds")
+    @classmethod
+    def _some_kinds_once_each(cls, v: list[str]) -> list[str]:
+        # None builds no task at all; a kind named twice made each task twice, and the build
+        # stopped at its first answer shard.
+        if not v:
+            raise ValueError("name at least one of 'input' and 'output'")
+        if len(set(v)) != len(v):
+            raise ValueError("name each kind once")
+        return v
+
 
 class ExportSettings(_Strict):
     mode: Literal["keep_all", "rejection", "ground_truth"] = Field(

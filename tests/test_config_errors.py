@@ -160,3 +160,11 @@ def test_every_setting_has_a_description():
                for name, prop in spec.get("properties", {}).items() if not prop.get("description")]
     assert not missing
     assert set(schema["$defs"]) >= {"LLMSettings", "SandboxSettings", "SamplingSettings", "SourceSpec"}
+
+
+@pytest.mark.parametrize("kinds, problem", [([], "name at least one of 'input' and 'output'"),
+                                            (["output", "output"], "name each kind once")])
+def test_prediction_kinds_name_some_kind_once_each(kinds, problem):
+    """No kind built no task (an empty export at the end of the build); a kind named twice made
+    each task twice and stopped the build at its first answer shard with a store error."""
+    assert _error(overrides={"prediction": {"kinds": kinds}}) == f"invalid config: prediction.kinds: {problem}"
