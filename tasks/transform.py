@@ -17,6 +17,7 @@ from llm.types import ChatRequest
 from prompts.render import render_transform
 from prompts.transform_parse import TransformRejected, entry_arg_names, parse_transform, remove_example_usage
 from storage.models import Function, Outcome, ShardResult
+from tasks.bundled_tests import strip_bundled_tests
 from tasks.docstrings import strip_doctest_examples
 from tasks.example_comments import strip_example_comments
 from tasks.llm_calls import complete, request_key
@@ -71,16 +72,20 @@ def _function(row: dict[str, Any], origin: str, model: str, refcode: str, genera
               io_description: str, query: str, arg_names: list[str], entry: str = "main_solution",
               seed_ios: list[dict[str, Any]] | None = None, counters: Counter[str] | None = None,
               original: str | None = None) -> dict[str, Any]:
-    # The reference code is shown in every prompt: the worked examples of its docstrings and
-    # comments would state inputs and outputs outright (tasks.docstrings,
-    # tasks.example_comments). ``original`` names the function an offline entry point wraps.
+    # The reference code is shown in every prompt: the worked examples of its docstrings,
+    # comments and unit tests would state inputs and outputs outright (tasks.docstrings,
+    # tasks.example_comments, tasks.bundled_tests). ``original`` names the function an offline
+    # entry point wraps.
     shown = strip_doctest_examples(refcode)
     if shown != refcode and counters is not None:
         counters["doctest_examples_removed"] += 1
     uncommented = strip_example_comments(shown, ("main_solution", "input_generator", entry, original))
     if uncommented != shown and counters is not None:
         counters["example_comments_removed"] += 1
-    refcode = uncommented
+    untested = strip_bundled_tests(uncommented)
+    if untested != uncommented and counters is not None:
+        counters["test_code_removed"] += 1
+    refcode = untested
     return Function(
         id=Function.make_id(refcode, generator, io_description, query),
         raw_id=row["id"],
@@ -207,8 +212,8 @@ TRANSFORM = Stage(
     # 5: a reasoning model's thinking (<think>...</think>) is not read for sections, and a
     # truncated_response names its finish reason (length, content_filter); 6: an imported
     # record's example calls and __main__ blocks are removed as a transformed function's are;
-    # 7: worked examples in comments are removed (tasks.example_comments)
-    version="7",
+    # 7: worked examples in comments are removed (tasks.example_comments); 8: and unit tests
+    version="8",
     settings=_settings,
     pending_sql=_pending,
     load_rows=_load,
