@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterable
 
 
-def strip_bundled_tests(code: str) -> str:
-    """``code`` without its module-level test functions and test classes (see the module doc)."""
+def strip_bundled_tests(code: str, keep: Iterable[str] = ()) -> str:
+    """``code`` without its module-level test functions and test classes (see the module doc);
+    the names in ``keep`` (the entry point, the generator) stay whatever they are called."""
     if not re.search(r"^(def|class|async def)\s+[Tt]est", code, re.M):
         return code
     try:
         module = ast.parse(code)
     except (SyntaxError, ValueError, RecursionError):
         return code
-    tests = [node for node in module.body if _is_test(node)]
+    kept = set(keep)
+    tests = [node for node in module.body if _is_test(node) and node.name not in kept]
     used = {name for node in module.body if node not in tests for name in _names_used(node)}
     tests = [node for node in tests if node.name not in used]
     if not tests:

@@ -82,7 +82,7 @@ def _function(row: dict[str, Any], origin: str, model: str, refcode: str, genera
     uncommented = strip_example_comments(shown, ("main_solution", "input_generator", entry, original))
     if uncommented != shown and counters is not None:
         counters["example_comments_removed"] += 1
-    untested = strip_bundled_tests(uncommented)
+    untested = strip_bundled_tests(uncommented, keep=(entry, "input_generator"))
     if untested != uncommented and counters is not None:
         counters["test_code_removed"] += 1
     refcode = untested

@@ -61,3 +61,9 @@ def test_the_offline_transform_stage_removes_them_and_counts_it(tmp_path):
     (fn,) = res.rows["functions"]
     assert "assert square_sum(7) == 140" not in fn["refcode"] and "def main_solution(n)" in fn["refcode"]
     assert res.counters["test_code_removed"] == 1
+
+
+def test_an_entry_point_named_like_a_test_stays():
+    # An imported record may name its entry point test_*: it is the function the pairs call.
+    code = "def test_parity(n):\n    return n % 2\n\n\ndef test_it():\n    assert test_parity(3) == 1\n"
+    assert strip_bundled_tests(code, keep=("test_parity",)) == "def test_parity(n):\n    return n % 2\n"
