@@ -31,12 +31,13 @@ from typing import Annotated, Any, Literal, get_type_hints
 
 from prefect import flow, get_run_logger
 from prefect.runtime import deployment
+from prefect.states import Failed, State
 from pydantic import Field
 
 from deployments.serve import name_suffix
 from flows.artifacts import key_scope
 from flows.config import BuildConfig, default_output_dir, load_config
-from flows.errors import UserError
+from flows.errors import UserError, one_line, quiet_user_errors, user_errors
 
 _DEFAULT = BuildConfig()
 _ID_CHUNK = 1000
@@ -227,7 +228,7 @@ def codeio(
     max_parallel_shards: Annotated[int, Field(ge=1, le=256), Setting("max_parallel_shards")] = (
         _DEFAULT.max_parallel_shards),
     only_if_new: bool = False,
-) -> dict[str, Any]:
+) -> dict[str, Any] | State:
     """Build CODEI/O and CODEI/O++ data; only new or unfinished work is done.
 
     Args:
@@ -256,9 +257,18 @@ def codeio(
         only_if_new: Scan the sources first and skip the build when nothing is new and the
             last build completed with these settings (the scheduled ingest sets this).
     """
-    cfg = form_config(**locals())  # the parameters, as nothing else is bound yet
-    with store_lock(cfg.db_path), key_scope(name_suffix(deployment.name)):
-        return build_unless_idle(cfg, only_if_new, get_run_logger())
+    form = dict(locals())  # the parameters, as nothing else is bound yet
+    logger = get_run_logger()
+    try:
+        with quiet_user_errors():
+            cfg = form_config(**form)
+            with store_lock(cfg.db_path), key_scope(name_suffix(deployment.name)):
+                return build_unless_idle(cfg, only_if_new, logger)
+    except user_errors() as exc:
+        # What to fix, in one line: the run's state message and its log's last line, not a
+        # traceback of the engine's frames per flow (the run fails all the same).
+        logger.error(one_line(exc))
+        return Failed(message=one_line(exc))
 
 
 def build_unless_idle(cfg: BuildConfig, only_if_new: bool, logger: Any) -> dict[str, Any]:

@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # One line per HTTP request is noise at millions of calls; failures are logged by the client.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    from flows.errors import RowsLeftToRetry, UserError
+    from flows.errors import RowsLeftToRetry, UserError, one_line
     from llm.errors import ConfigError, EndpointDown
     from storage.store import StoreError
 
@@ -291,13 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except (UserError, StoreError, ConfigError) as exc:
-        _fail(f"codeio: error: {_one_line(exc)}", exc)
+        _fail(f"codeio: error: {one_line(exc)}", exc)
         return EXIT_USER
     except EndpointDown as exc:
-        _fail(f"codeio: error: {_one_line(exc)} (completed work is saved; run again to resume)", exc)
+        _fail(f"codeio: error: {one_line(exc)} (completed work is saved; run again to resume)", exc)
         return EXIT_FAILED
     except RowsLeftToRetry as exc:
-        _fail(f"codeio: error: {_one_line(exc)}", exc)
+        _fail(f"codeio: error: {one_line(exc)}", exc)
         return EXIT_FAILED
     except KeyboardInterrupt as exc:
         _fail("codeio: interrupted (completed work is saved; run again to resume)", exc)
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 141
     except OSError as exc:
-        _fail(f"codeio: error: {_one_line(exc)}", exc)
+        _fail(f"codeio: error: {one_line(exc)}", exc)
         return EXIT_FAILED
 
 
@@ -354,11 +354,6 @@ def _release(exc: BaseException) -> None:
     import traceback
 
     traceback.clear_frames(exc.__traceback__)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def entry() -> None:

@@ -31,17 +31,29 @@ class RowsLeftToRetry(Exception):
         return (type(self), (self.rows, self.example, self.summary))
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors a user can fix (a setting, the input, a busy database, an endpoint that is
+    down, rows left to retry, an interrupted run): their one-line message says it all."""
+    from llm.errors import ConfigError, EndpointDown, RunCancelled
+    from storage.store import StoreError
+
+    return (UserError, StoreError, ConfigError, EndpointDown, RowsLeftToRetry, RunCancelled)
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type's name if it has none)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 class _QuietUserErrors(logging.Filter):
     """Prefect logs a failed run's exception with its traceback; for errors a user can fix,
     the exception's one-line message (the CLI's error line, a notebook's raised exception)
     says all there is to say: the record keeps its message and loses the traceback."""
 
     def filter(self, record: Any) -> bool:
-        from llm.errors import ConfigError, EndpointDown, RunCancelled
-        from storage.store import StoreError
-
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, (UserError, StoreError, ConfigError, EndpointDown, RowsLeftToRetry, RunCancelled)):
+        if isinstance(exc, user_errors()):
             record.exc_info = None
             record.exc_text = None
         return True

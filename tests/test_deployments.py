@@ -117,6 +117,33 @@ def test_invalid_form_is_a_user_error(tmp_path):
         form_config(config_file=str(tmp_path / "missing.toml"))
 
 
+def test_a_run_with_a_wrong_setting_fails_with_the_line_to_fix(tmp_path, prefect_harness):
+    """A form naming a missing corpus or config file: the run fails, its state's message is
+    what to fix, and its log says it in one line, without the tracebacks of the flows' frames
+    (four per run, most of them Prefect's engine)."""
+    import logging
+
+    from deployments.flow import codeio
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    run_logger = logging.getLogger("prefect.flow_runs")
+    run_logger.addHandler(handler)
+    missing = tmp_path / "missing"
+    cases = {f"corpus path {missing} does not exist": {"corpus": [str(missing)]},
+             f"config file {missing}.toml not found": {"config_file": f"{missing}.toml"}}
+    try:
+        for line, form in cases.items():
+            records.clear()
+            state = codeio(db_path=str(tmp_path / "c.duckdb"), **form, return_state=True)
+            assert state.is_failed() and state.message == line
+            assert line in [r.getMessage() for r in records]
+            assert [r.getMessage() for r in records if r.exc_info] == []
+    finally:
+        run_logger.removeHandler(handler)
+
+
 def test_serve_rejects_bad_settings_before_serving(tmp_path, capsys):
     from deployments.serve import main
 
