@@ -12,16 +12,20 @@ its docstring): a field that sets a BuildConfig setting names it with ``Setting`
 ``form_config`` and ``form_parameters`` read the fields, their defaults and their settings
 from it.
 
-Two runs must never write one DuckDB file at once: each run holds a Prefect global
-concurrency slot named after the database (limit 1) for as long as it touches it, so a
-UI-triggered build and a scheduled ingest on the same store queue instead of failing.
+Two runs must never write one DuckDB file at once: each run holds a lock file beside the
+database, and a Prefect global concurrency slot named after it (limit 1), for as long as it
+touches it, so a UI-triggered build and a scheduled ingest on the same store queue instead of
+failing (``store_lock``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import inspect
 import json
+import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_type_hints
 
 from prefect import flow, get_run_logger
+from prefect.concurrency.sync import concurrency
 from prefect.runtime import deployment
 from prefect.states import Failed, State
 from pydantic import Field
@@ -41,6 +46,9 @@ from flows.errors import UserError, one_line, quiet_user_errors, user_errors
 
 _DEFAULT = BuildConfig()
 _ID_CHUNK = 1000
+LOCK_POLL_S = 1.0  # how often a run waiting for its database checks the lock file
+
+log = logging.getLogger("codeio")
 
 
 @dataclass(frozen=True)
@@ -189,23 +197,71 @@ def _chunked(items: Iterator[str], size: int) -> Iterator[list[str]]:
 
 
 def store_lock_name(db_path: str) -> str:
-    """The global concurrency limit that serialises runs on one DuckDB file."""
+    """The global concurrency limit whose slot shows the run holding a DuckDB file."""
     digest = hashlib.sha256(str(Path(db_path).resolve()).encode()).hexdigest()[:12]
     return f"codeio-store-{digest}"
 
 
 @contextmanager
-def store_lock(db_path: str) -> Iterator[None]:
-    """Hold the database's slot (limit 1, created on first use) while the block runs."""
-    from prefect.client.orchestration import get_client
-    from prefect.concurrency.sync import concurrency
+def store_lock(db_path: str, logger: Any = log) -> Iterator[None]:
+    """Hold the database while the block runs: its lock file, then its Prefect slot.
 
-    name = store_lock_name(db_path)
+    The lock file (beside the database) is what runs wait for: the kernel lets go of it when
+    its holder ends, however it ends. The slot (limit 1, created on first use) shows the
+    holder in the UI, but a run that dies holding it (SIGKILL, an OOM kill, a reboot) leaves
+    it taken until the server takes its lease back, and a server restarted meanwhile has
+    forgotten the lease (Prefect keeps leases in memory): every later run on the database
+    would wait for it for good. A run holding the file finds the slot taken only then, and
+    frees it.
+    """
+    with _lock_file(store_lock_path(db_path), logger):
+        name = store_lock_name(db_path)
+        _free_left_slot(name, logger)
+        # A build runs for hours; a transient API error while renewing the lease must not kill it.
+        with concurrency(name, occupy=1, strict=True, raise_on_lease_renewal_failure=False):
+            yield
+
+
+def store_lock_path(db_path: str) -> Path:
+    """The lock file that runs on a database take one at a time (``store_lock``)."""
+    path = Path(db_path).resolve()
+    return path.with_name(path.name + ".lock")
+
+
+@contextmanager
+def _lock_file(path: Path, logger: Any) -> Iterator[None]:
+    """Hold ``path`` locked (flock), waiting while another process holds it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = path.open("a")
+    except OSError as exc:
+        raise UserError(f"cannot create the database's lock file {path}: {exc.strerror or exc}") from None
+    with lock:  # closing it lets go of the lock
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waiting:
+                    logger.info("another run holds %s; waiting for it to finish", path.with_suffix(""))
+                    waiting = True
+                time.sleep(LOCK_POLL_S)
+        yield
+
+
+def _free_left_slot(name: str, logger: Any) -> None:
+    """Create the slot's limit, or free its slot if a run that died left it taken (called
+    with the lock file held, so no live run holds the slot)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(name, limit=1)
-    # A build runs for hours; a transient API error while renewing the lease must not kill it.
-    with concurrency(name, occupy=1, strict=True, raise_on_lease_renewal_failure=False):
-        yield
+        if client.read_global_concurrency_limit_by_name(name).active_slots:
+            logger.warning("concurrency slot %s was left taken by a run that ended without giving it back; "
+                           "freed", name)
+            client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=0))
 
 
 @flow(name="codeio", validate_parameters=True, log_prints=False)
@@ -262,7 +318,7 @@ def codeio(
     try:
         with quiet_user_errors():
             cfg = form_config(**form)
-            with store_lock(cfg.db_path), key_scope(name_suffix(deployment.name)):
+            with store_lock(cfg.db_path, logger), key_scope(name_suffix(deployment.name)):
                 return build_unless_idle(cfg, only_if_new, logger)
     except user_errors() as exc:
         # What to fix, in one line: the run's state message and its log's last line, not a

@@ -332,6 +332,51 @@ def _check_served(api_url: str, serving: subprocess.Popen, serve_log: Path, db: 
         assert s.query("SELECT count(*) FROM ingest_log")[0][0] == 3
 
 
+def _first_line(proc: subprocess.Popen, timeout_s: float) -> str | None:
+    """The first line ``proc`` prints within ``timeout_s`` (None if it prints none)."""
+    import select
+
+    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+    return proc.stdout.readline().strip() if ready else None
+
+
+def test_runs_on_one_database_wait_for_each_other_but_not_for_a_dead_one(tmp_path, prefect_harness):
+    """A run holding the database makes the next one wait; a run killed while holding it
+    (SIGKILL, an OOM kill, a reboot) does not: the next run takes the database at once, though
+    the dead run's Prefect slot is still taken (a server restarted meanwhile, which forgets
+    the slot's lease, would keep it taken for good; this one would for 5 minutes)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    from deployments.flow import store_lock_name
+
+    db = str(tmp_path / "db" / "c.duckdb")
+    holder = ("import sys, time\nfrom deployments.flow import store_lock\n"
+              "with store_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(float(sys.argv[2]))\n")
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO)}
+
+    def hold(seconds: float) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", holder, db, str(seconds)], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, text=True)
+
+    first, second = hold(600), None
+    try:
+        assert _first_line(first, 60) == "held"
+        second = hold(0)
+        assert _first_line(second, 8) is None  # waits for the first
+        first.kill()
+        first.wait()
+        assert _first_line(second, 30) == "held"
+        assert second.wait(30) == 0
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(store_lock_name(db)).active_slots == 0
+
+
 def test_serve_exports_beside_its_database_and_kind_needs_a_corpus(tmp_path):
     import argparse
 
