@@ -18,6 +18,13 @@ from pathlib import Path
 import httpx
 
 OFFLINE_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+# Leases of concurrency slots kept on disk (PREFECT_HOME/concurrency_leases), not in the
+# server's memory (Prefect's default): a server restarted while a run held a slot (Ctrl-C of
+# `codeio serve` stops its server; a reboot) would forget the lease and keep the slot taken
+# for good, and a deployment limited to one run at a time would cancel or queue every later
+# run. A lease it remembers expires, and the server takes the slot back. A setting in the
+# environment wins.
+LEASES_ON_DISK = {"PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem"}
 
 
 class ServerError(RuntimeError):
@@ -53,7 +60,7 @@ class LocalPrefectServer:
         self.port = port
         self.api_url = f"http://127.0.0.1:{port}/api"
         self.ui_url = f"http://127.0.0.1:{port}"
-        self.env = {**os.environ, **OFFLINE_ENV, **(env or {})}
+        self.env = {**LEASES_ON_DISK, **os.environ, **OFFLINE_ENV, **(env or {})}
         self.env.pop("PREFECT_API_URL", None)  # the server itself must not point at another API
         self.log_path = log_path or Path(tempfile.gettempdir()) / f"codeio-prefect-server-{port}.log"
         self.process: subprocess.Popen[bytes] | None = None

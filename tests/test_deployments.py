@@ -231,6 +231,34 @@ def test_served_build_dataset_runs_from_the_api(tmp_path):
         server.stop(grace_s=5)
 
 
+@pytest.mark.slow
+def test_the_served_server_remembers_slot_leases_across_a_restart(tmp_path):
+    """`codeio serve`'s server keeps concurrency leases on disk. Restarted while a run held a
+    slot (Ctrl-C of the serve stops it, or a reboot), it still knows the lease, so it takes
+    the slot back once the lease expires; a server that forgot it kept the slot taken for
+    good, and every later run of that deployment (one at a time) was cancelled or waited."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.server import LocalPrefectServer
+
+    env = {"PREFECT_HOME": str(tmp_path / "home"), "PREFECT_UI_ENABLED": "false",
+           "PREFECT_API_BLOCKS_REGISTER_ON_START": "false"}
+    port = _free_port()
+    lease_id = None
+    for attempt in ("before", "after"):
+        with LocalPrefectServer(port, env=env, log_path=tmp_path / f"server-{attempt}.log") as server:
+            with temporary_settings({PREFECT_API_URL: server.api_url}), get_client(sync_client=True) as client:
+                if lease_id is None:
+                    client.upsert_global_concurrency_limit_by_name("slot", limit=1)
+                    lease_id = client.increment_concurrency_slots_with_lease(
+                        names=["slot"], slots=1, mode="concurrency", lease_duration=300).json()["lease_id"]
+                else:
+                    client.renew_concurrency_lease(UUID(lease_id), lease_duration=60)  # raises if forgotten
+
+
 def _check_second_database(api_url: str, tmp_path: Path, corpus: Path, env: dict[str, str], db: Path) -> None:
     """A second database on the same server: under the served names it is refused in one
     line (the two serves would run each other's builds); under --name it gets its own pair."""
