@@ -20,7 +20,10 @@ import argparse
 import os
 import re
 import sys
+import threading
+import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -29,6 +32,8 @@ DESCRIPTION = ("Serve the build-dataset (run from the UI) and incremental-ingest
 DEFAULT_CRON = "0 * * * *"
 DEFAULT_PORT = 4200
 API_WAIT_S = 120.0
+RUNS_END_WAIT_S = 30.0  # how long a stopping serve waits for its flow-run processes to end
+RUN_SAMPLE_S = 0.5  # how often a serve looks at which flow runs its processes run
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -179,14 +184,98 @@ def serve(args: argparse.Namespace) -> int:
     try:
         os.environ["PREFECT_API_URL"] = api_url  # for the flow-run processes the runner starts
         with temporary_settings({PREFECT_API_URL: api_url, PREFECT_UI_URL: ui_url}):
-            return _serve(deployments, params, args)
+            return _serve(deployments, params, args, server=server.process.pid if server and server.process else None)
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         if server is not None:
             server.stop()
 
 
-def _serve(deployments: list[Any], params: dict[str, Any], args: argparse.Namespace) -> int:
+class ServedRuns:
+    """The flow runs this serve's runner started, by the ids in its flow-run processes'
+    environment (``PREFECT__FLOW_RUN_ID``), sampled while it serves: Prefect's runner keeps
+    no list of them that lasts until it has stopped."""
+
+    def __init__(self, exclude: set[int]) -> None:
+        self.ids: set[str] = set()
+        self.exclude = exclude  # child processes that run no flow (the local server)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="codeio-served-runs", daemon=True)
+
+    def __enter__(self) -> "ServedRuns":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(RUN_SAMPLE_S):
+            self.sample()
+
+    def sample(self) -> None:
+        for pid in _child_processes(self.exclude):
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue  # ended meanwhile
+            for entry in environ:
+                if entry.startswith(b"PREFECT__FLOW_RUN_ID="):
+                    self.ids.add(entry.split(b"=", 1)[1].decode())
+
+
+def _end_runs_left_going(runs: ServedRuns) -> None:
+    """Mark Crashed the runs this serve started that it leaves unfinished.
+
+    On Ctrl-C Prefect's runner stops its flow-run processes, and may close their output and
+    end before they report their runs' end: those runs stayed Running for good, each holding
+    its deployment's one slot, so every later run of it was cancelled (incremental-ingest)
+    or queued forever (build-dataset). Once this serve's flow-run processes are gone (waited
+    for up to ``RUNS_END_WAIT_S``), none of its runs can still be going."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    # Not a run sent back to wait (Scheduled, awaiting its deployment's slot): the next serve runs it.
+    going = {StateType.PENDING, StateType.RUNNING, StateType.CANCELLING}
+    deadline = time.monotonic() + RUNS_END_WAIT_S
+    while _child_processes(runs.exclude) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    try:
+        with get_client(sync_client=True) as client:
+            for run_id in sorted(runs.ids):
+                run = client.read_flow_run(UUID(run_id))
+                if run.state is not None and run.state.type in going:
+                    client.set_flow_run_state(run.id, Crashed(
+                        message="codeio serve stopped while the run was going (the next run finishes its work)"))
+                    print(f"codeio: run {run.name} ended with the serve (Crashed)", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - stopping anyway; say what is left
+        print(f"codeio: warning: could not mark the runs this serve left going as Crashed "
+              f"({type(exc).__name__}); see the UI", file=sys.stderr)
+
+
+def _child_processes(exclude: set[int]) -> list[int]:
+    """Live (not zombie) child processes of this process, but those in ``exclude``."""
+    me, found = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in exclude:
+            continue
+        try:
+            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
+            continue  # ended meanwhile
+        if int(ppid) == me and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _serve(deployments: list[Any], params: dict[str, Any], args: argparse.Namespace, server: int | None = None) -> int:
+    """Serve until interrupted, then end the runs left going (``server``: the pid of the
+    local server this serve started, not a flow-run process)."""
     from prefect import serve as prefect_serve
 
     check_names_free(deployments, params["db_path"])
@@ -194,7 +283,11 @@ def _serve(deployments: list[Any], params: dict[str, Any], args: argparse.Namesp
     build_name, ingest_name = deployment_names(args.name)
     print(f"codeio: serving codeio/{build_name} and codeio/{ingest_name} ({when}); "
           f"database {params['db_path']}; Ctrl-C stops", file=sys.stderr)
-    prefect_serve(*deployments)
+    with ServedRuns(exclude={server} if server else set()) as runs:
+        try:
+            prefect_serve(*deployments)
+        finally:
+            _end_runs_left_going(runs)
     return 0
 
 

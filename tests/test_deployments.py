@@ -259,6 +259,77 @@ def test_the_served_server_remembers_slot_leases_across_a_restart(tmp_path):
                     client.renew_concurrency_lease(UUID(lease_id), lease_duration=60)  # raises if forgotten
 
 
+@pytest.mark.slow
+def test_ctrl_c_of_serve_leaves_no_run_running(tmp_path):
+    """Ctrl-C of a `codeio serve` that started its own server, while a run waits for its
+    database: the run ends (Crashed) and gives back build-dataset's one slot. Prefect's runner
+    stopped the run's process before it reported its end, so the run stayed Running for good,
+    holding the slot: every later run queued behind it."""
+    import fcntl
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.flow import store_lock_path
+    from deployments.server import LocalPrefectServer, stop_process_group
+
+    port = _free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    db = tmp_path / "db" / "c.duckdb"
+    home = {"PREFECT_HOME": str(tmp_path / "home"), "PREFECT_UI_ENABLED": "false",
+            "PREFECT_API_BLOCKS_REGISTER_ON_START": "false"}
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(home, PREFECT_LOGGING_LEVEL="WARNING")
+    log = tmp_path / "serve.log"
+    store_lock_path(str(db)).parent.mkdir(parents=True)
+    with open(store_lock_path(str(db)), "a") as lock, open(log, "wb") as out:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another run holds the database: the served run waits
+        serving = subprocess.Popen(
+            [sys.executable, "-m", "deployments.serve", "--corpus", str(_corpus(tmp_path, 1)), "--db", str(db),
+             "--cron", "", "--port", str(port)],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        try:
+            with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+                dep, _ = _registered(client, ["codeio/build-dataset", "codeio/incremental-ingest"], serving, log, 120)
+                run = client.create_flow_run_from_deployment(dep.id)
+                deadline = time.monotonic() + 90
+                while not client.read_flow_run(run.id).state.is_running():
+                    assert time.monotonic() < deadline, log.read_text()[-3000:]
+                    time.sleep(0.5)
+                time.sleep(2)
+            os.killpg(serving.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends
+            assert serving.wait(90) == 0, log.read_text()[-3000:]
+        finally:
+            stop_process_group(serving, grace_s=5)
+    with LocalPrefectServer(port, env=home, log_path=tmp_path / "server.log") as server:
+        with temporary_settings({PREFECT_API_URL: server.api_url}), get_client(sync_client=True) as client:
+            state = client.read_flow_run(run.id).state
+            slots = {limit.name: limit.active_slots for limit in client.read_global_concurrency_limits()}
+    assert state.is_final(), (state, log.read_text()[-3000:])
+    assert slots[f"deployment:{dep.id}"] == 0  # the next run of build-dataset starts
+
+
+def test_a_stopping_serve_ends_only_the_runs_its_own_processes_ran():
+    """A stopping serve marks Crashed the unfinished runs its flow-run processes ran, known by
+    the run id in their environment; not every unfinished run of its deployments (another
+    serve of the same database serves them too, and its runs are going)."""
+    from deployments.serve import ServedRuns
+
+    run_id = "0190a0c0-0000-7000-8000-000000000001"
+    with ServedRuns(exclude=set()) as runs:
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                                 env={**os.environ, "PREFECT__FLOW_RUN_ID": run_id})
+        try:
+            deadline = time.monotonic() + 10
+            while run_id not in runs.ids and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            child.kill()
+            child.wait()
+    assert runs.ids == {run_id}
+
+
 def _check_second_database(api_url: str, tmp_path: Path, corpus: Path, env: dict[str, str], db: Path) -> None:
     """A second database on the same server: under the served names it is refused in one
     line (the two serves would run each other's builds); under --name it gets its own pair."""
