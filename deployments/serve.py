@@ -82,6 +82,7 @@ def deployment_parameters(args: argparse.Namespace) -> dict[str, Any]:
     """The form values both deployments start with; validated now, so a bad setting fails
     here rather than in the first scheduled run."""
     from deployments.flow import form_config, form_parameters
+    from flows.build import preflight
     from flows.cli import check_corpus_flags
     from flows.config import load_config
 
@@ -98,7 +99,9 @@ def deployment_parameters(args: argparse.Namespace) -> dict[str, Any]:
     params.update(corpus=[_abs(c) for c in args.corpus or []], kind=args.kind or "mixed",
                   unified=args.unified, config_file=config_file)
     params.update(db_path=_abs(params["db_path"]), output_dir=_abs(params["output_dir"]) or "")
-    form_config(**params)  # raises UserError on an invalid combination
+    # An invalid combination, and sources, database or export directory that cannot be used
+    # (a mistyped --corpus, say), are a UserError now, not a failure of every scheduled run.
+    preflight(form_config(**params))
     return params
 
 

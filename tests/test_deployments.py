@@ -496,6 +496,10 @@ def test_serve_exports_beside_its_database_and_kind_needs_a_corpus(tmp_path):
     for flags in (["--kind", "curated"], ["--unified"]):
         with pytest.raises(UserError, match="describe --corpus, which is not given"):
             deployment_parameters(parser.parse_args(flags))
+    # A mistyped corpus is refused when serving starts, not in every scheduled run after it.
+    missing = tmp_path / "corpsu"
+    with pytest.raises(UserError, match=f"corpus path {missing} does not exist"):
+        deployment_parameters(parser.parse_args(["--corpus", str(missing), "--db", str(tmp_path / "c.duckdb")]))
 
 
 def test_a_scheduled_ingest_skips_a_database_another_build_holds(tmp_path):
