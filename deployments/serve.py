@@ -117,8 +117,8 @@ def build_deployments(params: dict[str, Any], cron: str = DEFAULT_CRON, timezone
     schedules = []
     if cron:
         try:
-            ZoneInfo(timezone)
             schedules = [Cron(cron, timezone=timezone)]
+            _check_fires(cron, ZoneInfo(timezone))
         except (ValueError, ZoneInfoNotFoundError) as exc:
             raise UserError(f"invalid schedule --cron {cron!r} --timezone {timezone!r}: {exc}") from None
     build_name, ingest_name = deployment_names(suffix)
@@ -140,6 +140,17 @@ def build_deployments(params: dict[str, Any], cron: str = DEFAULT_CRON, timezone
     for deployment in (build, ingest):
         deployment._parameter_openapi_schema = _closed(deployment._parameter_openapi_schema)
     return [build, ingest]
+
+
+def _check_fires(cron: str, zone: ZoneInfo) -> None:
+    """ValueError if ``cron`` never fires (the 31st of February): Prefect accepts it, and its
+    server then schedules no run, saying why only in its own log."""
+    from prefect._vendor.croniter import CroniterBadDateError, croniter
+
+    try:
+        croniter(cron, datetime.now(zone)).get_next(datetime)
+    except CroniterBadDateError:
+        raise ValueError("it names no date that exists, so it would never run") from None
 
 
 def _closed(schema: Any) -> Any:

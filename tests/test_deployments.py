@@ -152,6 +152,13 @@ def test_serve_rejects_bad_settings_before_serving(tmp_path, capsys):
     assert main(["--cron", "every tuesday", "--db", str(tmp_path / "x.duckdb")]) == 2
     assert "invalid schedule" in capsys.readouterr().err
     assert main(["--timezone", "Mars/Olympus", "--db", str(tmp_path / "x.duckdb")]) == 2
+    # A schedule with no date that exists: Prefect takes it, and its server never runs it.
+    from deployments.flow import form_parameters
+    from deployments.serve import build_deployments
+    from flows.errors import UserError
+
+    with pytest.raises(UserError, match="'0 0 31 2 [*]'.*never run"):
+        build_deployments(form_parameters(BuildConfig()), cron="0 0 31 2 *")
 
 
 def test_scan_finds_new_and_unfinished_work(tmp_path):
