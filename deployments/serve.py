@@ -145,8 +145,10 @@ def build_deployments(params: dict[str, Any], cron: str = DEFAULT_CRON, timezone
 def _check_fires(cron: str, zone: ZoneInfo) -> None:
     """ValueError if ``cron`` never fires (the 31st of February): Prefect accepts it, and its
     server then schedules no run, saying why only in its own log."""
-    from prefect._vendor.croniter import CroniterBadDateError, croniter
-
+    try:  # Prefect's own copy (private): a Prefect without it skips this check, not the serve
+        from prefect._vendor.croniter import CroniterBadDateError, croniter
+    except ImportError:
+        return
     try:
         croniter(cron, datetime.now(zone)).get_next(datetime)
     except CroniterBadDateError:
