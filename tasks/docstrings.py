@@ -36,6 +36,13 @@ def strip_doctest_examples(code: str) -> str:
             _mark_examples(lines, doc.value, drop, replace)
     if not drop and not replace:
         return code
+    cleaned = join_kept_lines(lines, drop, replace)
+    return cleaned if _same_program(tree, cleaned) else code
+
+
+def join_kept_lines(lines: list[str], drop: set[int], replace: dict[int, str]) -> str:
+    """``lines`` (with their endings) without those in ``drop`` and with those in ``replace``
+    replaced; a removal between two blank lines leaves one of them, not a run."""
     out: list[str] = []
     removed = False  # a line was dropped since the last one kept
     for i, line in enumerate(lines):
@@ -43,13 +50,11 @@ def strip_doctest_examples(code: str) -> str:
             removed = True
             continue
         line = replace.get(i, line)
-        # A removal between two blank lines would leave a run of them: keep one.
         if removed and not line.strip() and out and not out[-1].strip():
             continue
         out.append(line)
         removed = False
-    cleaned = "".join(out)
-    return cleaned if _same_program(tree, cleaned) else code
+    return "".join(out)
 
 
 def _docstring_node(node: ast.AST) -> ast.Expr | None:

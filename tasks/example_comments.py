@@ -19,6 +19,8 @@ import re
 import tokenize
 from collections.abc import Iterable
 
+from tasks.docstrings import join_kept_lines
+
 
 def strip_example_comments(code: str, names: Iterable[str]) -> str:
     """``code`` without the comments that show a worked call of one of ``names``."""
@@ -44,21 +46,9 @@ def strip_example_comments(code: str, names: Iterable[str]) -> str:
             cut[row] = token.start[1]
     if not drop and not cut:
         return code
-    out: list[str] = []
-    removed = False  # a line was dropped since the last one kept
-    for i, line in enumerate(lines):
-        if i in drop:
-            removed = True
-            continue
-        if i in cut:
-            ending = line[len(line.rstrip("\r\n")):]
-            line = line[: cut[i]].rstrip() + ending
-        # A removal between two blank lines would leave a run of them: keep one.
-        if removed and not line.strip() and out and not out[-1].strip():
-            continue
-        out.append(line)
-        removed = False
-    cleaned = "".join(out)
+    # A trailing example comment is cut off its line; the line keeps its ending.
+    replace = {i: lines[i][:col].rstrip() + lines[i][len(lines[i].rstrip("\r\n")):] for i, col in cut.items()}
+    cleaned = join_kept_lines(lines, drop, replace)
     if len(lines) - 1 in drop:  # the code ended with the removed run: no blank lines after it
         cleaned = cleaned.rstrip() + "\n"
     try:
