@@ -1,7 +1,9 @@
 """Export the CODEI/O and CODEI/O++ training sets from the store.
 
-One sample per prediction task of the current build that has a turn-1 attempt; its id is the
-task id. In ``out_dir``, per set (``codeio``, ``codeio_pp``):
+One sample per prediction task of the current build that has a turn-1 attempt, except a task
+whose prompt repeats that of another (same kind, same text; the one with the smallest id is
+kept, and stats.json counts the rest as ``duplicate_prompt``); its id is the task id. In
+``out_dir``, per set (``codeio``, ``codeio_pp``):
 
 - ``<set>.jsonl``: the released dataset's shape, keys in this order: id, kind, prompt, turn_1,
   feedback_1, turn_2, feedback_2, [turn_3, feedback_3 when revision_turns == 2], verdict (of the
@@ -16,7 +18,8 @@ task id. In ``out_dir``, per set (``codeio``, ``codeio_pp``):
   ``prompts.render.assemble_multiturn(turns, feedbacks)``.
 - ``<set>.parquet``: the same columns as ``<set>.jsonl``.
 - ``stats.json``: rows per file, sample counts, mode, decontamination counts (with the ids of
-  the first contaminated samples, so dropped ones can be looked up),
+  the first contaminated samples, so dropped ones can be looked up), ``duplicate_examples``
+  (the first duplicates left out, each with the id of the sample it repeats),
   ``exported_verdicts`` (per set, task kind and final verdict: what the files hold) and
   ``build_response_types`` (every attempt of the build per turn and kind, before the mode
   and decontamination choose samples: the paper's figure 7).
@@ -37,9 +40,9 @@ so the response's last JSON object (the one the answer parser reads) is the grou
 turn's feedback, which judged the replaced answer, is set to null and left out of the response.
 
 Rows are read a page of task ids at a time (``batch_rows``), in task id order, so memory stays
-bounded however large the build; every file is written through ``storage.atomic``; the same store content gives byte-identical files (no timestamps; stable
-key order; fixed Parquet settings). A file is whole or absent: a failed export leaves the
-previous files as they were.
+bounded however large the build; every file is written through ``storage.atomic``; the same
+store content gives byte-identical files (no timestamps; stable key order; fixed Parquet
+settings). A file is whole or absent: a failed export leaves the previous files as they were.
 """
 
 from __future__ import annotations
@@ -67,8 +70,10 @@ DATASETS = ("codeio", "codeio_pp")
 
 GROUND_TRUTH_NOTE = "The correct final answer is:"
 
-# stats.json names this many contaminated samples by id (action 'flag' marks all in the files).
+# stats.json names this many contaminated samples by id (action 'flag' marks all in the files),
+# and as many samples left out as duplicates (with the sample each repeats).
 CONTAMINATED_EXAMPLES = 100
+DUPLICATE_EXAMPLES = 100
 
 # Parquet settings are fixed so the same rows always give the same bytes.
 _PARQUET_OPTIONS: dict[str, Any] = {
@@ -105,6 +110,21 @@ FROM tasks
 JOIN turn1 ON turn1.task_id = tasks.id
 {joins}
 ORDER BY {order}
+"""
+
+# Tasks whose prompt is the same text, for the same kind, as that of a task with a smaller id
+# (both with a turn-1 response). Two functions that differ only in their input generator (two
+# near-identical source files rewritten alike) give their shared inputs the same prompts, and
+# a prompt's call is cached by its text, so the two samples are the same training text twice.
+# The prompt is compared by its md5: the texts are too large to group on in a bounded memory.
+_DUPLICATES_SQL = """
+SELECT id, kept FROM (
+    SELECT t.id, first_value(t.id) OVER (PARTITION BY t.kind, md5(t.messages_json) ORDER BY t.id) AS kept
+    FROM prediction_tasks t
+    WHERE t.config_key = $prompts AND EXISTS (
+        SELECT 1 FROM attempts a WHERE a.config_key = $answer AND a.turn = 1 AND a.task_id = t.id
+          AND a.response IS NOT NULL)
+) WHERE id <> kept ORDER BY id
 """
 
 # Attempts of one turn in the page. Should a task have two attempts for a turn under one key,
@@ -178,6 +198,7 @@ def export_datasets(
         "skipped_no_response": 0,
         "revisions_without_response": 0,
         "contaminated": 0,
+        "duplicate_prompt": 0,
     }
     for name in DATASETS:
         counts.update({f"{name}.rejected": 0, f"{name}.ground_truth_appended": 0, f"{name}.no_ground_truth": 0})
@@ -188,8 +209,13 @@ def export_datasets(
         # A cursor of its own, so the store's connection is left as it was.
         cursor = store.con.cursor()
         stack.callback(cursor.close)
+        # Duplicate task id -> the task it repeats; a few per mille of a build, held in memory.
+        duplicates = dict(cursor.execute(_DUPLICATES_SQL, {k: keys[k] for k in ("prompts", "answer")}).fetchall())
         for row in _sample_rows(cursor, keys, revision_turns, batch_rows, mode == "ground_truth"):
             counts["tasks"] += 1
+            if row["id"] in duplicates:
+                counts["duplicate_prompt"] += 1
+                continue
             prompt = _prompt(row["messages_json"])
             if prompt is None:
                 counts["skipped_no_prompt"] += 1
@@ -226,7 +252,7 @@ def export_datasets(
     verdicts = {name: {kind: dict(sorted(v.items())) for kind, v in sorted(sink.verdicts.items())}
                 for name, sink in sinks.items()}
     stats = _stats(store, keys, mode, revision_turns, decontam, decontam_action, files, counts, verdicts,
-                   contaminated_ids)
+                   contaminated_ids, dict(list(duplicates.items())[:DUPLICATE_EXAMPLES]))
     atomic_write_text(out / "stats.json", json.dumps(stats, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
     paths["stats.json"] = out / "stats.json"
     return ExportResult(paths=paths, counts=files, stats=stats)
@@ -441,6 +467,7 @@ def _stats(
     counts: dict[str, int],
     verdicts: dict[str, dict[str, dict[str, int]]],
     contaminated_ids: list[str],
+    duplicate_examples: dict[str, str],
 ) -> dict[str, Any]:
     # The response types of the turns this export uses.
     unused = {TURN_STAGES[turn] for turn in range(revision_turns + 2, 4)}
@@ -461,6 +488,7 @@ def _stats(
         "keys": dict(sorted(keys.items())),
         "files": files,
         "samples": counts,
+        "duplicate_examples": duplicate_examples,
         "decontamination": decontamination,
         "exported_verdicts": verdicts,
         "build_response_types": response_types(store, turn_keys).to_dicts(),

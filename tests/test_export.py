@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage.export import GROUND_TRUTH_NOTE, export_datasets
+from storage.models import Outcome, ShardResult
 from storage.store import Store
 from test_export_fixtures import FEEDBACK, KEYS, PROMPTS, RESPONSES, build_store
 
@@ -283,3 +284,33 @@ def test_build_without_revisions(store, tmp_path):
     out = tmp_path / "out"
     export_datasets(store, keys, out)
     assert all(r["turn_2"] is None for r in read_jsonl(out / "codeio_pp.jsonl"))
+
+
+def test_a_prompt_asked_twice_gives_one_sample(store, tmp_path):
+    # Two functions that differ only in their input generator give their shared inputs the
+    # same prompts (and, the call being cached by its text, the same answers): one sample, the
+    # task with the smaller id; the other is counted and named in stats.json. The same text
+    # for the other kind is another sample, and a copy without a turn-1 response (its call
+    # failed) does not push out the task that has one.
+    by_id = {r["id"]: r for r in store.query_dicts("SELECT * EXCLUDE (created_at) FROM prediction_tasks")}
+    copies = [
+        {**by_id["task-a"], "id": "task-a-copy", "function_id": "fn-2"},
+        {**by_id["task-a"], "id": "task-a-input", "kind": "input"},
+        {**by_id["task-b"], "id": "task-0-failed"},
+    ]
+    turn1 = {r["task_id"]: r for r in store.query_dicts(
+        "SELECT * EXCLUDE (created_at) FROM attempts WHERE config_key = 'k-answer' AND turn = 1")}
+    attempts = [{**turn1["task-a"], "id": "att-copy", "task_id": "task-a-copy"},
+                {**turn1["task-a"], "id": "att-input", "task_id": "task-a-input"},
+                {**turn1["task-e"], "id": "att-failed", "task_id": "task-0-failed"}]
+    store.write_shard(ShardResult(stage="prompts", config_key=KEYS["prompts"], rows={"prediction_tasks": copies},
+                                  outcomes=[Outcome(item_id=f"extra-{i}", status="ok") for i in range(3)]))
+    store.write_shard(ShardResult(stage="answer", config_key=KEYS["answer"], rows={"attempts": attempts},
+                                  outcomes=[Outcome(item_id=a["task_id"], status="ok") for a in attempts]))
+    out = tmp_path / "out"
+    result = export_datasets(store, KEYS, out, batch_rows=2)
+    for name in ("codeio", "codeio_pp"):
+        assert [r["id"] for r in read_jsonl(out / f"{name}.jsonl")] == ["task-a", "task-a-input", *EXPORTED[1:]]
+    assert result.stats["samples"]["duplicate_prompt"] == 1
+    assert result.stats["duplicate_examples"] == {"task-a-copy": "task-a"}
+    assert result.stats["samples"]["skipped_no_response"] == 2  # task-e and the failed copy of task-b
