@@ -13,19 +13,22 @@ class ConfigError(Exception):
 
 
 class EndpointDown(Exception):
-    """The endpoint answered only failures for ``max_consecutive_failures`` attempts in a row."""
+    """The endpoint answered only failures for ``max_consecutive_failures`` attempts in a row
+    (and, unless nothing listens there, for ``endpoint_down_after_s`` seconds)."""
 
-    def __init__(self, base_url: str, failures: int, last_error: str) -> None:
+    def __init__(self, base_url: str, failures: int, last_error: str, seconds: float | None = None) -> None:
         self.base_url = base_url
         self.failures = failures
         self.last_error = last_error
+        self.seconds = seconds
+        during = "" if seconds is None else f" in {seconds:.0f} s"
         super().__init__(
-            f"endpoint {base_url} failed {failures} consecutive attempts; last error: {last_error}"
+            f"endpoint {base_url} failed {failures} consecutive attempts{during}; last error: {last_error}"
         )
 
     def __reduce__(self) -> tuple:
         # Shard tasks may run on other machines: the error must survive pickling.
-        return (type(self), (self.base_url, self.failures, self.last_error))
+        return (type(self), (self.base_url, self.failures, self.last_error, self.seconds))
 
 
 class RunCancelled(Exception):

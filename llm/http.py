@@ -8,9 +8,14 @@ happen after the slot is released. Failures are sorted into three kinds:
 - configuration (401, 403, 404, an account out of credit: 402 or ``insufficient_quota``, a
   stream answered to a request that asked for none): ``ConfigError``, which stops the run.
 An error body sent with status 200 counts as the status it names. ``max_consecutive_failures``
-transient failures in a row, across requests, raise ``EndpointDown``; as many row-level
-refusals in a row, with no answer between them, raise ``ConfigError`` (a setting every request
-carries is wrong).
+transient failures in a row, across requests, raise ``EndpointDown``; when the last of them
+says the server is not ready (502, 503, 504: a model still loading, which vLLM and TGI behind a
+proxy answer for minutes, or a proxy whose backend is not up yet), only once the failures have
+also lasted ``endpoint_down_after_s``, and until then a call does not give up on its retries
+while the endpoint answers no call at all (the endpoint is failing, not the call). A refused
+connection (a wrong port), a 500 or a 429 stops the run after the count alone. As many
+row-level refusals in a row, with no answer between them, raise ``ConfigError`` (a setting
+every request carries is wrong).
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ class _Attempt:
     completion_tokens: int = 0
     error: str = ""
     retry_after: float | None = None
+    not_ready: bool = False  # 502, 503, 504: the server (or its proxy) is up, the model not yet
 
 
 def _json_or_none(raw: bytes) -> object:
@@ -116,6 +122,8 @@ class HTTPProvider:
         self.admission = AdmissionController(settings.max_concurrency, settings.min_concurrency)
         self._rng = rng or random.Random()
         self._consecutive_failures = 0
+        self._failing_since = 0.0  # time.monotonic() of the first of the consecutive failures
+        self._answered = 0  # calls answered so far
         self._consecutive_refusals = 0
         self._url = httpx.URL(settings.base_url + "/chat/completions")
         self._secret: str | None = None
@@ -184,6 +192,7 @@ class HTTPProvider:
             }
         )
         attempt_no = 0
+        answered_before = self._answered
         while True:
             ticket = await self.admission.acquire()
             signal: Signal = "neutral"
@@ -196,6 +205,7 @@ class HTTPProvider:
             latency = time.perf_counter() - started
             if attempt.kind == "ok":
                 self._consecutive_failures = self._consecutive_refusals = 0
+                self._answered += 1
                 return ChatResult(
                     key=key,
                     model=self.model,
@@ -212,8 +222,8 @@ class HTTPProvider:
             if attempt.kind == "row":
                 self._count_refusal(attempt.error)
                 return self._failed(key, request, attempt.error, latency)
-            self._count_failure(attempt.error)
-            if attempt_no >= self.settings.max_retries:
+            self._count_failure(attempt)
+            if attempt_no >= self.settings.max_retries and not self._waiting_for_endpoint(attempt, answered_before):
                 error = f"retries_exhausted: {attempt_no + 1} attempts, last: {attempt.error}"
                 return self._failed(key, request, error, latency, retryable=True)
             if attempt.retry_after is not None:
@@ -242,10 +252,28 @@ class HTTPProvider:
             retryable=retryable,
         )
 
-    def _count_failure(self, error: str) -> None:
+    def _count_failure(self, attempt: _Attempt) -> None:
+        now = time.monotonic()
+        if self._consecutive_failures == 0:
+            self._failing_since = now
         self._consecutive_failures += 1
-        if self._consecutive_failures >= self.settings.max_consecutive_failures:
-            raise EndpointDown(self.settings.base_url, self._consecutive_failures, error)
+        if self._consecutive_failures < self.settings.max_consecutive_failures:
+            return
+        failing_for = now - self._failing_since
+        if not attempt.not_ready:
+            raise EndpointDown(self.settings.base_url, self._consecutive_failures, attempt.error)
+        if failing_for >= self.settings.endpoint_down_after_s:
+            raise EndpointDown(self.settings.base_url, self._consecutive_failures, attempt.error, failing_for)
+
+    def _waiting_for_endpoint(self, attempt: _Attempt, answered_before: int) -> bool:
+        """True while the endpoint says it is not ready, has answered no call since this one
+        started and has not failed for ``endpoint_down_after_s`` yet: the call's failures are
+        the endpoint's (a model still loading), so they do not use up its retries."""
+        return (
+            attempt.not_ready
+            and self._answered == answered_before
+            and time.monotonic() - self._failing_since < self.settings.endpoint_down_after_s
+        )
 
     def _count_refusal(self, error: str) -> None:
         """A request refused as the row's own problem (400, 422). When the endpoint refuses
@@ -288,7 +316,10 @@ class HTTPProvider:
             return _Attempt("config", error=f"HTTP {status} from {self.settings.base_url}: {message}; "
                                             "the account is out of credit: top it up, then run again")
         if status in (429, 503):
-            return _Attempt("transient", "overload", error=f"HTTP {status}: {message}", retry_after=retry_after)
+            return _Attempt("transient", "overload", error=f"HTTP {status}: {message}", retry_after=retry_after,
+                            not_ready=status == 503)
+        if status in (502, 504):  # a proxy whose backend does not answer (yet)
+            return _Attempt("transient", error=f"HTTP {status}: {message}", retry_after=retry_after, not_ready=True)
         if status >= 500 or status == 408:
             return _Attempt("transient", error=f"HTTP {status}: {message}", retry_after=retry_after)
         if status in (401, 403, 404):

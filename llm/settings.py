@@ -48,8 +48,14 @@ class LLMSettings(BaseModel):
         60.0, ge=0, description="Longest wait before a retry, in seconds; caps a server's Retry-After too"
     )
     max_consecutive_failures: int = Field(
-        100, ge=1, description="Transient failures in a row, across calls, that stop the run (endpoint down); "
-        "so do as many requests refused in a row (400, 422) with none answered"
+        100, ge=1, description="Transient failures in a row, across calls, that stop the run (endpoint down; "
+        "502/503/504 only once they have lasted endpoint_down_after_s); so do as many requests refused in a "
+        "row (400, 422) with none answered"
+    )
+    endpoint_down_after_s: float = Field(
+        120.0, ge=0, description="Seconds an endpoint that answers only 502, 503 or 504 (not ready: a model "
+        "still loading, a proxy whose backend is not up) is waited for before the run stops; other failures "
+        "(a refused connection, 500, 429, timeouts) stop it after max_consecutive_failures attempts"
     )
     # A call that fails on transient errors (429, 5xx, timeouts) until max_retries runs out
     # leaves its row pending for the next run; after this many runs in a row the row is

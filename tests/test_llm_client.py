@@ -212,7 +212,8 @@ def test_concurrency_shrinks_on_429_and_grows_back() -> None:
 
 def test_only_429s_stop_with_endpoint_down() -> None:
     with serve(faults=[Fault("429", retry_after=0.01)]) as server:
-        settings = make_settings(server.base_url, max_consecutive_failures=20, max_retries=100)
+        settings = make_settings(server.base_url, max_consecutive_failures=20, max_retries=100,
+                                 endpoint_down_after_s=600)  # a rate limit is not a model loading
         started = time.perf_counter()
         with pytest.raises(EndpointDown, match="HTTP 429"):
             complete(settings, make_requests(8))
@@ -221,7 +222,8 @@ def test_only_429s_stop_with_endpoint_down() -> None:
 
 def test_endpoint_down_when_server_answers_only_500s() -> None:
     with serve(faults=[Fault("500")]) as server:
-        settings = make_settings(server.base_url, max_consecutive_failures=30, max_retries=100)
+        settings = make_settings(server.base_url, max_consecutive_failures=30, max_retries=100,
+                                 endpoint_down_after_s=600)
 
         async def go() -> HTTPProvider:
             provider = HTTPProvider(settings)
@@ -241,12 +243,37 @@ def test_endpoint_down_when_server_answers_only_500s() -> None:
     assert len(server.requests) < 30 + 16
 
 
+def test_a_server_still_loading_its_model_is_waited_for() -> None:
+    # vLLM / TGI behind a proxy answer 503 while the model loads: more failures in a row than
+    # max_consecutive_failures, and more than any call's retries, before the first answer.
+    ready_at = time.monotonic() + 1.5
+    loading = Fault("503", match=lambda body: time.monotonic() < ready_at,
+                    error={"message": "Model is loading"})
+    with serve(faults=[loading]) as server:
+        settings = make_settings(server.base_url, max_consecutive_failures=5, max_retries=2,
+                                 backoff_max_s=0.1, endpoint_down_after_s=30)
+        results = complete(settings, make_requests(8))
+    assert [r.content for r in results] == [f"echo: q{i}" for i in range(8)]
+    assert server.counts["503"] > 5 + 8 * 2
+
+
+def test_an_endpoint_that_keeps_loading_stops_the_run_after_the_wait() -> None:
+    with serve(faults=[Fault("503")]) as server:
+        settings = make_settings(server.base_url, max_consecutive_failures=5, max_retries=2,
+                                 backoff_max_s=0.05, endpoint_down_after_s=1.0)
+        started = time.perf_counter()
+        with pytest.raises(EndpointDown, match=r"failed \d+ consecutive attempts in \d+ s; last error: HTTP 503"):
+            complete(settings, make_requests(4))
+    assert 1.0 <= time.perf_counter() - started < 5
+
+
 def test_endpoint_down_when_nothing_listens() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     base_url = f"http://127.0.0.1:{port}/v1"
-    settings = make_settings(base_url, max_consecutive_failures=10, max_retries=100)
+    # A wrong port: no server is coming, so the wait for a loading one does not apply.
+    settings = make_settings(base_url, max_consecutive_failures=10, max_retries=100, endpoint_down_after_s=600)
     started = time.perf_counter()
     with pytest.raises(EndpointDown, match="connect") as caught:
         complete(settings, make_requests(4))
