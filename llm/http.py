@@ -48,6 +48,9 @@ _CUT_OFF = frozenset({"length", "content_filter"})
 # Finish reasons of a generation the server gave up on (DeepSeek's insufficient_system_resource,
 # vLLM's abort and error): not the model's answer at all, so the call is a server failure.
 _SERVER_GAVE_UP = frozenset({"insufficient_system_resource", "abort", "error"})
+# Where Azure OpenAI says why its content filter refused a prompt (prompt_annotations in
+# older API versions) when it answers 200 with no choices at all.
+_PROMPT_FILTER_FIELDS = ("prompt_filter_results", "prompt_annotations")
 
 
 @dataclass(slots=True)
@@ -344,6 +347,12 @@ class HTTPProvider:
             return _Attempt("config", error=f"{self.settings.base_url} answered a stream (server-sent events) "
                                             "to a request with \"stream\": false; point base_url at an endpoint "
                                             "(or proxy) that honours it")
+        if isinstance(data, dict) and data.get("choices") == [] and any(f in data for f in _PROMPT_FILTER_FIELDS):
+            # The prompt itself was refused: asking again gets the same answer, so it is
+            # recorded like an answer the filter cut off, with nothing of it.
+            usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+            return _Attempt("ok", "success", content="", finish_reason="content_filter",
+                            prompt_tokens=int(usage.get("prompt_tokens") or 0))
         try:
             choice = data["choices"][0]  # type: ignore[index]
             message = choice["message"]

@@ -423,6 +423,22 @@ def test_an_answer_cut_off_by_a_content_filter_is_truncated_and_one_the_server_g
     assert results[1].content == "echo: q1" and seen.count("q1") == 2 and not results[1].truncated
 
 
+def test_a_prompt_refused_by_azures_content_filter_is_recorded_once_not_retried() -> None:
+    # Azure OpenAI's prompt filter answers 200 with no choices and says why in
+    # prompt_filter_results: the prompt is refused, and asking again gets the same answer.
+    filtered = {"id": "", "object": "", "created": 0, "model": "", "choices": [],
+                "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {
+                    "violence": {"filtered": True, "severity": "medium"}}}],
+                "usage": {"prompt_tokens": 31, "completion_tokens": 0, "total_tokens": 31}}
+    with serve(script=lambda body: {"body": filtered} if body["messages"][-1]["content"] == "q0"
+               else f"echo: {body['messages'][-1]['content']}") as server:
+        results = complete(make_settings(server.base_url, max_concurrency=1), make_requests(2))
+    assert sent_contents(server).count("q0") == 1
+    assert results[0].error is None and results[0].content == "" and results[0].truncated
+    assert results[0].finish_reason == "content_filter" and results[0].prompt_tokens == 31
+    assert results[1].content == "echo: q1"
+
+
 def test_max_tokens_goes_in_the_field_the_model_takes() -> None:
     # OpenAI's reasoning models answer max_tokens with a 400 and take max_completion_tokens.
     def script(body: dict) -> str:
