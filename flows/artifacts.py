@@ -159,22 +159,28 @@ def response_table(store: Store, keys: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def usage_table(store: Store, llm: Any | None = None) -> list[dict[str, Any]]:
-    """Per LLM stage: calls, tokens, truncated responses and cost (None without prices)."""
+    """Per LLM stage: calls, tokens, truncated responses and cost (None without prices,
+    "unknown" when a call's server did not say how many tokens it took)."""
     from llm.usage import Usage
 
     rows = []
     for r in token_usage(store).iter_rows(named=True):
-        usage = Usage(calls=r["calls"], prompt_tokens=r["prompt_tokens"], completion_tokens=r["completion_tokens"])
-        cost = usage.cost_usd(llm)
-        rows.append({**r, "cost_usd": None if cost is None else round(cost, 4)})
+        usage = Usage(calls=r["calls"], prompt_tokens=r["prompt_tokens"], completion_tokens=r["completion_tokens"],
+                      usage_unknown=r["usage_unknown"])
+        rows.append({**r, "cost_usd": _rounded(usage.cost_usd(llm))})
     if rows:
         total: dict[str, Any] = {"stage": "total"}
-        for col in ("calls", "prompt_tokens", "completion_tokens", "truncated"):
+        for col in ("calls", "prompt_tokens", "completion_tokens", "truncated", "usage_unknown"):
             total[col] = sum(r[col] for r in rows)
-        costs = [r["cost_usd"] for r in rows if r["cost_usd"] is not None]
-        total["cost_usd"] = round(sum(costs), 4) if costs else None
+        usage = Usage(prompt_tokens=total["prompt_tokens"], completion_tokens=total["completion_tokens"],
+                      usage_unknown=total["usage_unknown"])
+        total["cost_usd"] = _rounded(usage.cost_usd(llm))
         rows.append(total)
     return rows
+
+
+def _rounded(cost: float | str | None) -> float | str | None:
+    return round(cost, 4) if isinstance(cost, float) else cost
 
 
 def summary_markdown(

@@ -299,7 +299,8 @@ def tokens_svg(frame: pl.DataFrame) -> str:
         return empty_svg(TOKENS_TITLE, "no LLM calls in the ledger")
     bars = [
         Bar(r["stage"], (r["prompt_tokens"], r["completion_tokens"]),
-            f"{r['prompt_tokens'] + r['completion_tokens']:,} in {r['calls']:,} calls")
+            f"{r['prompt_tokens'] + r['completion_tokens']:,} in {r['calls']:,} calls"
+            + (f" (tokens of {r['usage_unknown']:,} unknown)" if r["usage_unknown"] else ""))
         for r in frame.iter_rows(named=True)
     ]
     series = [("prompt tokens", TOKEN_COLORS["prompt"]), ("completion tokens", TOKEN_COLORS["completion"])]

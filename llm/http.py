@@ -61,8 +61,8 @@ class _Attempt:
     signal: Signal = "neutral"
     content: str | None = None
     finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: int | None = 0  # None: the answer did not say
+    completion_tokens: int | None = 0
     error: str = ""
     retry_after: float | None = None
     not_ready: bool = False  # 502, 503, 504: the server (or its proxy) is up, the model not yet
@@ -93,6 +93,14 @@ def _error_status(data: dict) -> int | None:
         if isinstance(code, str) and code.isdigit() and 400 <= int(code) < 600:
             return int(code)
     return None
+
+
+def _tokens(data: dict, field: str) -> int | None:
+    """A token count from the answer's ``usage``, or None when it does not say: some servers
+    and proxies send no usage, and counting 0 would report a wrong cost."""
+    usage = data.get("usage")
+    count = usage.get(field) if isinstance(usage, dict) else None
+    return None if count is None else int(count)
 
 
 def _with_thinking(thinking: str, content: str, finish_reason: str | None) -> str:
@@ -350,9 +358,8 @@ class HTTPProvider:
         if isinstance(data, dict) and data.get("choices") == [] and any(f in data for f in _PROMPT_FILTER_FIELDS):
             # The prompt itself was refused: asking again gets the same answer, so it is
             # recorded like an answer the filter cut off, with nothing of it.
-            usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
             return _Attempt("ok", "success", content="", finish_reason="content_filter",
-                            prompt_tokens=int(usage.get("prompt_tokens") or 0))
+                            prompt_tokens=_tokens(data, "prompt_tokens"), completion_tokens=0)
         try:
             choice = data["choices"][0]  # type: ignore[index]
             message = choice["message"]
@@ -361,9 +368,8 @@ class HTTPProvider:
             # (0.9 on) and Ollama as reasoning.
             thinking = message.get("reasoning_content") or message.get("reasoning")
             finish_reason = choice.get("finish_reason")
-            usage = data.get("usage") or {}
-            prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            completion_tokens = int(usage.get("completion_tokens") or 0)
+            prompt_tokens = _tokens(data, "prompt_tokens")
+            completion_tokens = _tokens(data, "completion_tokens")
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
             # Not JSON (None has no items), no choices, no message: cut off, or a server hiccup.
             snippet = raw[:80].decode("utf-8", "replace")

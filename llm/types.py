@@ -97,8 +97,8 @@ class ChatResult(BaseModel):
     content: str | None
     finish_reason: str | None
     truncated: bool = False
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: int | None = 0  # None: the server's answer did not say (no usage)
+    completion_tokens: int | None = 0
     latency_s: float = 0.0
     error: str | None = None
     retryable: bool = False

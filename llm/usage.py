@@ -18,20 +18,26 @@ class Usage:
     truncated: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    usage_unknown: int = 0  # answered calls whose server did not say how many tokens they took
 
     def add(self, result: ChatResult) -> None:
         self.calls += 1
         self.failed += result.error is not None
         self.truncated += result.truncated
-        self.prompt_tokens += result.prompt_tokens
-        self.completion_tokens += result.completion_tokens
+        if result.error is None and (result.prompt_tokens is None or result.completion_tokens is None):
+            self.usage_unknown += 1
+        self.prompt_tokens += result.prompt_tokens or 0
+        self.completion_tokens += result.completion_tokens or 0
 
-    def cost_usd(self, settings: LLMSettings | None) -> float | None:
-        """Cost at the configured prices, or None when no price is configured."""
+    def cost_usd(self, settings: LLMSettings | None) -> float | str | None:
+        """Cost at the configured prices; None when no price is configured, and "unknown" when
+        a call's tokens are (its tokens counted as 0 would understate it)."""
         if settings is None or (
             settings.price_per_1k_prompt is None and settings.price_per_1k_completion is None
         ):
             return None
+        if self.usage_unknown:
+            return "unknown"
         return (
             self.prompt_tokens / 1000.0 * (settings.price_per_1k_prompt or 0.0)
             + self.completion_tokens / 1000.0 * (settings.price_per_1k_completion or 0.0)

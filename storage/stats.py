@@ -44,6 +44,7 @@ _TOKEN_SCHEMA = {
     "prompt_tokens": pl.Int64,
     "completion_tokens": pl.Int64,
     "truncated": pl.Int64,
+    "usage_unknown": pl.Int64,
 }
 
 
@@ -144,10 +145,13 @@ def response_types(store: Store, keys: dict[str, str]) -> pl.DataFrame:
 
 
 def token_usage(store: Store) -> pl.DataFrame:
-    """Per LLM stage: calls, prompt tokens, completion tokens, truncated responses (the ledger)."""
+    """Per LLM stage: calls, prompt tokens, completion tokens, truncated responses, and calls
+    whose server did not say how many tokens they took (``usage_unknown``: the sums leave them
+    out) (the ledger)."""
     rows = store.query(
         "SELECT stage, count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), "
-        "count_if(truncated) FROM llm_calls GROUP BY stage"
+        "count_if(truncated), count_if(prompt_tokens IS NULL OR completion_tokens IS NULL) "
+        "FROM llm_calls GROUP BY stage"
     )
     rows = sorted(rows, key=lambda r: (_rank(STAGE_ORDER, r[0]), r[0]))
     return pl.DataFrame(rows, schema=_TOKEN_SCHEMA, orient="row")
@@ -249,7 +253,7 @@ def _tokens_text(frame: pl.DataFrame) -> str:
     rows = [[str(v) for v in r] for r in frame.iter_rows()]
     totals = frame.select(pl.exclude("stage")).sum().row(0)
     rows.append(["total", *(str(v) for v in totals)])
-    return _text_table(list(frame.columns), rows, right=(1, 2, 3, 4))
+    return _text_table(list(frame.columns), rows, right=(1, 2, 3, 4, 5))
 
 
 def _text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:

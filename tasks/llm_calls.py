@@ -219,8 +219,12 @@ def complete(
     counters = {
         "llm_calls_sent": float(len(fresh)),
         "llm_calls_cached": float(len(results) - len(fresh)),
-        "prompt_tokens": float(sum(r.prompt_tokens for r in fresh.values())),
-        "completion_tokens": float(sum(r.completion_tokens for r in fresh.values())),
+        "prompt_tokens": float(sum(r.prompt_tokens or 0 for r in fresh.values())),
+        "completion_tokens": float(sum(r.completion_tokens or 0 for r in fresh.values())),
+        # Answered calls whose server did not say how many tokens they took: the sums above
+        # leave them out, so they are a lower bound when this is not 0.
+        "llm_calls_without_usage": float(sum(
+            r.error is None and (r.prompt_tokens is None or r.completion_tokens is None) for r in fresh.values())),
     }
     return results, new_rows, counters
 

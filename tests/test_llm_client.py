@@ -439,6 +439,21 @@ def test_a_prompt_refused_by_azures_content_filter_is_recorded_once_not_retried(
     assert results[1].content == "echo: q1"
 
 
+def test_an_answer_without_usage_has_unknown_tokens_and_cost() -> None:
+    from llm.usage import summarize_usage
+
+    bare = {"id": "c", "object": "chat.completion", "model": "test-model",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}
+    with serve(script=lambda body: {"body": bare} if body["messages"][-1]["content"] == "q0" else "echo") as server:
+        results = complete(make_settings(server.base_url), make_requests(2))
+    assert results[0].content == "hi" and results[0].prompt_tokens is None and results[0].completion_tokens is None
+    assert results[1].prompt_tokens > 0
+    priced = make_settings(server.base_url, price_per_1k_prompt=1.0, price_per_1k_completion=2.0)
+    usage = summarize_usage(results, priced)
+    assert usage["total"]["usage_unknown"] == 1 and usage["total"]["cost_usd"] == "unknown"
+    assert summarize_usage(results[1:], priced)["total"]["cost_usd"] > 0
+
+
 def test_max_tokens_goes_in_the_field_the_model_takes() -> None:
     # OpenAI's reasoning models answer max_tokens with a 400 and take max_completion_tokens.
     def script(body: dict) -> str:

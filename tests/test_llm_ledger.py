@@ -202,7 +202,8 @@ def test_usage_is_summed_per_stage_with_cost() -> None:
     ]
     usage = summarize_usage(results, settings)
     assert usage["by_stage"]["answer"] == {
-        "calls": 2, "failed": 0, "truncated": 1, "prompt_tokens": 2000, "completion_tokens": 1000, "cost_usd": 4.0,
+        "calls": 2, "failed": 0, "truncated": 1, "prompt_tokens": 2000, "completion_tokens": 1000, "usage_unknown": 0,
+        "cost_usd": 4.0,
     }
     assert usage["by_stage"]["revise"]["failed"] == 1
     assert usage["total"]["cost_usd"] == pytest.approx(4.5)

@@ -81,9 +81,29 @@ def test_response_types_for_unknown_keys_is_empty(store):
 
 def test_token_usage_per_stage(store):
     assert token_usage(store).rows() == [
-        ("transform", 1, 100, 50, 0),
-        ("answer", 2, 22, 4126, 1),
+        ("transform", 1, 100, 50, 0, 0),
+        ("answer", 2, 22, 4126, 1, 0),
     ]
+
+
+def test_calls_without_usage_are_counted_and_their_cost_is_unknown(store):
+    from flows.artifacts import usage_table
+    from llm.settings import LLMSettings
+    from storage.models import LLMCall
+
+    store.add_llm_calls([LLMCall(key="k-bare", model="m", stage="answer", content="x", finish_reason="stop",
+                                 prompt_tokens=None, completion_tokens=None)])
+    assert token_usage(store).rows() == [
+        ("transform", 1, 100, 50, 0, 0),
+        ("answer", 3, 22, 4126, 1, 1),
+    ]
+    assert any(line.split() == ["total", "4", "122", "4176", "1", "1"]
+               for line in format_report(store, KEYS).splitlines())
+    priced = LLMSettings(price_per_1k_prompt=1.0, price_per_1k_completion=2.0)
+    rows = {r["stage"]: r for r in usage_table(store, priced)}
+    assert rows["transform"]["cost_usd"] == 0.2
+    assert rows["answer"]["cost_usd"] == rows["total"]["cost_usd"] == "unknown"
+    assert rows["total"]["usage_unknown"] == 1
 
 
 def test_format_report_and_markdown(store):
@@ -96,7 +116,7 @@ def test_format_report_and_markdown(store):
     assert any(line.split() == ["rejected", "too_large", "1", "big.py"] for line in lines)
     assert any(line.split() == ["ok", "-", "3"] for line in lines)  # no example for kept rows
     assert any(line.split()[:3] == ["1", "input", "2"] and "50.0% (1)" in line for line in lines)
-    assert any(line.split() == ["total", "3", "122", "4176", "1"] for line in lines)
+    assert any(line.split() == ["total", "3", "122", "4176", "1", "0"] for line in lines)
 
     # Rows a stage has still to do (an interrupted run, or rows left to retry) are counted in
     # its total and shown on a line of their own; a stage with nothing done yet is listed too.

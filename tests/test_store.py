@@ -137,9 +137,33 @@ def test_schema_3_pairs_keep_their_rows_and_have_no_first_of_output(tmp_path):
                                                      r["output_json"], r["ordinal"]])
     con.close()
     with Store(path) as s:
-        assert s.schema_version() == 4
+        assert s.schema_version() == _migrations()[-1][0]
         got = s.query("SELECT id, function_id, output_json, ordinal, first_of_output FROM io_pairs ORDER BY ordinal")
     assert got == [(r["id"], "f1", r["output_json"], r["ordinal"], None) for r in pairs]
+
+
+def test_schema_4_ledger_keeps_its_calls_and_takes_calls_of_unknown_tokens(tmp_path):
+    # Migration 005 lets llm_calls hold NULL tokens (a server that sent no usage); calls
+    # stored before keep their numbers.
+    import duckdb
+
+    from storage.models import LLMCall
+    from storage.store import _migrations
+
+    path = tmp_path / "v4.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
+    for version, name, sql in _migrations()[:4]:
+        con.execute(sql)
+        con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name])
+    con.execute("INSERT INTO llm_calls (key, model, stage, content, finish_reason, truncated, prompt_tokens, "
+                "completion_tokens, latency_s) VALUES ('old', 'm', 'answer', 'x', 'stop', false, 7, 3, 0.1)")
+    con.close()
+    with Store(path) as s:
+        s.add_llm_calls([LLMCall(key="new", model="m", stage="answer", content="y", finish_reason="stop",
+                                 prompt_tokens=None, completion_tokens=None)])
+        assert s.query("SELECT key, prompt_tokens, completion_tokens FROM llm_calls ORDER BY key") == [
+            ("new", None, None), ("old", 7, 3)]
 
 
 def test_content_ids_are_stable():
