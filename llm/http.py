@@ -24,6 +24,7 @@ import asyncio
 import logging
 import os
 import random
+import re
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -51,6 +52,13 @@ _SERVER_GAVE_UP = frozenset({"insufficient_system_resource", "abort", "error"})
 # Where Azure OpenAI says why its content filter refused a prompt (prompt_annotations in
 # older API versions) when it answers 200 with no choices at all.
 _PROMPT_FILTER_FIELDS = ("prompt_filter_results", "prompt_annotations")
+# How servers say a prompt (with max_tokens) does not fit the model's context: OpenAI's error
+# code, and the messages of vLLM, DeepSeek and OpenAI ("maximum context length"), SGLang
+# ("longer than the model's context length"), TGI (422 "`inputs` tokens + `max_new_tokens` must
+# be <= ...") and others ("context window", "prompt is too long").
+_CONTEXT_EXCEEDED_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
+_CONTEXT_EXCEEDED = re.compile(
+    r"maximum context length|context length|context window|prompt is too long|max_new_tokens` must be", re.I)
 
 
 @dataclass(slots=True)
@@ -65,6 +73,7 @@ class _Attempt:
     completion_tokens: int | None = 0
     error: str = ""
     retry_after: float | None = None
+    failure: str = "call_failed"  # a row-level failure's drop reason
     not_ready: bool = False  # 502, 503, 504: the server (or its proxy) is up, the model not yet
 
 
@@ -232,7 +241,7 @@ class HTTPProvider:
                 raise ConfigError(attempt.error)
             if attempt.kind == "row":
                 self._count_refusal(attempt.error)
-                return self._failed(key, request, attempt.error, latency)
+                return self._failed(key, request, attempt.error, latency, failure=attempt.failure)
             self._count_failure(attempt)
             if attempt_no >= self.settings.max_retries and not self._waiting_for_endpoint(attempt, answered_before):
                 error = f"retries_exhausted: {attempt_no + 1} attempts, last: {attempt.error}"
@@ -251,7 +260,8 @@ class HTTPProvider:
             attempt_no += 1
             await asyncio.sleep(delay)  # no admission slot is held here
 
-    def _failed(self, key: str, request: ChatRequest, error: str, latency: float, retryable: bool = False) -> ChatResult:
+    def _failed(self, key: str, request: ChatRequest, error: str, latency: float, retryable: bool = False,
+                failure: str = "call_failed") -> ChatResult:
         return ChatResult(
             key=key,
             model=self.model,
@@ -261,6 +271,7 @@ class HTTPProvider:
             latency_s=latency,
             error=error,
             retryable=retryable,
+            failure=failure,
         )
 
     def _count_failure(self, attempt: _Attempt) -> None:
@@ -335,6 +346,9 @@ class HTTPProvider:
             return _Attempt("transient", error=f"HTTP {status}: {message}", retry_after=retry_after)
         if status in (401, 403, 404):
             return _Attempt("config", error=self._config_hint(status, message))
+        if status in (400, 413, 422) and (code in _CONTEXT_EXCEEDED_CODES or _CONTEXT_EXCEEDED.search(message)):
+            return _Attempt("row", error=f"prompt_too_long: {message} (the prompt and max_tokens do not fit "
+                                         "the model's context)", failure="prompt_too_long")
         if status == 400:
             return _Attempt("row", error=f"bad_request: {message} (check max_tokens, messages, extra_body)")
         if status == 422:

@@ -102,6 +102,9 @@ class ChatResult(BaseModel):
     latency_s: float = 0.0
     error: str | None = None
     retryable: bool = False
+    # The drop reason of a failed call's row: call_failed, or prompt_too_long (the prompt and
+    # max_tokens do not fit the model's context), so a user sees why rows were lost.
+    failure: str | None = None
 
 
 class Provider(Protocol):

@@ -177,7 +177,7 @@ def _run_for(turn: int):
         for r, req, res, v in zip(rows, requests, results, verdicts):
             if res.content is None:  # a transient failure is tried again by the next run
                 outcomes.append(Outcome(item_id=r["id"], status="retry" if res.retryable else "dropped",
-                                        reason="call_failed", detail=(res.error or "")[:200]))
+                                        reason=res.failure or "call_failed", detail=(res.error or "")[:200]))
                 continue
             attempts.append(
                 Attempt(

@@ -181,7 +181,7 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
         for row, res in zip(raw_rows, results):
             if res.content is None:  # a transient failure is tried again by the next run
                 outcomes.append(Outcome(item_id=row["id"], status="retry" if res.retryable else "dropped",
-                                        reason="call_failed", detail=(res.error or "")[:200]))
+                                        reason=res.failure or "call_failed", detail=(res.error or "")[:200]))
                 continue
             if res.truncated:
                 outcomes.append(Outcome(item_id=row["id"], status="dropped", reason="truncated_response",

@@ -133,11 +133,12 @@ def test_404_stops_the_run_naming_base_url_and_model() -> None:
 
 
 def test_400_is_a_row_error_and_is_not_retried() -> None:
-    with serve(faults=[Fault("400", match=only_message("q2"))]) as server:
+    invalid = Fault("400", error={"message": "messages.0: invalid\ncontent"}, match=only_message("q2"))
+    with serve(faults=[invalid]) as server:
         results = complete(make_settings(server.base_url), make_requests(5))
     bad = results[2]
     assert bad.content is None and bad.error is not None and bad.error.startswith("bad_request: ")
-    assert "maximum context length" in bad.error and "\n" not in bad.error
+    assert "messages.0: invalid content" in bad.error and "\n" not in bad.error
     assert all(r.error is None for i, r in enumerate(results) if i != 2)
     assert sent_contents(server).count("q2") == 1
 
@@ -344,8 +345,8 @@ def test_an_error_sent_with_status_200_counts_as_the_status_it_names() -> None:
 
     with serve(script=script) as server:
         results = complete(make_settings(server.base_url), make_requests(4))
-    assert results[0].error == "bad_request: prompt is too long for the context window " \
-                               "(check max_tokens, messages, extra_body)"
+    assert results[0].error == "prompt_too_long: prompt is too long for the context window " \
+                               "(the prompt and max_tokens do not fit the model's context)"
     assert results[1].error is not None and results[1].error.startswith("bad_request: max_tokens is too large")
     assert seen["q0"] == seen["q1"] == 1  # a row's own problem: not retried
     assert results[2].content == "echo: q2" and seen["q2"] == 2  # no status named: a server error, retried
@@ -368,6 +369,30 @@ def test_an_endpoint_that_refuses_every_request_stops_the_run() -> None:
         with pytest.raises(ConfigError, match=r"refused \d+ requests in a row and answered none") as caught:
             complete(make_settings(server.base_url, max_consecutive_failures=6), make_requests(100))
     assert "maximum context length" in str(caught.value) and len(server.requests) < 100
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        ("400", {"message": "This model's maximum context length is 8192 tokens. However, you requested 9000 "
+                            "tokens (4904 in the messages, 4096 in the completion).", "code": 400}),  # vLLM
+        ("400", {"message": "Your input exceeds the context window of this model.", "type": "invalid_request_error",
+                 "code": "context_length_exceeded"}),  # OpenAI
+        ("400", {"message": "The input (9000 tokens) is longer than the model's context length (8192 tokens)."}),
+        ("422", {"message": "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 8192. "
+                            "Given: 5000 `inputs` tokens and 4096 `max_new_tokens`"}),  # TGI
+    ],
+    ids=["vllm", "openai", "sglang", "tgi"],
+)
+def test_a_prompt_longer_than_the_models_context_fails_as_prompt_too_long(status: str, error: dict) -> None:
+    too_long = Fault(status, error=error, match=only_message("q0"))
+    other_400 = Fault("400", error={"message": "temperature must be non-negative"}, match=only_message("q1"))
+    with serve(faults=[too_long, other_400]) as server:
+        results = complete(make_settings(server.base_url), make_requests(3))
+    assert results[0].failure == "prompt_too_long" and results[0].error.startswith("prompt_too_long: ")
+    assert not results[0].retryable and sent_contents(server).count("q0") == 1
+    assert results[1].failure == "call_failed" and results[1].error.startswith("bad_request: ")
+    assert results[2].error is None and results[2].failure is None
 
 
 def test_refusals_between_answers_stay_row_errors() -> None:

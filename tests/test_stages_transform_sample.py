@@ -222,6 +222,26 @@ def test_broken_answers_are_dropped_with_their_reason(tmp_path):
     assert "ModuleNotFoundError" in details["generator_missing_module"]
 
 
+def test_a_file_too_long_for_the_models_context_is_dropped_as_prompt_too_long(tmp_path):
+    from llm.testserver import Fault, serve
+    from tasks import transform
+
+    long_name, other = sorted(GOOD)[:2]
+    rows = {n: _raw_row(n, raw_file(n), "raw", "fixtures") for n in (long_name, other)}
+    vllm_400 = {"message": "This model's maximum context length is 8192 tokens. However, you requested 12288 "
+                           "tokens (8192 in the messages, 4096 in the completion). Please reduce the length of "
+                           "the messages or completion.", "type": "BadRequestError", "code": 400}
+    too_long = Fault("400", error=vllm_400,
+                     match=lambda body: f"codeio-fixture: {long_name}\n" in body["messages"][-1]["content"])
+    with serve(scripted_model, faults=[too_long]) as server:
+        transformed = transform.run_shard(
+            list(rows.values()), _direct_cfg(tmp_path, server.base_url), ShardContext(config_key="k"))
+    outcomes = _by_raw(transformed.outcomes, {r["id"]: n for n, r in rows.items()})
+    assert (outcomes[long_name].status, outcomes[long_name].reason) == ("dropped", "prompt_too_long")
+    assert "maximum context length is 8192 tokens" in outcomes[long_name].detail
+    assert outcomes[other].status == "ok"
+
+
 # ---------------------------------------------------------------------------------------------
 # The whole flow, through Prefect, against the scripted server
 
