@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -181,15 +182,43 @@ def test_a_journal_has_one_writer(tmp_path: Path) -> None:
 
 
 def test_fsync_is_batched_and_a_returned_batch_is_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fsyncs: list[int] = []
+    synced_sizes: list[int] = []  # the journal's size at each fsync: what it made durable
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd)))
-    with JournalLedger(tmp_path / "j.jsonl", fsync_every=20, fsync_interval_s=3600) as ledger:
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced_sizes.append(os.fstat(fd).st_size), real_fsync(fd)))
+    path = tmp_path / "j.jsonl"
+    with JournalLedger(path, fsync_every=20, fsync_interval_s=3600) as ledger:
         for i in range(45):
             ledger.append(result(f"k{i}"))
-        assert len(fsyncs) == 2
+        ledger.sync()
+        assert 1 <= len(synced_sizes) <= 3 and synced_sizes[-1] == path.stat().st_size
         asyncio.run(CachedProvider(FakeProvider(), ledger).complete(make_requests(["a"])))
-        assert len(fsyncs) == 3  # complete() synced before returning
+        assert synced_sizes[-1] == path.stat().st_size  # complete() synced before returning
+
+
+def test_the_fsync_does_not_stall_the_appending_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A slow disk (a busy or network file system): fsync takes 0.2 s. append runs on the LLM
+    # client's event loop, which must not wait for it; a line is with the OS (it survives a
+    # SIGKILL) the moment append returns, and sync() waits until the lines are on disk.
+    fsync_threads: list[str] = []
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        fsync_threads.append(threading.current_thread().name)
+        time.sleep(0.2)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    path = tmp_path / "j.jsonl"
+    with JournalLedger(path, fsync_every=5, fsync_interval_s=3600) as ledger:
+        started = time.perf_counter()
+        for i in range(20):
+            ledger.append(result(f"k{i}"))
+            assert [r.key for r in read_journal(path)][-1] == f"k{i}"  # another process could read it
+        appending = time.perf_counter() - started
+        ledger.sync()
+    assert appending < 0.15, f"append waited {appending:.2f} s for fsync"
+    assert fsync_threads and threading.current_thread().name not in fsync_threads
+    assert [r.key for r in read_journal(path)] == [f"k{i}" for i in range(20)]
 
 
 def test_usage_is_summed_per_stage_with_cost() -> None:
