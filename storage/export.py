@@ -116,14 +116,18 @@ ORDER BY {order}
 # (both with a turn-1 response). Two functions that differ only in their input generator (two
 # near-identical source files rewritten alike) give their shared inputs the same prompts, and
 # a prompt's call is cached by its text, so the two samples are the same training text twice.
-# The prompt is compared by its md5: the texts are too large to group on in a bounded memory.
+# A pass over 64-bit hashes of the prompts finds the few that may repeat; only those are
+# compared by their text, so no step groups or sorts every prompt.
 _DUPLICATES_SQL = """
 SELECT id, kept FROM (
-    SELECT t.id, first_value(t.id) OVER (PARTITION BY t.kind, md5(t.messages_json) ORDER BY t.id) AS kept
+    SELECT t.id, first_value(t.id) OVER (PARTITION BY t.kind, t.messages_json ORDER BY t.id) AS kept
     FROM prediction_tasks t
-    WHERE t.config_key = $prompts AND EXISTS (
-        SELECT 1 FROM attempts a WHERE a.config_key = $answer AND a.turn = 1 AND a.task_id = t.id
-          AND a.response IS NOT NULL)
+    WHERE t.config_key = $prompts
+      AND (t.kind, hash(t.messages_json)) IN (
+          SELECT (kind, hash(messages_json)) FROM prediction_tasks WHERE config_key = $prompts
+          GROUP BY ALL HAVING count(*) > 1)
+      AND EXISTS (SELECT 1 FROM attempts a WHERE a.config_key = $answer AND a.turn = 1 AND a.task_id = t.id
+                  AND a.response IS NOT NULL)
 ) WHERE id <> kept ORDER BY id
 """
 

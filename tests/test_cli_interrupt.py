@@ -45,7 +45,13 @@ def _session_processes(sid: int) -> list[str]:
 
 @pytest.mark.slow
 def test_ctrl_c_in_a_terminal_stops_at_once_and_the_next_run_finishes(tmp_path):
-    args = [CODEIO, "run", "--db", str(tmp_path / "c.duckdb"), "--out", str(tmp_path / "out")]
+    # A third of the bundled sample corpus: enough for an answer stage that lasts seconds, and
+    # the next run's build is a third as long.
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for source in sorted((REPO / "corpus" / "sample").glob("*.py"))[::3]:
+        (corpus / source.name).write_bytes(source.read_bytes())
+    args = [CODEIO, "run", "--corpus", str(corpus), "--db", str(tmp_path / "c.duckdb"), "--out", str(tmp_path / "out")]
     err_path = tmp_path / "interrupted.stderr"
     with err_path.open("wb") as err:
         proc = subprocess.Popen(args, cwd=REPO, env=_env(tmp_path / "prefect"), stdout=subprocess.DEVNULL,
