@@ -454,10 +454,22 @@ class _DatasetSink:
         self._buffer = {c: [] for c in self.schema.names}
 
 
+# Characters JSON leaves unescaped that Python's str.splitlines() (and JavaScript before
+# ES2019) take for line breaks, as their UTF-8 bytes and JSON escapes. In valid UTF-8 these
+# byte runs are always these characters, and orjson writes them only inside strings.
+_LINE_BREAKS = ((b"\xc2\x85", b"\\u0085"), (b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
+
+
 def _json_line(value: dict[str, Any]) -> bytes:
     """One JSON object per line, UTF-8, compact (orjson: several times faster than json for
-    the long prompt and response strings that dominate an export)."""
-    return orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)
+    the long prompt and response strings that dominate an export). U+0085, U+2028 and U+2029
+    are escaped, so a line of the file is a line however it is split: code and model output
+    carry them now and then, and ``text.splitlines()`` cut a sample in two."""
+    line = orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)
+    for raw, escaped in _LINE_BREAKS:
+        if raw in line:
+            line = line.replace(raw, escaped)
+    return line
 
 
 def _stats(

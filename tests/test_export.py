@@ -314,3 +314,19 @@ def test_a_prompt_asked_twice_gives_one_sample(store, tmp_path):
     assert result.stats["samples"]["duplicate_prompt"] == 1
     assert result.stats["duplicate_examples"] == {"task-a-copy": "task-a"}
     assert result.stats["samples"]["skipped_no_response"] == 2  # task-e and the failed copy of task-b
+
+
+def test_a_line_of_the_files_is_a_sample_however_it_is_split(store, tmp_path):
+    # Code and model output now and then carry U+2028, U+2029 or U+0085, which JSON may leave
+    # raw but str.splitlines() breaks lines at: they are written escaped.
+    odd = "Step 1\u2028step 2\u2029step 3\x85done.\n```json\n{\"output\": 3}\n```"
+    store.con.execute("UPDATE attempts SET response = ? WHERE task_id = 'task-a' AND turn = 1", [odd])
+    out = tmp_path / "out"
+    export_datasets(store, KEYS, out)
+    for name in ("codeio.jsonl", "codeio.messages.jsonl", "codeio_pp.jsonl", "codeio_pp.messages.jsonl"):
+        text = (out / name).read_text(encoding="utf-8")
+        lines = text.splitlines()
+        assert len(lines) == len(EXPORTED), name
+        assert lines == text.split("\n")[:-1]
+    assert read_jsonl(out / "codeio.jsonl")[0]["turn_1"] == odd
+    assert read_jsonl(out / "codeio.messages.jsonl")[0]["messages"][1]["content"] == odd
