@@ -38,7 +38,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from storage.models import Outcome, ShardResult, mark_first_of_output  # noqa: E402
+from storage.models import Outcome, ShardResult, mark_same_output  # noqa: E402
 from storage.stats import funnel  # noqa: E402
 from storage.store import Store  # noqa: E402
 
@@ -65,7 +65,7 @@ def make_shard(n: int, rows: int) -> ShardResult:
         })
         if j % PAIRS_PER_FUNCTION == 0:
             outcomes.append(Outcome(item_id=function_id, status="ok", detail="3 pairs"))
-    mark_first_of_output(pairs)  # as sample_io writes them
+    mark_same_output(pairs)  # as sample_io writes them
     return ShardResult(stage="sample_io", config_key=CONFIG_KEY, rows={"io_pairs": pairs}, outcomes=outcomes)
 
 

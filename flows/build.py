@@ -62,7 +62,7 @@ def _retry_condition(task: Any, task_run: Any, state: Any) -> bool:
 
 # Bumped whenever the shape of a cached ShardResult changes, so results pickled by an older
 # release are never handed to this one.
-SHARD_RESULT_VERSION = "2"
+SHARD_RESULT_VERSION = "3"  # 3: io_pairs rows carry same_output_as, not first_of_output
 
 
 def _shard_cache_key(_ctx: Any, params: dict[str, Any]) -> str:

@@ -110,17 +110,19 @@ class IOPair(Record):
         }
 
 
-def mark_first_of_output(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Set each pair row's ``first_of_output``: the smallest id among the rows of its function
-    with the same output (its own id when none is smaller). ``pairs`` must hold all of each of
-    its functions' pairs, as a sample_io shard does. Returns ``pairs``."""
+def mark_same_output(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Set each pair row's ``same_output_as``: the smallest id among the rows of its function
+    with the same output when that is another row's, else None (the row is the first with its
+    output). ``pairs`` must hold all of each of its functions' pairs, as a sample_io shard
+    does. Returns ``pairs``."""
     first: dict[tuple[str, str], str] = {}
     for p in pairs:
         key = (p["function_id"], p["output_json"])
         if key not in first or p["id"] < first[key]:
             first[key] = p["id"]
     for p in pairs:
-        p["first_of_output"] = first[(p["function_id"], p["output_json"])]
+        smallest = first[(p["function_id"], p["output_json"])]
+        p["same_output_as"] = smallest if smallest != p["id"] else None
     return pairs
 
 

@@ -37,30 +37,16 @@ def _pending(cfg: "BuildConfig", keys: dict[str, str]) -> tuple[str, list[Any]]:
 
 
 def _load(store: "Store", ids: list[str], keys: dict[str, str]) -> list[dict[str, Any]]:
-    # first_of_output (the smallest pair id among the function's pairs with this output) comes
-    # with the pair: sample_io records it, as it writes all of a function's pairs together.
-    # Finding it here instead meant grouping every pair of the shard's functions, a scan of
-    # io_pairs on top of the lookup by id, which cost more as the table grew.
-    rows = store.query_ids(
+    # same_output_as (the first pair of the function with this output, when it is another
+    # pair) comes with the pair: sample_io records it, as it writes all of a function's pairs
+    # together, so no shard groups the pairs of its functions, a scan that grew with the table.
+    return store.query_ids(
         "SELECT p.id, p.function_id, p.input_json, p.output_json, f.query, f.io_description, "
-        "f.refcode, f.input_generator, f.entry, f.arg_names, p.first_of_output "
+        "f.refcode, f.input_generator, f.entry, f.arg_names, p.same_output_as "
         "FROM io_pairs p JOIN _want w ON p.id = w.id "
         "JOIN functions f ON f.id = p.function_id WHERE p.config_key = ? ORDER BY p.id",
         ids, [keys["sample_io"]],
     )
-    unrecorded = sorted({r["function_id"] for r in rows if r["first_of_output"] is None})
-    if unrecorded:
-        # Pairs written without it (a sample_io result cached before the column existed):
-        # computed from their functions' pairs, as the column would hold it.
-        first = {(f["function_id"], f["output_json"]): f["first_of_output"] for f in store.query_ids(
-            "SELECT p.function_id, p.output_json, min(p.id) AS first_of_output FROM io_pairs p "
-            "JOIN _want w ON p.function_id = w.id WHERE p.config_key = ? GROUP BY ALL",
-            unrecorded, [keys["sample_io"]],
-        )}
-        for r in rows:
-            if r["first_of_output"] is None:
-                r["first_of_output"] = first[(r["function_id"], r["output_json"])]
-    return rows
 
 
 def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext) -> ShardResult:
@@ -71,7 +57,7 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
         # Input prompts list the parameters with a default as optional (prompts.render).
         params = entry_params(program(row["refcode"], row["input_generator"]), row["entry"],
                               json.loads(row["arg_names"]))
-        first = row.get("first_of_output", row["id"])
+        first = row.get("same_output_as") or row["id"]
         for kind in sorted(cfg.prediction.kinds):
             if kind == "input" and first != row["id"]:
                 continue

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from prompts.answers import check_input_keys
 from prompts.entry_params import entry_params
 from sandbox import Job, canonical_json
-from storage.models import IOPair, Outcome, ShardResult, mark_first_of_output
+from storage.models import IOPair, Outcome, ShardResult, mark_same_output
 from tasks.runtime import get_pool, limits_for
 from tasks.stage import ShardContext, Stage, non_default
 
@@ -255,9 +255,9 @@ def run_shard(rows: list[dict[str, Any]], cfg: "BuildConfig", ctx: ShardContext)
         for n, (inp, out) in enumerate(s.kept):
             pairs.append(IOPair(id=IOPair.make_id(fid, inp), function_id=fid, input=inp, output=out, ordinal=n).row())
         outcomes.append(Outcome(item_id=fid, status="ok", detail=f"{len(s.kept)} pairs"))
-    # The prompts stage gives one input-prediction task per distinct output of a function: each
-    # pair records which pair of its function is the first with its output.
-    mark_first_of_output(pairs)
+    # The prompts stage gives one input-prediction task per distinct output of a function: a
+    # pair records the first pair of its function with its output, when that is another pair.
+    mark_same_output(pairs)
     return ShardResult(stage="sample_io", config_key=ctx.config_key, rows={"io_pairs": pairs},
                        outcomes=outcomes, counters=counters)
 

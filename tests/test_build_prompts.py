@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from flows.config import BuildConfig
-from storage.models import Function, IOPair, Outcome, ShardResult, mark_first_of_output
+from storage.models import Function, IOPair, Outcome, ShardResult, mark_same_output
 from tasks.build_prompts import _load, run_shard
 from tasks.stage import ShardContext
 
@@ -48,9 +48,9 @@ def test_kind_and_tip_switches():
 def test_pairs_with_the_same_output_share_one_input_prediction_task():
     # Input prediction shows the output only: a second pair with the same output would ask the
     # same question again (same prompt, same cached answer, the same sample twice).
-    first = {**ROW, "first_of_output": "pair1"}
-    second = {**ROW, "id": "pair2", "input_json": json.dumps({"n": 6}), "first_of_output": "pair1"}
-    other = {**ROW, "id": "pair3", "input_json": json.dumps({"n": 4}), "output_json": "24", "first_of_output": "pair3"}
+    first = {**ROW, "same_output_as": None}
+    second = {**ROW, "id": "pair2", "input_json": json.dumps({"n": 6}), "same_output_as": "pair1"}
+    other = {**ROW, "id": "pair3", "input_json": json.dumps({"n": 4}), "output_json": "24", "same_output_as": None}
     cfg = BuildConfig.model_validate({})
     res = run_shard([first, second, other], cfg, ShardContext(config_key="k"))
     kinds = sorted((t["pair_id"], t["kind"]) for t in res.rows["prediction_tasks"])
@@ -88,33 +88,29 @@ def _expected_first(pairs: list[dict]) -> dict[str, str]:
 
 
 def test_load_gives_each_pair_the_first_pair_with_its_output(store):
-    # sample_io records first_of_output with the pairs; pairs written without it (a cached
-    # shard result of the code before) get it computed from their function's pairs, under the
-    # same sample_io key only. Either way the loaded rows are the same.
+    # sample_io records same_output_as with the pairs; loaded a few at a time, as shards, each
+    # pair names the first pair of its function with its output, often in another shard.
     fns = [Function(id=f"fn{i}", raw_id=f"raw{i}", source="s", source_kind="mixed", origin="offline", model="m",
                     refcode=ROW["refcode"], input_generator=None, io_description="io", query=f"q{i}", arg_names=["n"])
            for i in range(3)]
     store.write_shard(ShardResult(stage="transform", config_key="kt", rows={"functions": [f.row() for f in fns]},
                                   outcomes=[Outcome(item_id=f.raw_id, status="ok") for f in fns]))
-    recorded = mark_first_of_output(_pairs_of("fn0", [1, 2, 1, 1]) + _pairs_of("fn1", [3, 4]))
-    unrecorded = _pairs_of("fn2", [5, 6, 5, 5, 6])
-    assert all("first_of_output" not in p for p in unrecorded)
-    # Under another sample_io key, a pair of fn2 with the same output and a smaller id.
+    pairs = mark_same_output(_pairs_of("fn0", [1, 2, 1, 1]) + _pairs_of("fn1", [3, 4]) + _pairs_of("fn2", [5, 6, 5, 5, 6]))
+    store.write_shard(ShardResult(stage="sample_io", config_key="ks", rows={"io_pairs": pairs},
+                                  outcomes=[Outcome(item_id=f.id, status="ok") for f in fns]))
+    # The same function's pairs under another sample_io key do not count.
     other = next(p for p in (_pairs_of("fn2", [5], start=s)[0] for s in range(10, 200))
-                 if p["id"] < min(q["id"] for q in unrecorded))
-    writes = (("ks", recorded, ["fn0", "fn1"]), ("ks", unrecorded, ["fn2"]), ("k-other", [other], ["fn2"]))
-    for key, pairs, fids in writes:
-        store.write_shard(ShardResult(stage="sample_io", config_key=key, rows={"io_pairs": pairs},
-                                      outcomes=[Outcome(item_id=f, status="ok") for f in fids]))
-    assert store.query("SELECT count(*) FROM io_pairs WHERE first_of_output IS NULL") == [(len(unrecorded) + 1,)]
+                 if p["id"] < min(q["id"] for q in pairs if q["function_id"] == "fn2"))
+    store.write_shard(ShardResult(stage="sample_io", config_key="k-other", rows={"io_pairs": mark_same_output([other])},
+                                  outcomes=[Outcome(item_id="fn2", status="ok")]))
 
-    expected = _expected_first(recorded + unrecorded)
+    expected = _expected_first(pairs)
     assert len(set(expected.values())) == 6  # fn0's output 1 and fn2's 5 and 6 repeat
-    # Loaded a few at a time, as shards: the first pair of an output is often in another shard.
+    assert store.query("SELECT count(*) FROM io_pairs WHERE same_output_as IS NULL") == [(6 + 1,)]
     ids = sorted(expected)
     rows = [r for i in range(0, len(ids), 3) for r in _load(store, ids[i : i + 3], {"sample_io": "ks"})]
     assert [r["id"] for r in rows] == ids
-    assert {r["id"]: r["first_of_output"] for r in rows} == expected
+    assert {r["id"]: r["same_output_as"] or r["id"] for r in rows} == expected
     assert all(r["query"] == f"q{r['function_id'][-1]}" for r in rows)
 
     res = run_shard(rows, BuildConfig.model_validate({}), ShardContext(config_key="kp"))

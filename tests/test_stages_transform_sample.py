@@ -388,9 +388,9 @@ def test_pairs_with_new_outputs_come_first(tmp_path):
         _, sampled = _run_stages([row], cfg)
         pairs = sorted(sampled.rows["io_pairs"], key=lambda p: p["ordinal"])
         # Each pair names the first (smallest id) of the pairs with its output, for the prompts.
-        assert all(p["first_of_output"] == min(q["id"] for q in pairs if q["output_json"] == p["output_json"])
-                   for p in pairs)
-        assert any(p["first_of_output"] != p["id"] for p in pairs)
+        first = {p["id"]: min(q["id"] for q in pairs if q["output_json"] == p["output_json"]) for p in pairs}
+        assert all(p["same_output_as"] == (first[p["id"]] if first[p["id"]] != p["id"] else None) for p in pairs)
+        assert any(p["same_output_as"] is not None for p in pairs)
         return [(json.loads(p["input_json"])["x"], json.loads(p["output_json"])) for p in pairs], sampled.counters
 
     pairs, counters = kept(4)

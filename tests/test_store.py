@@ -117,53 +117,47 @@ def test_schema_1_database_is_migrated_with_its_rows(tmp_path):
         assert s.query("SELECT count(*) FROM stage_outcomes")[0][0] == 1
 
 
-def test_schema_3_pairs_keep_their_rows_and_have_no_first_of_output(tmp_path):
-    # Migration 004 adds io_pairs.first_of_output without rewriting the table: stored pairs keep
-    # their rows with NULL there (the prompts loader computes it for them; test_build_prompts).
+def test_schema_5_pairs_get_same_output_as_for_first_of_output(tmp_path):
+    # Migration 006 replaces io_pairs.first_of_output (a 64-hex id on every pair) with
+    # same_output_as (NULL unless another pair of the function, under the same key, has the
+    # output and a smaller id), computed for every stored pair: those that had first_of_output
+    # and those stored before it (NULL there). Rows keep their values and their order.
     import duckdb
 
     from storage.store import _migrations
 
-    path = tmp_path / "v3.duckdb"
+    path = tmp_path / "v5.duckdb"
     con = duckdb.connect(str(path))
     con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
-    for version, name, sql in _migrations()[:3]:
+    for version, name, sql in _migrations()[:5]:
         con.execute(sql)
         con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name])
-    pairs = [_pair("f1", i, i % 2) for i in range(5)]
-    for r in pairs:
-        con.execute("INSERT INTO io_pairs (id, config_key, function_id, input_json, output_json, ordinal) "
-                    "VALUES (?, 'k1', ?, ?, ?, ?)", [r["id"], r["function_id"], r["input_json"],
-                                                     r["output_json"], r["ordinal"]])
+    recorded = [_pair("f1", i, i % 2) for i in range(5)]
+    legacy = [_pair("f2", i, i % 3) for i in range(6)]
+    elsewhere = [_pair("f1", i, i % 2) for i in range(5, 30)]  # f1 under another key
+    first = {(r["function_id"], r["output_json"]): min(q["id"] for q in recorded + legacy
+                                                      if (q["function_id"], q["output_json"]) == (r["function_id"], r["output_json"]))
+             for r in recorded + legacy}
+    rows = ([(r, "k1", first[(r["function_id"], r["output_json"])]) for r in recorded]
+            + [(r, "k1", None) for r in legacy] + [(r, "k2", r["id"]) for r in elsewhere])
+    for r, key, first_of_output in rows:
+        con.execute("INSERT INTO io_pairs (id, config_key, function_id, input_json, output_json, ordinal, first_of_output) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)", [r["id"], key, r["function_id"], r["input_json"], r["output_json"],
+                                                     r["ordinal"], first_of_output])
     con.close()
     with Store(path) as s:
-        assert s.schema_version() == _migrations()[-1][0]
-        got = s.query("SELECT id, function_id, output_json, ordinal, first_of_output FROM io_pairs ORDER BY ordinal")
-    assert got == [(r["id"], "f1", r["output_json"], r["ordinal"], None) for r in pairs]
-
-
-def test_schema_4_ledger_keeps_its_calls_and_takes_calls_of_unknown_tokens(tmp_path):
-    # Migration 005 lets llm_calls hold NULL tokens (a server that sent no usage); calls
-    # stored before keep their numbers.
-    import duckdb
-
-    from storage.models import LLMCall
-    from storage.store import _migrations
-
-    path = tmp_path / "v4.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
-    for version, name, sql in _migrations()[:4]:
-        con.execute(sql)
-        con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name])
-    con.execute("INSERT INTO llm_calls (key, model, stage, content, finish_reason, truncated, prompt_tokens, "
-                "completion_tokens, latency_s) VALUES ('old', 'm', 'answer', 'x', 'stop', false, 7, 3, 0.1)")
-    con.close()
-    with Store(path) as s:
-        s.add_llm_calls([LLMCall(key="new", model="m", stage="answer", content="y", finish_reason="stop",
-                                 prompt_tokens=None, completion_tokens=None)])
-        assert s.query("SELECT key, prompt_tokens, completion_tokens FROM llm_calls ORDER BY key") == [
-            ("new", None, None), ("old", 7, 3)]
+        assert s.schema_version() == 6
+        assert "first_of_output" not in s.columns("io_pairs")
+        got = s.query("SELECT id, config_key, function_id, output_json, ordinal, same_output_as FROM io_pairs")
+    smallest_k2 = {out: min(r["id"] for r in elsewhere if r["output_json"] == out) for out in ("0", "1")}
+    want = []
+    for r, key, _ in rows:
+        smallest = first[(r["function_id"], r["output_json"])] if key == "k1" else smallest_k2[r["output_json"]]
+        want.append((r["id"], key, r["function_id"], r["output_json"], r["ordinal"],
+                     smallest if smallest != r["id"] else None))
+    assert got == want
+    firsts = 2 + 3 + 2  # the first pair of each output: f1's two and f2's three under k1, f1's two under k2
+    assert sum(g[5] is not None for g in got) == len(rows) - firsts
 
 
 def test_content_ids_are_stable():
