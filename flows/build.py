@@ -633,7 +633,7 @@ def build(cfg: BuildConfig) -> BuildReport:
     # One DuckDB thread: the flow's queries are per shard and small, and the export streams;
     # with one thread per core they used more CPU for the same work (bench_store.py,
     # --threads), taken from the sandbox, which runs on every core.
-    store = Store(cfg.db_path, threads=1)
+    store = Store(cfg.db_path, threads=1, logger=logger)  # it waits for readers (`codeio stats`...)
     report = BuildReport(run_id=run_id, db_path=cfg.db_path, provider=cfg.provider)
     _HANDOVER_RUNS.add(run_id)
     try:

@@ -187,8 +187,8 @@ def check_database(cfg: BuildConfig) -> Check:
                 version = store.schema_version()
                 runs = store.query("SELECT count(*) FROM runs")[0][0]
                 last = store.query("SELECT status, summary_json FROM runs ORDER BY started_at DESC LIMIT 1")
-        except StoreLocked:
-            return Check("database", "warn", f"{path} is in use by another process (a running build?)",
+        except StoreLocked as exc:
+            return Check("database", "warn", f"{path} is in use by another process: {exc.holder} is writing it",
                          "wait for it to finish, or use another --db")
         except StoreError as exc:
             return Check("database", "fail", str(exc), "point --db at a codeio database or a new path")

@@ -8,10 +8,14 @@ is either fully recorded or not at all. Schema changes go through numbered SQL m
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -39,6 +43,12 @@ CHECKPOINT_THRESHOLD = "256MB"
 # store as large as a paper-scale build's fills through its caches: this bound keeps a build's
 # memory flat however large the store grows (past it DuckDB evicts and checkpoints earlier).
 MEMORY_LIMIT = "512MB"
+# How long a write open waits for processes that have the file open for reading (`codeio
+# stats`, `report`, `export`, a notebook's `load()`: seconds, as a rule) before it gives up.
+READER_WAIT_S = 60.0
+_LOCK_POLL_S = 0.2
+
+log = logging.getLogger("codeio")
 
 
 class StoreError(RuntimeError):
@@ -46,7 +56,12 @@ class StoreError(RuntimeError):
 
 
 class StoreLocked(StoreError):
-    """Another process holds the database open for writing."""
+    """Another process holds the database (open for writing, or for reading while this one
+    would write); ``holder`` says which, when it can be told."""
+
+    def __init__(self, message: str, holder: str = "") -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -62,9 +77,11 @@ class Store:
     """A DuckDB file holding every record and every per-row stage outcome."""
 
     def __init__(self, path: str | Path, read_only: bool = False, threads: int | None = None,
-                 memory_limit: str = MEMORY_LIMIT) -> None:
+                 memory_limit: str = MEMORY_LIMIT, reader_wait_s: float = READER_WAIT_S,
+                 logger: Any = log) -> None:
         """``threads``: DuckDB's worker threads for this database (default: one per core);
-        ``memory_limit``: DuckDB's buffer memory, e.g. "2GB"."""
+        ``memory_limit``: DuckDB's buffer memory, e.g. "2GB"; ``reader_wait_s``: how long an
+        open for writing waits for other processes reading the file to close it."""
         self.path = Path(path)
         self.read_only = read_only
         if read_only and not self.path.exists():
@@ -73,28 +90,7 @@ class Store:
             raise StoreError(f"database {self.path} is a directory; name the database file in it (codeio.duckdb?)")
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.con: Any = _Connection(duckdb.connect(str(self.path), read_only=read_only))
-        except duckdb.IOException as exc:
-            msg = str(exc)
-            if "lock" in msg.lower():
-                raise StoreLocked(
-                    f"database {self.path} is in use by another process (a running build?); "
-                    "wait for it to finish or use another database (--db, or db_path in a notebook)"
-                ) from None
-            raise StoreError(f"cannot open database {self.path}: {msg.splitlines()[0]}") from None
-        except duckdb.Error as exc:
-            if "different configuration" in str(exc):
-                # DuckDB shares one database per file in a process: a connection this process
-                # holds (say, a notebook's duckdb.connect) decides how the file may be opened.
-                fix = ("close that connection, or open it with read_only=True" if read_only
-                       else "close that connection before a build")
-                raise StoreLocked(
-                    f"database {self.path} cannot be opened {'read-only' if read_only else 'for writing'}: "
-                    f"this process already has it open with other settings (a duckdb.connect() in a "
-                    f"notebook?); {fix}"
-                ) from None
-            raise StoreError(f"cannot open database {self.path}: {str(exc).splitlines()[0]}") from None
+        self.con: Any = _Connection(self._connect(0.0 if read_only else reader_wait_s, logger))
         if not read_only:
             # DuckDB checkpoints (folds the write-ahead log into the file) when the log reaches
             # this size. At the default 16 MB a build checkpoints every few shards, and shard
@@ -109,6 +105,50 @@ class Store:
         elif self.schema_version() == 0:
             raise StoreError(f"{self.path} is not a codeio database (no schema)")
         self._columns: dict[str, list[str]] = {}
+
+    def _connect(self, reader_wait_s: float, logger: Any) -> Any:
+        """Open the file; while only readers hold it (their commands take seconds), an open
+        for writing waits up to ``reader_wait_s`` for them to close it."""
+        deadline = time.monotonic() + reader_wait_s
+        waiting = False
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=self.read_only)
+            except duckdb.IOException as exc:
+                msg = str(exc)
+                if "lock" not in msg.lower():
+                    raise StoreError(f"cannot open database {self.path}: {msg.splitlines()[0]}") from None
+                holder = lock_holder(self.path, msg)
+                if not (holder.reading and time.monotonic() < deadline):
+                    raise self._locked(holder, reader_wait_s if waiting else 0.0) from None
+                if not waiting:
+                    logger.warning("database %s is open for reading by %s; waiting up to %gs for it to close it",
+                                   self.path, holder, reader_wait_s)
+                    waiting = True
+                time.sleep(_LOCK_POLL_S)
+            except duckdb.Error as exc:
+                if "different configuration" in str(exc):
+                    # DuckDB shares one database per file in a process: a connection this process
+                    # holds (say, a notebook's duckdb.connect) decides how the file may be opened.
+                    fix = ("close that connection, or open it with read_only=True" if self.read_only
+                           else "close that connection before a build")
+                    raise StoreLocked(
+                        f"database {self.path} cannot be opened {'read-only' if self.read_only else 'for writing'}: "
+                        f"this process already has it open with other settings (a duckdb.connect() in a "
+                        f"notebook?); {fix}", "this process"
+                    ) from None
+                raise StoreError(f"cannot open database {self.path}: {str(exc).splitlines()[0]}") from None
+
+    def _locked(self, holder: "LockHolder", waited_s: float) -> StoreLocked:
+        if holder.reading:
+            how = f"has had it open for reading for over {waited_s:g}s" if waited_s else "has it open for reading"
+            fix = ("let that command finish (or close the notebook's connection) and run again, "
+                   "or use another database (--db, or db_path in a notebook)")
+        else:
+            how = "has it open for writing" if holder.writing else "has it open"
+            fix = "wait for it to finish or use another database (--db, or db_path in a notebook)"
+        return StoreLocked(f"database {self.path} is in use by another process: {holder} {how}; {fix}",
+                           str(holder))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -399,6 +439,71 @@ class Store:
                 "UPDATE runs SET finished_at = ?, status = ?, summary_json = ? WHERE run_id = ?",
                 [_now(), status, json.dumps(summary, sort_keys=True, default=str), run_id],
             )
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The process holding a DuckDB file's lock, as far as it can be told."""
+
+    pid: int | None
+    command: str  # its command line (shortened), or the executable DuckDB names
+    mode: str  # "read", "write", or "" when unknown
+
+    @property
+    def reading(self) -> bool:
+        return self.mode == "read"
+
+    @property
+    def writing(self) -> bool:
+        return self.mode == "write"
+
+    def __str__(self) -> str:
+        if self.pid is None:
+            return "a process" + (f" ({self.command})" if self.command else "")
+        return f"process {self.pid}" + (f" (`{self.command}`)" if self.command else "")
+
+
+_HOLDER = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
+_COMMAND_CHARS = 100
+
+
+def lock_holder(path: Path, duckdb_message: str) -> LockHolder:
+    """Who holds ``path``, from DuckDB's lock error (which names the holder's executable and
+    pid) and, on Linux, the holder's command line and the kind of its lock (/proc)."""
+    m = _HOLDER.search(duckdb_message)
+    if not m:
+        return LockHolder(None, "", "")
+    pid = int(m.group(2))
+    return LockHolder(pid, _command_line(pid) or m.group(1), _lock_mode(path, pid))
+
+
+def _command_line(pid: int) -> str:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    except OSError:
+        return ""
+    words = [os.path.basename(argv[0].decode(errors="replace"))] + [a.decode(errors="replace") for a in argv[1:]]
+    line = " ".join(words)
+    return line if len(line) <= _COMMAND_CHARS else line[:_COMMAND_CHARS - 3] + "..."
+
+
+def _lock_mode(path: Path, pid: int) -> str:
+    """The POSIX lock ``pid`` holds on the file, "read" or "write" ("" if unknown), from
+    /proc/locks: reading it, unlike asking fcntl, opens nothing (closing any descriptor of a
+    file drops every POSIX lock this process holds on it)."""
+    try:
+        inode = path.stat().st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        fields = line.split()
+        # "1: POSIX  ADVISORY  READ 30569 fe:00:2286340 0 EOF"; waiters have "->" after the number.
+        if len(fields) < 6 or fields[1] == "->":
+            continue
+        if fields[4] == str(pid) and fields[5].rsplit(":", 1)[-1] == str(inode):
+            return fields[3].lower() if fields[3] in ("READ", "WRITE") else ""
+    return ""
 
 
 class _Connection:

@@ -103,6 +103,7 @@ def test_database_new_existing_and_locked(tmp_path):
         holder.kill()
         holder.wait()
     assert locked.status == "warn" and "in use by another process" in locked.detail
+    assert f"process {holder.pid} " in locked.detail and "running build?" not in locked.detail
 
 
 def test_prefect_api(monkeypatch):
