@@ -49,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model name at the endpoint")
     p.add_argument("--api-key-env", help="environment variable holding the API key")
     p.add_argument("--cron", default=DEFAULT_CRON,
-                   help=f"schedule of incremental-ingest (default: '{DEFAULT_CRON}', hourly; '' for none)")
+                   help=f"schedule of incremental-ingest, five cron fields (default: '{DEFAULT_CRON}', "
+                        "hourly; '' for none)")
     p.add_argument("--timezone", default="UTC", help="time zone of --cron (default: UTC)")
     p.add_argument("--name", type=_deployment_suffix,
                    help="suffix of the deployments' names (build-dataset-NAME, incremental-ingest-NAME): "
@@ -117,6 +118,7 @@ def build_deployments(params: dict[str, Any], cron: str = DEFAULT_CRON, timezone
     schedules = []
     if cron:
         try:
+            _check_fields(cron)
             schedules = [Cron(cron, timezone=timezone)]
             _check_fires(cron, ZoneInfo(timezone))
         except (ValueError, ZoneInfoNotFoundError) as exc:
@@ -140,6 +142,16 @@ def build_deployments(params: dict[str, Any], cron: str = DEFAULT_CRON, timezone
     for deployment in (build, ingest):
         deployment._parameter_openapi_schema = _closed(deployment._parameter_openapi_schema)
     return [build, ingest]
+
+
+def _check_fields(cron: str) -> None:
+    """ValueError unless ``cron`` has the five fields of a crontab line (or is a nickname such
+    as @daily): Prefect's croniter reads a sixth field as seconds and a seventh as the year, so
+    '0 0 * * * *' would start a run every second of midnight's first minute."""
+    fields = cron.split()
+    if len(fields) != 5 and not (len(fields) == 1 and cron.strip().startswith("@")):
+        raise ValueError(f"it has {len(fields)} field(s); give the five of a crontab line "
+                         "(minute hour day-of-month month day-of-week, e.g. '0 * * * *')")
 
 
 def _check_fires(cron: str, zone: ZoneInfo) -> None:

@@ -161,6 +161,24 @@ def test_serve_rejects_bad_settings_before_serving(tmp_path, capsys):
         build_deployments(form_parameters(BuildConfig()), cron="0 0 31 2 *")
 
 
+def test_serve_refuses_a_cron_without_five_fields(tmp_path, capsys):
+    """croniter reads a sixth field as seconds: '0 0 * * * *' would run 60 builds at midnight."""
+    from deployments.flow import form_parameters
+    from deployments.serve import build_deployments, main
+    from flows.errors import UserError
+
+    params = form_parameters(BuildConfig())
+    for cron in ("0 0 * * * *", "0 0 * * * * 2030", "0 0 * *"):
+        # Refused before anything is served (on a cron it took, main would serve until stopped).
+        with pytest.raises(UserError, match="give the five of a crontab line"):
+            build_deployments(params, cron=cron)
+        assert main(["--cron", cron, "--db", str(tmp_path / "x.duckdb")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"codeio: error: invalid schedule --cron '{cron}'"), err
+    for cron in ("0 3 * * *", " 0  3 * * * ", "@daily"):
+        build_deployments(params, cron=cron)
+
+
 def test_scan_finds_new_and_unfinished_work(tmp_path):
     from deployments.flow import scan_sources
     from storage.models import ShardResult
