@@ -304,8 +304,6 @@ def _child_processes(exclude: set[int]) -> list[int]:
 def _serve(deployments: list[Any], params: dict[str, Any], args: argparse.Namespace, server: int | None = None) -> int:
     """Serve until interrupted, then end the runs left going (``server``: the pid of the
     local server this serve started, not a flow-run process)."""
-    from prefect import serve as prefect_serve
-
     check_names_free(deployments, params["db_path"])
     when = f"'{args.cron}' ({args.timezone})" if args.cron else "no schedule"
     build_name, ingest_name = deployment_names(args.name)
@@ -313,10 +311,55 @@ def _serve(deployments: list[Any], params: dict[str, Any], args: argparse.Namesp
           f"database {params['db_path']}; Ctrl-C stops", file=sys.stderr)
     with ServedRuns(exclude={server} if server else set()) as runs:
         try:
-            prefect_serve(*deployments)
+            _run_runner(deployments)
         finally:
             _end_runs_left_going(runs)
     return 0
+
+
+def _run_runner(deployments: list[Any]) -> None:
+    """``prefect.serve(*deployments)``, but a SIGTERM stops it as Ctrl-C does.
+
+    Prefect's runner handles SIGTERM by calling its ``stop()`` (a coroutine there, never
+    awaited) and ``sys.exit`` from inside its event loop: every task dies mid-await, and
+    asyncio logs a RuntimeWarning and a traceback per task (~40 lines, with a run going).
+    Here SIGTERM cancels the runner's main task, as asyncio does on Ctrl-C: the runner pauses
+    its deployments and ends its flow-run processes as then, and the serve returns."""
+    import asyncio
+
+    from prefect.runner import Runner
+
+    class StopsOnSigterm(Runner):
+        main: asyncio.Task | None = None
+        terminated = False
+
+        async def serve(self) -> None:
+            self.main = asyncio.current_task()
+            await self.start()
+
+        def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+            self.terminated = True
+            if self.main is not None:
+                self.main.get_loop().call_soon_threadsafe(self.main.cancel)
+
+    runner = StopsOnSigterm(pause_on_shutdown=True)
+    for deployment in deployments:
+        runner.add_deployment(deployment)
+    _print_serve_start(deployments)
+    try:
+        asyncio.run(runner.serve())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print(f"codeio: stopped serving ({'SIGTERM' if runner.terminated else 'Ctrl-C'})", file=sys.stderr)
+
+
+def _print_serve_start(deployments: list[Any]) -> None:
+    """Prefect's table of the served deployments and how to run them (as ``prefect.serve``
+    prints it); its private helper moving skips the table, not the serve."""
+    try:
+        from prefect.flows import _display_serve_start_message
+    except ImportError:
+        return
+    _display_serve_start_message(*deployments)
 
 
 def check_names_free(deployments: list[Any], db_path: str) -> None:

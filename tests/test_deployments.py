@@ -285,11 +285,13 @@ def test_the_served_server_remembers_slot_leases_across_a_restart(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_of_serve_leaves_no_run_running(tmp_path):
-    """Ctrl-C of a `codeio serve` that started its own server, while a run waits for its
-    database: the run ends (Crashed) and gives back build-dataset's one slot. Prefect's runner
-    stopped the run's process before it reported its end, so the run stayed Running for good,
-    holding the slot: every later run queued behind it."""
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_ctrl_c_of_serve_leaves_no_run_running(tmp_path, stop):
+    """Ctrl-C (or SIGTERM) of a `codeio serve` that started its own server, while a run waits
+    for its database: the run ends (Crashed) and gives back build-dataset's one slot. Prefect's
+    runner stopped the run's process before it reported its end, so the run stayed Running for
+    good, holding the slot: every later run queued behind it. The stop says so in a line, not
+    in the tracebacks Prefect's own SIGTERM handler left (it exits inside its event loop)."""
     import fcntl
 
     from prefect.client.orchestration import get_client
@@ -323,10 +325,16 @@ def test_ctrl_c_of_serve_leaves_no_run_running(tmp_path):
                     assert time.monotonic() < deadline, log.read_text()[-3000:]
                     time.sleep(0.5)
                 time.sleep(2)
-            os.killpg(serving.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends
+            if stop == "ctrl-c":
+                os.killpg(serving.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends
+            else:
+                serving.send_signal(signal.SIGTERM)  # what `kill PID`, systemd and `docker stop` send
             assert serving.wait(90) == 0, log.read_text()[-3000:]
         finally:
             stop_process_group(serving, grace_s=5)
+    output = log.read_text()
+    assert "Traceback" not in output and "Warning:" not in output, output[-3000:]
+    assert f"codeio: stopped serving ({'Ctrl-C' if stop == 'ctrl-c' else 'SIGTERM'})" in output, output[-3000:]
     with LocalPrefectServer(port, env=home, log_path=tmp_path / "server.log") as server:
         with temporary_settings({PREFECT_API_URL: server.api_url}), get_client(sync_client=True) as client:
             state = client.read_flow_run(run.id).state
