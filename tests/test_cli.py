@@ -73,6 +73,25 @@ def test_help(cmd, tmp_path):
 
 
 
+def test_readme_lists_every_option_of_every_command():
+    """The README's Commands block is where operators look options up (serve's lacked --name,
+    --base-url, --model and --api-key-env)."""
+    import argparse
+    import re
+
+    from flows.cli import _parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme[readme.index("## Commands"):readme.index("## Outputs")]
+    parts = re.split(r"^codeio (\w+)", block[:block.index("```", block.index("```bash") + 3)], flags=re.M)
+    synopsis = dict(zip(parts[1::2], parts[2::2]))
+    commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = {name: [opt for action in sub._actions for opt in action.option_strings
+                      if opt.startswith("--") and opt != "--help" and opt not in synopsis.get(name, "")]
+               for name, sub in commands.items()}
+    assert {name: opts for name, opts in missing.items() if opts} == {}
+
+
 def test_run_freezes_what_was_loaded_during_the_build_only(tmp_path, monkeypatch):
     """`codeio run` keeps the collector off the objects loaded before the build and hands them
     back afterwards (only the CLI does this, never a notebook's interpreter)."""
