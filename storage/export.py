@@ -466,6 +466,8 @@ def _json_line(value: dict[str, Any]) -> bytes:
     are escaped, so a line of the file is a line however it is split: code and model output
     carry them now and then, and ``text.splitlines()`` cut a sample in two."""
     line = orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)
+    if line.isascii():  # most lines: one fast pass instead of three searches (~1 s per 100k)
+        return line
     for raw, escaped in _LINE_BREAKS:
         if raw in line:
             line = line.replace(raw, escaped)
