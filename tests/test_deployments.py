@@ -243,7 +243,7 @@ def test_served_build_dataset_runs_from_the_api(tmp_path):
         with open(serve_log, "wb") as log:
             serving = subprocess.Popen(
                 [sys.executable, "-m", "deployments.serve", "--config", str(config), "--corpus", str(corpus),
-                 "--kind", "mixed", "--db", str(db), "--out", str(out), "--cron", "0 3 * * *"],
+                 "--kind", "mixed", "--db", str(db), "--out", str(out), "--cron", _CRON_NOT_NOW],
                 cwd=tmp_path, env={**os.environ, **env, "PREFECT_API_URL": server.api_url},
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
@@ -419,6 +419,11 @@ def _registered(client, names: list[str], serving: subprocess.Popen, log: Path, 
             time.sleep(0.5)
 
 
+# Daily, twelve hours from when the tests start: a schedule that fires while the test runs
+# (as "0 3 * * *" did for a run at 03:00 UTC) adds an ingest run the test does not expect.
+_CRON_NOT_NOW = f"0 {(time.gmtime().tm_hour + 12) % 24} * * *"
+
+
 def _check_served(api_url: str, serving: subprocess.Popen, serve_log: Path, db: Path, out: Path) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
@@ -436,7 +441,7 @@ def _check_served(api_url: str, serving: subprocess.Popen, serve_log: Path, db: 
         assert ingest_dep.global_concurrency_limit is not None and ingest_dep.global_concurrency_limit.limit == 1
         assert ingest_dep.parameters["only_if_new"] is True
         assert ingest_dep.concurrency_options.collision_strategy == "CANCEL_NEW"
-        assert [s.schedule.cron for s in ingest_dep.schedules] == ["0 3 * * *"]
+        assert [s.schedule.cron for s in ingest_dep.schedules] == [_CRON_NOT_NOW]
         # ...and the server's scheduler turns it into scheduled runs (it could not, silently,
         # under SQLAlchemy 2.1: only the server's log said so).
         deadline = time.monotonic() + 30
