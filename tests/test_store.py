@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import duckdb
 import pytest
@@ -169,29 +171,27 @@ def test_content_ids_are_stable():
 def test_locked_database_is_a_clear_error(tmp_path):
     path = tmp_path / "locked.duckdb"
     Store(path).close()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(path)!r}); print('ok', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "ok"
+    with _holder(path, read_only=False, seconds=60):
         with pytest.raises(StoreLocked, match="in use by another process"):
             Store(path, read_only=True)
-    finally:
-        holder.kill()
-        holder.wait()
 
 
-def _holder(path, read_only: bool, seconds: float) -> subprocess.Popen:
-    """Another process with the database open (as `codeio stats` or a build has it)."""
+@contextmanager
+def _holder(path, read_only: bool, seconds: float) -> Iterator[subprocess.Popen]:
+    """Another process with the database open (as `codeio stats` or a build has it), for the
+    duration of the block."""
     holder = subprocess.Popen(
         [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == 'r'); "
          "print('ok', flush=True); time.sleep(float(sys.argv[3])); c.close()",
          str(path), "r" if read_only else "w", str(seconds)],
         stdout=subprocess.PIPE, text=True,
     )
-    assert holder.stdout.readline().strip() == "ok"
-    return holder
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_write_waits_for_a_reader_to_close_the_database(tmp_path):
@@ -199,45 +199,33 @@ def test_a_write_waits_for_a_reader_to_close_the_database(tmp_path):
     reads the database waits for it instead of failing."""
     path = tmp_path / "read.duckdb"
     Store(path).close()
-    holder = _holder(path, read_only=True, seconds=1.5)
-    try:
+    with _holder(path, read_only=True, seconds=1.5) as holder:
         with Store(path) as store:  # the default wait
             assert store.schema_version() >= 1
             assert holder.poll() == 0  # it opened once the reader had gone
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_a_reader_that_stays_is_named_in_the_error(tmp_path):
     """Past the wait, the error names the reading process, not a guessed running build."""
     path = tmp_path / "read.duckdb"
     Store(path).close()
-    holder = _holder(path, read_only=True, seconds=60)
-    try:
+    with _holder(path, read_only=True, seconds=60) as holder:
         with pytest.raises(StoreLocked) as caught:
             Store(path, reader_wait_s=0.5)
         message = str(caught.value)
         assert f"in use by another process: process {holder.pid} (`python" in message, message
         assert "has had it open for reading for over 0.5s" in message and "running build" not in message, message
         assert caught.value.holder.startswith(f"process {holder.pid}")
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_a_writer_is_named_and_not_waited_for(tmp_path):
     """A database another build writes fails at once (builds take hours), naming the writer."""
     path = tmp_path / "written.duckdb"
     Store(path).close()
-    holder = _holder(path, read_only=False, seconds=60)
-    try:
+    with _holder(path, read_only=False, seconds=60) as holder:
         for read_only in (False, True):
             with pytest.raises(StoreLocked, match=f"process {holder.pid} .* has it open for writing; wait"):
                 Store(path, read_only=read_only)
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_not_a_database_is_a_clear_error(tmp_path):
