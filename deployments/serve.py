@@ -255,35 +255,46 @@ class ServedRuns:
 
 
 def _end_runs_left_going(runs: ServedRuns) -> None:
-    """Mark Crashed the runs this serve started that it leaves unfinished.
+    """Mark Crashed the runs this serve started that it leaves unfinished, and their subflow
+    runs.
 
     On Ctrl-C Prefect's runner stops its flow-run processes, and may close their output and
     end before they report their runs' end: those runs stayed Running for good, each holding
     its deployment's one slot, so every later run of it was cancelled (incremental-ingest)
-    or queued forever (build-dataset). Once this serve's flow-run processes are gone (waited
-    for up to ``RUNS_END_WAIT_S``), none of its runs can still be going."""
+    or queued forever (build-dataset). The `build-dataset` subflow run inside such a run (the
+    build itself, in the same process) stayed Running too, in the UI's list of runs going.
+    Once this serve's flow-run processes are gone (waited for up to ``RUNS_END_WAIT_S``), none
+    of its runs, and none of their subflows, can still be going."""
     from uuid import UUID
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
     from prefect.states import Crashed
 
-    # Not a run sent back to wait (Scheduled, awaiting its deployment's slot): the next serve runs it.
-    going = {StateType.PENDING, StateType.RUNNING, StateType.CANCELLING}
     deadline = time.monotonic() + RUNS_END_WAIT_S
     while _child_processes(runs.exclude) and time.monotonic() < deadline:
         time.sleep(0.2)
     try:
         with get_client(sync_client=True) as client:
-            for run_id in sorted(runs.ids):
-                run = client.read_flow_run(UUID(run_id))
-                if run.state is not None and run.state.type in going:
+            served = [client.read_flow_run(UUID(run_id)) for run_id in sorted(runs.ids)]
+            subflows = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id for run in served]))) if served else []
+            for run in served + subflows:
+                if _going(run):
                     client.set_flow_run_state(run.id, Crashed(
                         message="codeio serve stopped while the run was going (the next run finishes its work)"))
                     print(f"codeio: run {run.name} ended with the serve (Crashed)", file=sys.stderr)
     except Exception as exc:  # noqa: BLE001 - stopping anyway; say what is left
         print(f"codeio: warning: could not mark the runs this serve left going as Crashed "
               f"({type(exc).__name__}); see the UI", file=sys.stderr)
+
+
+def _going(run: Any) -> bool:
+    """Whether a flow run is under way. Not a run sent back to wait (Scheduled, awaiting its
+    deployment's slot): the next serve runs it."""
+    from prefect.client.schemas.objects import StateType
+
+    return run.state is not None and run.state.type in {StateType.PENDING, StateType.RUNNING, StateType.CANCELLING}
 
 
 def _child_processes(exclude: set[int]) -> list[int]:

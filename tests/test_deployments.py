@@ -343,6 +343,41 @@ def test_ctrl_c_of_serve_leaves_no_run_running(tmp_path, stop):
     assert slots[f"deployment:{dep.id}"] == 0  # the next run of build-dataset starts
 
 
+def test_a_stopping_serve_ends_the_subflow_runs_of_the_runs_it_leaves_going(prefect_harness, capsys):
+    """The served flow runs `build-dataset` as a subflow in its own process: when a stopping
+    serve marks its run Crashed, the subflow run (the build itself) is ended too, not left
+    Running in the UI for good. A finished subflow run and a run another serve ran are left."""
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed, Running
+
+    from deployments import serve
+
+    @flow(name="codeio-test-served")
+    def served() -> None: ...
+
+    @flow(name="codeio-test-build")
+    def build() -> None: ...
+
+    @task(name="codeio-test-subflow-call")
+    def call() -> None: ...
+
+    with get_client(sync_client=True) as client:
+        parent = client.create_flow_run(served, state=Running())
+        other = client.create_flow_run(served, state=Running())  # another serve's
+        children = []
+        for n, state in enumerate((Running(), Completed())):
+            wrapper = client.create_task_run(call, flow_run_id=parent.id, dynamic_key=str(n), state=Running())
+            children.append(client.create_flow_run(build, parent_task_run_id=wrapper.id, state=state))
+        runs = serve.ServedRuns(exclude=set())
+        runs.ids = {str(parent.id)}
+        serve._end_runs_left_going(runs)
+        states = {run.id: client.read_flow_run(run.id).state for run in (parent, other, *children)}
+    assert states[parent.id].is_crashed() and states[children[0].id].is_crashed()
+    assert states[children[1].id].is_completed() and states[other.id].is_running()
+    assert f"run {children[0].name} ended with the serve (Crashed)" in capsys.readouterr().err
+
+
 def test_a_stopping_serve_ends_only_the_runs_its_own_processes_ran():
     """A stopping serve marks Crashed the unfinished runs its flow-run processes ran, known by
     the run id in their environment; not every unfinished run of its deployments (another
