@@ -7,7 +7,7 @@ the sandbox), each pair gives an input- and an output-prediction task, and the t
 wrong on turn 1 for about a third of them, so the revision turn runs too. Each build runs in
 its own `codeio run` process against one shared Prefect server. Reported per size: wall time,
 time per task, peak RSS of the flow process, Prefect task runs, LLM calls, executions, stage
-seconds, and an estimate of the orchestration overhead.
+seconds, the time the flow spent in the store, and an estimate of the orchestration overhead.
 
     .venv/bin/python benchmarks/bench_pipeline.py                     # 1k and 10k tasks
     .venv/bin/python benchmarks/bench_pipeline.py --sizes 1000,10000,100000 --json out.json
@@ -233,6 +233,11 @@ def figures(run: dict[str, Any], latency: float, concurrency: int, parallel: int
         "stage_seconds": {k: v.get("seconds", 0.0) for k, v in stages.items()},
         "stage_floor_s": {k: round(max(endpoint[k], sandbox[k]), 2) for k in stages},
         "stage_flow_cpu_s": {k: v.get("cpu_seconds", 0.0) for k, v in stages.items()},
+        # The flow's time in the database (pending rows, shard inputs, ledger look-ups, commits),
+        # part of the overhead: how much the store's speed weighs on a build.
+        "stage_store_s": {k: v.get("store_seconds", 0.0) for k, v in stages.items()},
+        "store_s": round(sum(v.get("store_seconds", 0.0) for v in stages.values()), 2),
+        "store_share_of_wall": round(sum(v.get("store_seconds", 0.0) for v in stages.values()) / run["wall_s"], 4),
         "ideal_endpoint_s": round(sum(endpoint.values()), 2),
         "sandbox_floor_s": round(sum(sandbox.values()), 2),
         "sandbox_cpu_s": round(sum(v.get("sandbox_cpu_seconds", 0.0) for v in stages.values()), 1),
@@ -300,6 +305,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print("         stage seconds (floor; flow CPU): " + ", ".join(
                 f"{k} {v:.1f} ({fig['stage_floor_s'][k]:.1f}; {fig['stage_flow_cpu_s'][k]:.1f})"
                 for k, v in fig["stage_seconds"].items()))
+            print(f"         store (reads and commits, in the stages): {fig['store_s']:.1f} s = "
+                  f"{fig['store_share_of_wall']:.1%} of wall", flush=True)
             c = fig["cpu_s"]
             print(f"         CPU: machine busy {fig['machine_busy_share']:.0%} of {c['machine_capacity_s']:.0f} core-s; "
                   f"flow process {c['flow_process_s']:.1f} s ({c['flow_process_system_s']:.1f} system; "

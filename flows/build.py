@@ -211,6 +211,7 @@ class StageReport:
     seconds: float = 0.0
     cpu_seconds: float = 0.0  # this process's CPU time (all its threads) while the stage ran
     sandbox_cpu_seconds: float = 0.0  # CPU time of this process's sandbox pools meanwhile
+    store_seconds: float = 0.0  # time in the store's reads and writes (the flow waits for them)
 
 
 @dataclass
@@ -242,6 +243,7 @@ class BuildReport:
                 k: {"shards": v.shards, "rows_in": v.rows_in, "seconds": round(v.seconds, 3),
                     "cpu_seconds": round(v.cpu_seconds, 3),
                     "sandbox_cpu_seconds": round(v.sandbox_cpu_seconds, 3),
+                    "store_seconds": round(v.store_seconds, 3),
                     **{name: _count(n) for name, n in v.counters.items()}}
                 for k, v in self.stages.items()
             },
@@ -424,7 +426,7 @@ def _writable_dir(path: Path, what: str) -> None:
 def run_ingest(store: Store, cfg: BuildConfig, report: BuildReport, key: str) -> None:
     logger = _logger()
     rep = report.stages.setdefault("ingest", StageReport("ingest"))
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0, b0 = time.perf_counter(), time.process_time(), store.busy_s
     task_fn = ingest_shard.with_options(refresh_cache=_refresh(cfg))
 
     def items() -> Iterator[ingest_mod.SourceItem]:
@@ -458,6 +460,7 @@ def run_ingest(store: Store, cfg: BuildConfig, report: BuildReport, key: str) ->
     rep.shards += _drive(shards(), submit, on_done, cfg.max_parallel_shards * 2)
     rep.seconds += time.perf_counter() - t0
     rep.cpu_seconds += time.process_time() - c0
+    rep.store_seconds += store.busy_s - b0
 
 
 def _refresh(cfg: BuildConfig) -> bool | None:
@@ -469,7 +472,7 @@ def _refresh(cfg: BuildConfig) -> bool | None:
 def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str], report: BuildReport) -> None:
     logger = _logger()
     rep = report.stages.setdefault(stage.name, StageReport(stage.name))
-    t0, c0, s0 = time.perf_counter(), time.process_time(), sandbox_cpu_seconds()
+    t0, c0, s0, b0 = time.perf_counter(), time.process_time(), sandbox_cpu_seconds(), store.busy_s
     key = keys[stage.name]
     sql, params = stage.pending_sql(cfg, keys)
     pending = [r[0] for r in store.query(f"SELECT id FROM ({sql}) ORDER BY id", params)]
@@ -556,6 +559,7 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
     rep.seconds += time.perf_counter() - t0
     rep.cpu_seconds += time.process_time() - c0
     rep.sandbox_cpu_seconds += sandbox_cpu_seconds() - s0
+    rep.store_seconds += store.busy_s - b0
 
 
 def _count_failed_runs(result: ShardResult, failed_before: dict[str, int], give_up_after: int) -> None:

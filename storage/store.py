@@ -7,6 +7,7 @@ is either fully recorded or not at all. Schema changes go through numbered SQL m
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -51,6 +52,25 @@ _LOCK_POLL_S = 0.2
 log = logging.getLogger("codeio")
 
 
+def _timed(method: Any) -> Any:
+    """Add the time a call of ``method`` takes to the store's ``busy_s``, once however the
+    timed methods call each other (a write looks ids up through ``query``)."""
+
+    @functools.wraps(method)
+    def timed(self: "Store", *args: Any, **kwargs: Any) -> Any:
+        if self._timing:
+            return method(self, *args, **kwargs)
+        self._timing = True
+        start = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._timing = False
+            self.busy_s += time.perf_counter() - start
+
+    return timed
+
+
 class StoreError(RuntimeError):
     """The database cannot be used (unreadable, not a DuckDB file, failed migration)."""
 
@@ -84,6 +104,10 @@ class Store:
         open for writing waits for other processes reading the file to close it."""
         self.path = Path(path)
         self.read_only = read_only
+        # Seconds spent in the store's reads and writes, for the build's figures (one thread
+        # uses a store: only the flow touches it).
+        self.busy_s = 0.0
+        self._timing = False
         if read_only and not self.path.exists():
             raise StoreError(f"database {self.path} does not exist (run `codeio run` first)")
         if self.path.is_dir():
@@ -219,6 +243,7 @@ class Store:
             self._columns[table] = [r[0] for r in rows if r[0] != "created_at"]
         return self._columns[table]
 
+    @_timed
     def insert_rows(self, table: str, rows: Sequence[dict[str, Any]], upsert: bool = True) -> int:
         """Insert rows in one statement. Keyed tables are upserted (idempotent): ``functions``
         replaces, the others keep the first row. ``upsert=False`` is a plain insert (faster),
@@ -247,6 +272,7 @@ class Store:
         """Write one shard's rows and outcomes in a single transaction (see ``write_shards``)."""
         self.write_shards([result])
 
+    @_timed
     def write_shards(self, results: Sequence[ShardResult]) -> None:
         """Write shard results in a single transaction, one insert per table for all of them.
 
@@ -331,6 +357,7 @@ class Store:
             finally:
                 self.con.unregister("_written")
 
+    @_timed
     def write_ingest(self, result: ShardResult) -> dict[str, int]:
         """Write an ingest shard; content already stored under another locator is a duplicate."""
         log_rows = result.rows.get("ingest_log", [])
@@ -350,6 +377,7 @@ class Store:
             counts[k] = counts.get(k, 0) + 1
         return counts
 
+    @_timed
     def known_ids(self, table: str, ids: Sequence[str], column: str = "id") -> set[str]:
         """The subset of ``ids`` already present in ``table``."""
         if not ids:
@@ -361,6 +389,7 @@ class Store:
             self.con.unregister("_ids")
         return {r[0] for r in rows}
 
+    @_timed
     def add_llm_calls(self, calls: Iterable[LLMCall]) -> int:
         rows = [c.model_dump() for c in calls]
         with self.transaction():
@@ -368,6 +397,7 @@ class Store:
 
     # -- reads -----------------------------------------------------------------------------
 
+    @_timed
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
         try:
             return self.con.execute(sql, params or []).fetchall()
@@ -375,6 +405,7 @@ class Store:
             self._abandon()
             raise
 
+    @_timed
     def query_dicts(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         try:
             cur = self.con.execute(sql, params or [])
@@ -393,6 +424,7 @@ class Store:
         except Exception:  # noqa: BLE001 - nothing pending, or the connection is gone
             pass
 
+    @_timed
     def query_ids(self, sql: str, ids: Sequence[str], params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         """Run ``sql`` with the table ``_want(id)`` holding ``ids`` (for joins on many ids)."""
         if not ids:
@@ -403,11 +435,13 @@ class Store:
         finally:
             self.con.unregister("_want")
 
+    @_timed
     def rows_by_ids(self, table: str, ids: Sequence[str], columns: str = "*") -> list[dict[str, Any]]:
         """Rows of ``table`` whose id is in ``ids``, in id order."""
         cols = ", ".join(f"t.{c.strip()}" for c in columns.split(",")) if columns != "*" else "t.*"
         return self.query_ids(f"SELECT {cols} FROM {table} t JOIN _want w ON t.id = w.id ORDER BY t.id", ids)
 
+    @_timed
     def cached_calls(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Ledger rows for the given call keys.
 

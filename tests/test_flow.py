@@ -67,6 +67,8 @@ def test_first_run_rerun_and_incremental(tmp_path):
     assert first["stages"]["sample_io"]["sandbox_cpu_seconds"] > 0
     assert first["stages"]["prompts"]["sandbox_cpu_seconds"] == 0
     assert all(st["cpu_seconds"] >= 0 for st in first["stages"].values())
+    # Every stage reads its pending rows and writes its shards: time the flow spent in the store.
+    assert all(0 < st["store_seconds"] < st["seconds"] for st in first["stages"].values() if st["shards"])
     out = Path(cfg.output_dir)
     before = _digest(out)
     assert (out / "codeio.jsonl").stat().st_size > 0
