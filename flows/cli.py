@@ -174,6 +174,10 @@ def _exported_rows(summary: dict[str, Any]) -> int | None:
         return None
 
 
+# A stage's figures in the run summary that are not counts of rows or calls: `--json` has them.
+_NOT_COUNTERS = ("shards", "rows_in", "seconds", "cpu_seconds", "sandbox_cpu_seconds", "store_seconds")
+
+
 def _summary_text(s: dict[str, Any]) -> str:
     from flows.artifacts import calls_text
 
@@ -181,7 +185,7 @@ def _summary_text(s: dict[str, Any]) -> str:
              f"{calls_text(s)}, {int(s['executions'])} execution(s)"]
     for name, st in s["stages"].items():
         extra = ", ".join(f"{k} {int(v)}" for k, v in sorted(st.items())
-                          if k not in ("shards", "rows_in", "seconds", "cpu_seconds", "sandbox_cpu_seconds") and not k.startswith(("pair_drop", "verdict")))
+                          if k not in _NOT_COUNTERS and not k.startswith(("pair_drop", "verdict")))
         lines.append(f"  {name:<10} {st['rows_in']:>7} rows in {st['shards']:>4} shard(s)  {extra}")
     for name, path in sorted(s.get("exports", {}).items()):
         lines.append(f"  wrote {name}: {path}")

@@ -222,3 +222,19 @@ def test_stats_says_when_the_latest_runs_settings_no_longer_load(tmp_path, capsy
     err = capsys.readouterr().err
     assert "warning: the latest run's settings no longer load" in err and "retired_setting" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_the_run_summary_lines_show_counts_not_timings():
+    """`codeio run` prints per stage what became of its rows; the timings are in `--json`."""
+    from collections import Counter
+
+    from flows.build import BuildReport, StageReport
+    from flows.cli import _summary_text
+
+    report = BuildReport(run_id="r", db_path="x.duckdb", provider="offline", seconds=3.0)
+    report.stages["answer"] = StageReport("answer", shards=1, rows_in=5, counters=Counter(ok=4, **{"dropped:x": 1}),
+                                          seconds=2.5, cpu_seconds=1.25, sandbox_cpu_seconds=0.5, store_seconds=0.25)
+    summary = report.as_dict()
+    assert summary["stages"]["answer"]["store_seconds"] == 0.25
+    line = next(x for x in _summary_text(summary).splitlines() if x.strip().startswith("answer"))
+    assert line.endswith("dropped:x 1, ok 4"), line
