@@ -661,7 +661,10 @@ def build(cfg: BuildConfig) -> BuildReport:
         return report
     except BaseException as exc:
         report.seconds = time.perf_counter() - t0
-        store.finish_run(run_id, "failed", {"error": str(exc)[:500], **report.as_dict()})
+        try:
+            store.finish_run(run_id, "failed", {"error": str(exc)[:500], **report.as_dict()})
+        except Exception as unrecorded:  # noqa: BLE001 - a full disk, say: the error that stopped the run is the one to raise
+            logger.warning("could not record the run's end in the database: %s", str(unrecorded)[:300])
         running = _running_shards(only=run_id)
         if isinstance(exc, KeyboardInterrupt):
             # Stop the running shards' LLM calls, so the run ends now and not when its shards

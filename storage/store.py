@@ -7,6 +7,7 @@ is either fully recorded or not at all. Schema changes go through numbered SQL m
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -73,6 +74,11 @@ def _timed(method: Any) -> Any:
 
 class StoreError(RuntimeError):
     """The database cannot be used (unreadable, not a DuckDB file, failed migration)."""
+
+
+class StoreFull(StoreError):
+    """The disk holding the database (its file, write-ahead log or temporary files) is full.
+    What was committed before stays; the statement that failed is rolled back."""
 
 
 class StoreLocked(StoreError):
@@ -590,7 +596,22 @@ class _Connection:
             except Exception:  # noqa: BLE001 - nothing pending
                 pass
             raise KeyboardInterrupt("interrupted during a database statement") from exc
+        if _NO_SPACE in str(exc):
+            raise StoreFull(f"the disk is full: {_duckdb_detail(exc)}; free space there and run again "
+                            "(the work committed before is kept)") from exc
         raise exc
+
+
+_NO_SPACE = os.strerror(errno.ENOSPC)  # "No space left on device", as DuckDB quotes the OS
+
+
+def _duckdb_detail(exc: BaseException) -> str:
+    """DuckDB's message without its error-class prefixes ("TransactionContext Error: Failed
+    to commit: Could not write file ..." -> "could not write file ...")."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"^(\w+ Error: )+", "", text)
+    text = re.sub(r"^Failed to commit: ", "", text)
+    return text[:1].lower() + text[1:]
 
 
 def _now() -> datetime:

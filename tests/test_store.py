@@ -316,3 +316,39 @@ def test_ctrl_c_during_a_query_is_an_interrupt_and_the_store_stays_usable(tmp_pa
         assert store.query("SELECT 42") == [(42,)]
         store.finish_run("r", "failed", {"error": "interrupted"})
         assert store.query("SELECT status FROM runs WHERE run_id = 'r'") == [("failed",)]
+
+
+def test_a_full_disk_is_a_clear_error_and_keeps_every_committed_shard(tmp_path):
+    """The disk under the database fills up during a build: the write that does not fit is a
+    one-line StoreFull (the CLI prints it, no traceback), the shards committed before it are
+    all there once space is freed, and the one that failed is not there at all."""
+    import shutil
+
+    from storage.store import StoreFull
+
+    small = tmp_path / "small"
+    small.mkdir()
+    if not shutil.which("mount") or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)],
+                                                   capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs (a disk that fills up) needs root")
+    try:
+        store = Store(small / "c.duckdb")
+        committed = 0
+        with pytest.raises(StoreFull) as full:
+            for n in range(10_000):
+                store.write_shard(_sample_shard("k1", f"f{n:05d}", 40))
+                committed += 1
+        assert committed > 0  # it failed mid-build, not at the start
+        assert str(full.value).startswith("the disk is full: could not write file ")
+        assert str(full.value).endswith(": No space left on device; free space there and run again "
+                                        "(the work committed before is kept)")
+        try:
+            store.close()  # folding the log into the file needs space too
+        except StoreFull:
+            pass
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
+        with Store(small / "c.duckdb") as again:
+            assert again.query("SELECT count(*), count(DISTINCT item_id) FROM stage_outcomes")[0] == (committed, committed)
+            assert again.query("SELECT count(*) FROM io_pairs")[0][0] == 40 * committed
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
