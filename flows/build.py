@@ -31,7 +31,7 @@ from prefect.utilities.annotations import opaque
 
 from flows.artifacts import publish_stage_progress, publish_summary
 from flows.config import BuildConfig
-from flows.errors import RowsLeftToRetry, UserError
+from flows.errors import RowsLeftToRetry, UserError, disk_full
 from storage.ids import content_id
 from storage.models import ShardResult
 from storage.store import Store
@@ -45,11 +45,12 @@ log = logging.getLogger("codeio")
 
 
 def _fatal(exc: BaseException) -> bool:
-    """Errors no retry can fix: a bad setting, bad input, a machine the sandbox cannot use."""
+    """Errors no retry can fix: a bad setting, bad input, a machine the sandbox cannot use, a
+    full disk."""
     from llm.errors import ConfigError, RunCancelled
     from sandbox import SandboxUnavailable
 
-    return isinstance(exc, (ConfigError, UserError, SandboxUnavailable, RunCancelled))
+    return isinstance(exc, (ConfigError, UserError, SandboxUnavailable, RunCancelled)) or disk_full(exc)
 
 
 def _retry_condition(task: Any, task_run: Any, state: Any) -> bool:

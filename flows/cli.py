@@ -6,6 +6,7 @@ Every user error is one line on stderr and a non-zero exit; nothing already done
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # One line per HTTP request is noise at millions of calls; failures are logged by the client.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    from flows.errors import RowsLeftToRetry, UserError, one_line
+    from flows.errors import RowsLeftToRetry, UserError, disk_full_line, one_line
     from llm.errors import ConfigError, EndpointDown
     from storage.store import StoreError
 
@@ -313,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 141
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            _fail(f"codeio: error: {disk_full_line(exc)}", exc)
+            return EXIT_USER
         _fail(f"codeio: error: {one_line(exc)}", exc)
         return EXIT_FAILED
 

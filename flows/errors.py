@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +41,21 @@ def user_errors() -> tuple[type[Exception], ...]:
     return (UserError, StoreError, ConfigError, EndpointDown, RowsLeftToRetry, RunCancelled)
 
 
+def disk_full(exc: BaseException) -> bool:
+    """A write failed because its disk is full: the database's (``StoreFull``) or another
+    file's (the LLM call journal, the export)."""
+    from storage.store import StoreFull
+
+    return isinstance(exc, StoreFull) or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
+
+
+def disk_full_line(exc: OSError) -> str:
+    """The one-line error for a full disk outside the database (the store words its own)."""
+    where = f'could not write file "{exc.filename}": ' if exc.filename else ""
+    return (f"the disk is full: {where}{exc.strerror or 'No space left on device'}; free space there and "
+            "run again (the work committed before is kept)")
+
+
 def one_line(exc: BaseException) -> str:
     """The first line of an error's message (its type's name if it has none)."""
     text = str(exc).strip().splitlines()
@@ -53,7 +69,7 @@ class _QuietUserErrors(logging.Filter):
 
     def filter(self, record: Any) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, user_errors()):
+        if isinstance(exc, user_errors()) or (exc is not None and disk_full(exc)):
             record.exc_info = None
             record.exc_text = None
         return True

@@ -14,7 +14,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -173,8 +174,9 @@ class JournalLedger:
         return {key: self._results[key] for key in keys if key in self._results}
 
     def append(self, result: ChatResult) -> None:
-        self._file.write(result.model_dump_json().encode("utf-8") + b"\n")
-        self._file.flush()
+        with _naming(self.path):
+            self._file.write(result.model_dump_json().encode("utf-8") + b"\n")
+            self._file.flush()
         self._results[result.key] = result
         self._unsynced += 1
         if (
@@ -184,9 +186,10 @@ class JournalLedger:
             self._request_fsync()
 
     def sync(self) -> None:
-        if self._unsynced:
-            self._request_fsync()
-        self._fsync.wait(self._last_request)
+        with _naming(self.path):
+            if self._unsynced:
+                self._request_fsync()
+            self._fsync.wait(self._last_request)
 
     def _request_fsync(self) -> None:
         self._last_request = self._fsync.request()
@@ -199,7 +202,19 @@ class JournalLedger:
                 self.sync()
             finally:
                 self._fsync.close()
-                self._file.close()
+                with _naming(self.path):
+                    self._file.close()  # flushes what a failed write left in the buffer
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An OSError of a write to the journal names it (which file filled the disk?)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
 
 
 def read_journal(path: str | os.PathLike[str]) -> list[ChatResult]:

@@ -238,3 +238,33 @@ def test_the_run_summary_lines_show_counts_not_timings():
     assert summary["stages"]["answer"]["store_seconds"] == 0.25
     line = next(x for x in _summary_text(summary).splitlines() if x.strip().startswith("answer"))
     assert line.endswith("dropped:x 1, ok 4"), line
+
+
+def test_a_full_disk_is_one_line_and_not_retried(tmp_path, monkeypatch, capsys):
+    """A full disk outside the database (the LLM call journal beside it) ends `codeio run`
+    with one line naming the file, exit 2; a shard task that hit it is not retried, and
+    Prefect logs it without a traceback, as it does the errors a user fixes."""
+    import errno
+    import logging
+
+    import flows.build
+    from flows.cli import main
+    from flows.errors import _QuietUserErrors
+
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/ledger/answer-0123.jsonl")
+
+    def no_space(cfg):
+        raise full
+
+    monkeypatch.setattr(flows.build, "run_build", no_space)
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "a.py").write_text("def f(x: int) -> int:\n    return x\n")
+    assert main(["run", "--corpus", str(corpus), "--db", str(tmp_path / "c.duckdb")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        'codeio: error: the disk is full: could not write file "/data/ledger/answer-0123.jsonl": No space left '
+        "on device; free space there and run again (the work committed before is kept)")
+    assert flows.build._fatal(full) and not flows.build._fatal(OSError(errno.EIO, "I/O error"))
+    record = logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "failed", None, (OSError, full, None))
+    _QuietUserErrors().filter(record)
+    assert record.exc_info is None

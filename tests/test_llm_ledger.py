@@ -324,3 +324,32 @@ def test_results_are_handed_over_as_they_arrive_cached_first() -> None:
     when = {i: t for i, _, t in seen}
     assert max(when[2], when[3]) < when[1] and when[1] >= 0.3
     assert [r.key for r in results] == [q.key("m") for q in requests]
+
+
+def test_a_full_disk_under_the_journal_names_the_journal(tmp_path) -> None:
+    """Writing the journal on a full disk raises an OSError that names the journal (the
+    CLI's error line says which file), on append and on close, and a next run reads what
+    was written before the disk filled."""
+    import errno
+    import shutil
+
+    small = tmp_path / "small"
+    small.mkdir()
+    if not shutil.which("mount") or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(small)],
+                                                   capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs (a disk that fills up) needs root")
+    try:
+        journal = JournalLedger(small / "j.jsonl")
+        appended = 0
+        with pytest.raises(OSError) as full:
+            for i in range(100):
+                journal.append(ChatResult(key=f"k{i}", model="m", stage="answer", content="x" * 500,
+                                          finish_reason="stop"))
+                appended += 1
+        assert full.value.errno == errno.ENOSPC and full.value.filename == str(small / "j.jsonl")
+        with pytest.raises(OSError) as at_close:
+            journal.close()
+        assert at_close.value.errno == errno.ENOSPC and at_close.value.filename == str(small / "j.jsonl")
+        assert [r.key for r in read_journal(small / "j.jsonl")] == [f"k{i}" for i in range(appended)]
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
