@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.context import TaskRunContext, get_run_context
+from prefect.exceptions import TerminationSignal
 from prefect.futures import as_completed
 from prefect.serializers import Serializer
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -667,10 +668,12 @@ def build(cfg: BuildConfig) -> BuildReport:
         except Exception as unrecorded:  # noqa: BLE001 - a full disk, say: the error that stopped the run is the one to raise
             logger.warning("could not record the run's end in the database: %s", str(unrecorded)[:300])
         running = _running_shards(only=run_id)
-        if isinstance(exc, KeyboardInterrupt):
-            # Stop the running shards' LLM calls, so the run ends now and not when its shards
-            # would (minutes, in a notebook, whose kernel lives on): calls not sent are not
-            # sent, completed ones are in the ledger, and the shards end with RunCancelled.
+        # Ctrl-C, or SIGTERM, which Prefect's engine raises in the flow as TerminationSignal
+        # (`kill`, `docker stop`, a run cancelled from the UI): stop the running shards' LLM
+        # calls, so the run ends now and not when its shards would (minutes, in a notebook,
+        # whose kernel lives on): calls not sent are not sent, completed ones are in the
+        # ledger, and the shards end with RunCancelled.
+        if isinstance(exc, (KeyboardInterrupt, TerminationSignal)):
             cancel_run(run_id)
             if running:
                 logger.warning("interrupted: stopping the %d running shard(s); the LLM calls they completed "

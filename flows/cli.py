@@ -9,7 +9,9 @@ import argparse
 import errno
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
 
     handlers = {"run": _cmd_run, "stats": _cmd_stats, "export": _cmd_export,
                 "doctor": _cmd_doctor, "serve": _cmd_serve, "report": _cmd_report}
+    # `serve` turns SIGTERM into its runner's stop itself.
+    restore = _stop_on_sigterm() if args.command != "serve" else None
     try:
         return handlers[args.command](args)
     except (UserError, StoreError, ConfigError) as exc:
@@ -305,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         _fail(f"codeio: error: {one_line(exc)}", exc)
         return EXIT_FAILED
     except KeyboardInterrupt as exc:
+        if _TERMINATED.is_set():
+            _fail("codeio: terminated (SIGTERM; completed work is saved; run again to resume)", exc)
+            return 128 + signal.SIGTERM
         _fail("codeio: interrupted (completed work is saved; run again to resume)", exc)
         return 130
     except BrokenPipeError:
@@ -319,6 +326,35 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USER
         _fail(f"codeio: error: {one_line(exc)}", exc)
         return EXIT_FAILED
+    finally:
+        if restore is not None:
+            restore()
+
+
+# Set when SIGTERM (`kill PID`, `docker stop`, a scheduler preempting the job) stopped the command.
+_TERMINATED = threading.Event()
+
+
+def _stop_on_sigterm() -> Any:
+    """Make SIGTERM stop the command as Ctrl-C does: the build marks its run failed, stops its
+    shards and the temporary Prefect server it started, and the command ends with one line.
+    By default SIGTERM ended the process at once, and the temporary server it had started
+    stayed behind for good. Returns what puts the previous handler back (None off the main
+    thread, where no handler can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminated(_signum: int, _frame: Any) -> None:
+        _TERMINATED.set()
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        _TERMINATED.clear()
+
+    return restore
 
 
 def _fail(line: str, exc: BaseException | None) -> None:

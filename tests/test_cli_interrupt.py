@@ -20,6 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 CODEIO = str(Path(sys.executable).parent / "codeio")
 INTERRUPTED = "codeio: interrupted (completed work is saved; run again to resume)"
+TERMINATED = "codeio: terminated (SIGTERM; completed work is saved; run again to resume)"
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -44,7 +45,11 @@ def _session_processes(sid: int) -> list[str]:
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_a_terminal_stops_at_once_and_the_next_run_finishes(tmp_path):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_ctrl_c_in_a_terminal_stops_at_once_and_the_next_run_finishes(tmp_path, stop):
+    """Ctrl-C, or SIGTERM to the process alone (`kill PID`, `docker stop`, a batch scheduler
+    preempting the job). SIGTERM used to end the process on the spot, silently, leaving the
+    temporary Prefect server it had started running for good."""
     # A third of the bundled sample corpus: enough for an answer stage that lasts seconds, and
     # the next run's build is a third as long.
     corpus = tmp_path / "corpus"
@@ -62,16 +67,21 @@ def test_ctrl_c_in_a_terminal_stops_at_once_and_the_next_run_finishes(tmp_path):
             assert time.monotonic() < deadline, "the build never reached the answer stage"
             time.sleep(0.05)
         sent = time.monotonic()
-        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        if stop == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        else:
+            proc.send_signal(signal.SIGTERM)
         rc = proc.wait(120)
         took = time.monotonic() - sent
     stderr = err_path.read_text(errors="replace")
-    assert rc == 130, stderr[-3000:]
+    assert rc == (130 if stop == "ctrl-c" else 143), stderr[-3000:]
     assert took < 30, f"took {took:.0f}s to stop"
     assert "Traceback" not in stderr and "nanobind" not in stderr, stderr[-3000:]
-    assert stderr.rstrip().splitlines()[-1] == INTERRUPTED
+    assert stderr.rstrip().splitlines()[-1] == (INTERRUPTED if stop == "ctrl-c" else TERMINATED)
     time.sleep(1.0)
     assert _session_processes(proc.pid) == []  # workers, the server: all gone
+    if stop == "sigterm":
+        return  # the next run resumes as after Ctrl-C: the same interrupted run, checked once
 
     done = subprocess.run(args, cwd=REPO, env=_env(tmp_path / "prefect"), capture_output=True, text=True,
                           timeout=300)
