@@ -308,7 +308,10 @@ def test_ctrl_c_during_a_query_is_an_interrupt_and_the_store_stays_usable(tmp_pa
     import signal
     import threading
 
-    with Store(tmp_path / "i.duckdb") as store:
+    # One DuckDB thread: the statement runs on this thread, which looks for signals between
+    # chunks. With more, a worker may take the whole scan while this thread waits for it
+    # without looking, and the interrupt lands only when the scan ends (0.3 s or 30 s).
+    with Store(tmp_path / "i.duckdb", threads=1) as store:
         store.start_run("r", {})
         threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
         with pytest.raises(KeyboardInterrupt):  # seconds of work: still running at 0.3 s
