@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import pickle
 import threading
 import time
@@ -33,6 +32,7 @@ from prefect.utilities.annotations import opaque
 from flows.artifacts import publish_stage_progress, publish_summary
 from flows.config import BuildConfig
 from flows.errors import RowsLeftToRetry, UserError, disk_full
+from flows.preflight import preflight
 from storage.ids import content_id
 from storage.models import ShardResult
 from storage.store import Store
@@ -398,31 +398,6 @@ def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
             buf = []
     if buf:
         yield buf
-
-
-def preflight(cfg: BuildConfig) -> None:
-    """Fail fast, with one line, on what would otherwise fail only after the work is done or
-    at its start: sources that cannot be read at all, a database or export directory that
-    cannot be written, decontamination files that are not there."""
-    _writable_dir(Path(cfg.db_path).parent, f"database {cfg.db_path}")
-    _writable_dir(Path(cfg.output_dir), f"export directory {cfg.output_dir}")
-    for name in cfg.export.decontaminate:
-        if not Path(name).is_file() or not os.access(name, os.R_OK):
-            raise UserError(f"export.decontaminate: {name} is not a readable file")
-    for spec in cfg.sources:
-        try:
-            next(ingest_mod.iter_source(spec.path, spec.source_name, spec.kind, spec.format), None)
-        except (ingest_mod.SourceError, OSError) as exc:
-            raise UserError(str(exc)) from None
-
-
-def _writable_dir(path: Path, what: str) -> None:
-    """``path`` is a directory this process can write, or can be created as one."""
-    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
-    if not existing.is_dir():
-        raise UserError(f"{what}: {existing} is a file, not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{what}: {existing} is not writable")
 
 
 def run_ingest(store: Store, cfg: BuildConfig, report: BuildReport, key: str) -> None:

@@ -136,13 +136,14 @@ def _load(args: argparse.Namespace) -> Any:
 def _cmd_run(args: argparse.Namespace) -> int:
     import gc
 
-    from flows.build import preflight, run_build
     from flows.errors import RowsLeftToRetry, quiet_user_errors
+    from flows.preflight import preflight
     from storage.store import Store
 
     cfg = _load(args)
     preflight(cfg)
     Store(cfg.db_path).close()  # a locked or unreadable database fails before Prefect starts
+    from flows.build import run_build  # Prefect, seconds to import: only once the settings hold
     # What this process loaded so far (Prefect, pydantic models, the libraries) lives through
     # the build, so the cyclic garbage collector need not walk it on every full collection
     # (it halves the collector's time in a build). Unfrozen after it, so that exit finalizes

@@ -34,6 +34,16 @@ def test_missing_corpus_path(tmp_path):
     assert not (tmp_path / "c.duckdb").exists()  # nothing started, nothing written
 
 
+def test_a_wrong_setting_is_reported_before_prefect_is_imported(tmp_path):
+    """`codeio run` checks its settings and paths first: a mistake costs a second, not the
+    seconds Prefect takes to import (most of what each error case here took)."""
+    code = "import sys\nfrom flows.cli import main\nrc = main(sys.argv[1:])\nprint('prefect' in sys.modules)\nsys.exit(rc)"
+    for args in (["--corpus", str(tmp_path / "nope")], ["--kind", "curated"]):
+        res = subprocess.run([sys.executable, "-c", code, "run", *args, "--db", str(tmp_path / "c.duckdb")],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and res.stdout.strip() == "False", (res.stdout, res.stderr[-2000:])
+
+
 def test_parquet_without_content_column(tmp_path):
     pq = tmp_path / "rows.parquet"
     pl.DataFrame({"text": ["print(1)"], "path": ["a.py"]}).write_parquet(pq)
