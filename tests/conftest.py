@@ -16,15 +16,32 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory):
-    """One temporary Prefect server (and database) for the whole session, with its own result
-    storage, so shard results cached by an earlier session never stand in for real work."""
-    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
+    """One temporary Prefect server for the whole session (the one prefect_test_harness would
+    start), with its own result storage, so shard results cached by an earlier session never
+    stand in for real work. Its database starts as a copy of an already migrated one: the
+    harness's own starts empty, and migrating it took half of the server's start-up."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import (PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH,
+                                  PREFECT_SERVER_DATABASE_CONNECTION_URL, temporary_settings)
+
+    from reliability_helpers import free_port, seeded_prefect_home
 
     storage = tmp_path_factory.mktemp("prefect-results")
-    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
-        with prefect_test_harness(server_startup_timeout=120):
-            yield
+    db = seeded_prefect_home(tmp_path_factory.mktemp("prefect-server")) / "prefect.db"
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage,
+                             PREFECT_SERVER_DATABASE_CONNECTION_URL: f"sqlite+aiosqlite:///{db}"}):
+        server = SubprocessASGIServer(port=free_port())
+        server.start(timeout=120)
+        try:
+            with temporary_settings({PREFECT_API_URL: server.api_url}):
+                yield
+                # What the runs logged and emitted reaches the server before it stops.
+                APILogWorker.drain_all()
+                EventsWorker.drain_all()
+        finally:
+            server.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,9 @@
 - ``RecordingServer``: ``llm.testserver.serve`` plus a log of when each 200 answer went out, per
   request body, so a test can tell which calls had completed before a kill.
 - ``PrefectServer``: one real ``prefect server start`` per test process, shared by every CLI
-  subprocess (a temporary server per ``codeio run`` costs ~15-20 s).
+  subprocess (a temporary server per ``codeio run`` costs ~15-20 s); ``seeded_prefect_home``:
+  a new PREFECT_HOME whose server database is already migrated (migrating costs ~6 s of CPU
+  of every start on a new home).
 - ``CLIRun``: ``codeio ...`` as a subprocess with its stderr in a file, to poll and to kill.
 """
 
@@ -323,13 +325,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@functools.cache
+def migrated_prefect_db() -> Path:
+    """An empty Prefect database with every migration applied, made once per test process.
+
+    A server started on a new PREFECT_HOME first migrates its own (114 migrations, ~6 s of
+    CPU, as much as the rest of its start-up); tests that start servers on homes of their own
+    give each home a copy of this one instead (``seeded_prefect_home``)."""
+    template = Path(tempfile.mkdtemp(prefix="codeio-prefect-template-"))
+    atexit.register(shutil.rmtree, template, ignore_errors=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(quiet_env(), PREFECT_HOME=str(template))
+    done = subprocess.run([str(Path(sys.executable).parent / "prefect"), "server", "database", "upgrade", "-y"],
+                          env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    if done.returncode != 0 or not (template / "prefect.db").is_file():
+        raise RuntimeError(f"prefect server database upgrade failed: {done.stdout[-1000:]}{done.stderr[-2000:]}")
+    return template / "prefect.db"
+
+
+def seeded_prefect_home(home: Path) -> Path:
+    """``home`` as a new PREFECT_HOME whose server database is a copy of the migrated one."""
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(migrated_prefect_db(), home / "prefect.db")
+    return home
+
+
 class PrefectServer:
     """``prefect server start`` on a free loopback port with its own PREFECT_HOME."""
 
     _instance: "PrefectServer | None" = None
 
     def __init__(self) -> None:
-        self.home = Path(tempfile.mkdtemp(prefix="codeio-prefect-server-"))
+        self.home = seeded_prefect_home(Path(tempfile.mkdtemp(prefix="codeio-prefect-server-")))
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         env = {**os.environ, **quiet_env(), "PREFECT_HOME": str(self.home)}

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from reliability_helpers import seeded_prefect_home
+
 REPO = Path(__file__).resolve().parent.parent
 CODEIO = str(Path(sys.executable).parent / "codeio")
 INTERRUPTED = "codeio: interrupted (completed work is saved; run again to resume)"
@@ -57,9 +59,10 @@ def test_ctrl_c_in_a_terminal_stops_at_once_and_the_next_run_finishes(tmp_path, 
     for source in sorted((REPO / "corpus" / "sample").glob("*.py"))[::3]:
         (corpus / source.name).write_bytes(source.read_bytes())
     args = [CODEIO, "run", "--corpus", str(corpus), "--db", str(tmp_path / "c.duckdb"), "--out", str(tmp_path / "out")]
+    home = seeded_prefect_home(tmp_path / "prefect")  # the temporary server's database, migrated
     err_path = tmp_path / "interrupted.stderr"
     with err_path.open("wb") as err:
-        proc = subprocess.Popen(args, cwd=REPO, env=_env(tmp_path / "prefect"), stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(args, cwd=REPO, env=_env(home), stdout=subprocess.DEVNULL,
                                 stderr=err, start_new_session=True)
         deadline = time.monotonic() + 240
         while "answer: " not in err_path.read_text(errors="replace"):  # the LLM stage has begun
@@ -83,7 +86,7 @@ def test_ctrl_c_in_a_terminal_stops_at_once_and_the_next_run_finishes(tmp_path, 
     if stop == "sigterm":
         return  # the next run resumes as after Ctrl-C: the same interrupted run, checked once
 
-    done = subprocess.run(args, cwd=REPO, env=_env(tmp_path / "prefect"), capture_output=True, text=True,
+    done = subprocess.run(args, cwd=REPO, env=_env(home), capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "out" / "codeio.jsonl").stat().st_size > 0

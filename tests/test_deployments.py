@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from flows.config import SAMPLE_CORPUS, BuildConfig
+from reliability_helpers import seeded_prefect_home
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -224,7 +225,7 @@ def test_served_build_dataset_runs_from_the_api(tmp_path):
     out = tmp_path / "out"
     config = tmp_path / "build.json"
     config.write_text(json.dumps({"sandbox": {"workers": 1}, "sampling": {"generator_calls": 100}, "shard_size": 8}))
-    home = tmp_path / "prefect-home"
+    home = seeded_prefect_home(tmp_path / "prefect-home")
     env = {
         "PREFECT_HOME": str(home),
         "PREFECT_UI_ENABLED": "false",
@@ -269,7 +270,7 @@ def test_the_served_server_remembers_slot_leases_across_a_restart(tmp_path):
 
     from deployments.server import LocalPrefectServer
 
-    env = {"PREFECT_HOME": str(tmp_path / "home"), "PREFECT_UI_ENABLED": "false",
+    env = {"PREFECT_HOME": str(seeded_prefect_home(tmp_path / "home")), "PREFECT_UI_ENABLED": "false",
            "PREFECT_API_BLOCKS_REGISTER_ON_START": "false"}
     port = _free_port()
     lease_id = None
@@ -303,7 +304,7 @@ def test_ctrl_c_of_serve_leaves_no_run_running(tmp_path, stop):
     port = _free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     db = tmp_path / "db" / "c.duckdb"
-    home = {"PREFECT_HOME": str(tmp_path / "home"), "PREFECT_UI_ENABLED": "false",
+    home = {"PREFECT_HOME": str(seeded_prefect_home(tmp_path / "home")), "PREFECT_UI_ENABLED": "false",
             "PREFECT_API_BLOCKS_REGISTER_ON_START": "false"}
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(home, PREFECT_LOGGING_LEVEL="WARNING")
