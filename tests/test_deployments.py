@@ -30,6 +30,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# A serve's runner looks for runs to start every second instead of every ten (Prefect's
+# default): a run created through the API starts within a second, not up to ten later.
+QUICK_RUNNER = {"PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+
+
 def _corpus(tmp_path: Path, n: int = 3) -> Path:
     dst = tmp_path / "corpus"
     dst.mkdir()
@@ -245,7 +250,7 @@ def test_served_build_dataset_runs_from_the_api(tmp_path):
             serving = subprocess.Popen(
                 [sys.executable, "-m", "deployments.serve", "--config", str(config), "--corpus", str(corpus),
                  "--kind", "mixed", "--db", str(db), "--out", str(out), "--cron", _CRON_NOT_NOW],
-                cwd=tmp_path, env={**os.environ, **env, "PREFECT_API_URL": server.api_url},
+                cwd=tmp_path, env={**os.environ, **env, **QUICK_RUNNER, "PREFECT_API_URL": server.api_url},
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
         server.start(timeout_s=120)
@@ -307,7 +312,7 @@ def test_ctrl_c_of_serve_leaves_no_run_running(tmp_path, stop):
     home = {"PREFECT_HOME": str(seeded_prefect_home(tmp_path / "home")), "PREFECT_UI_ENABLED": "false",
             "PREFECT_API_BLOCKS_REGISTER_ON_START": "false"}
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(home, PREFECT_LOGGING_LEVEL="WARNING")
+    env.update({**home, **QUICK_RUNNER}, PREFECT_LOGGING_LEVEL="WARNING")
     log = tmp_path / "serve.log"
     store_lock_path(str(db)).parent.mkdir(parents=True)
     with open(store_lock_path(str(db)), "a") as lock, open(log, "wb") as out:
@@ -413,6 +418,8 @@ def _check_second_database(api_url: str, tmp_path: Path, corpus: Path, env: dict
     command = [sys.executable, "-m", "deployments.serve", "--config", str(tmp_path / "build.json"),
                "--corpus", str(corpus), "--db", str(db2), "--cron", ""]
     env = {**env, "PREFECT_API_URL": api_url}
+    # (With Prefect's default poll frequency: it counts the first serve's deployment as served
+    # if polled within the last 30 s, and that serve polls every second.)
     refused = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
                              stdin=subprocess.DEVNULL)
     assert refused.returncode == 2, refused.stderr
@@ -421,8 +428,9 @@ def _check_second_database(api_url: str, tmp_path: Path, corpus: Path, env: dict
     assert "--name NAME" in lines[0]
     log = tmp_path / "serve2.log"
     with open(log, "wb") as out:
-        second = subprocess.Popen(command + ["--name", "second"], cwd=tmp_path, env=env, stdout=out,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        second = subprocess.Popen(command + ["--name", "second"], cwd=tmp_path, env={**env, **QUICK_RUNNER},
+                                  stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  start_new_session=True)
     try:
         with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
             dep, ingest = _registered(client, ["codeio/build-dataset-second", "codeio/incremental-ingest-second"],
