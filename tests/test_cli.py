@@ -12,8 +12,10 @@ import polars as pl
 import pytest
 
 
-def codeio(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def codeio(*args: str, cwd: Path, api_url: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
     )
@@ -182,9 +184,14 @@ def test_output_settings_are_checked_before_any_work(tmp_path):
 
 @pytest.mark.slow
 def test_a_build_that_exports_nothing_says_so(tmp_path):
+    from reliability_helpers import PrefectServer
+
     corpus = tmp_path / "records.jsonl"
     corpus.write_text("[1, 2, 3]\n\"not a record\"\n")  # every line is rejected as bad_record
-    res = codeio("run", "--corpus", str(corpus), "--db", str(tmp_path / "c.duckdb"), cwd=tmp_path)
+    # Against the server the reliability tests share (a temporary one of its own took ~10 s of
+    # CPU to start; test_cli_interrupt.py runs `codeio run` with one).
+    res = codeio("run", "--corpus", str(corpus), "--db", str(tmp_path / "c.duckdb"), cwd=tmp_path,
+                 api_url=PrefectServer.shared().api_url)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "rejected:bad_record 2" in res.stdout
     assert res.stderr.rstrip().splitlines()[-1] == (
