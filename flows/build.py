@@ -492,7 +492,9 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
                 # store now. (A shard that did not wait is submitted right after its lookup.)
                 cached = store.cached_calls(call_keys)
             journal_dir.mkdir(parents=True, exist_ok=True)
-            journal = str(journal_dir / f"{stage.name}-{shard_id[:16]}.jsonl")
+            path = journal_dir / f"{stage.name}-{shard_id[:16]}.jsonl"
+            path.touch()  # a shard appends only to a journal it sees (tasks.llm_calls._shard_ledger)
+            journal = str(path)
             extra["journal"] = journal
         ctx = ShardContext(config_key=key, cached_calls=cached, journal_path=journal, run_id=report.run_id,
                            call_keys=call_keys)

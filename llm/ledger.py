@@ -135,7 +135,8 @@ class JournalLedger:
     and ``sync()``, which CachedProvider calls before it returns a batch, waits until
     everything appended is fsync'd. Opening an existing journal loads it (a torn last line
     from a crash is cut off) and takes an exclusive lock, so two writers cannot interleave
-    lines.
+    lines. With ``create=False`` the journal must exist already (a shard on a Dask worker
+    opens only the journal the flow created, see tasks.llm_calls).
     """
 
     def __init__(
@@ -145,13 +146,17 @@ class JournalLedger:
         *,
         fsync_every: int = 20,
         fsync_interval_s: float = 0.2,
+        create: bool = True,
     ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fsync_every = fsync_every
         self._fsync_interval_s = fsync_interval_s
         self._results: dict[str, ChatResult] = dict(preloaded or {})
-        self._file = open(self.path, "ab+")  # noqa: SIM115 - closed in close()
+        # Without ``create``, only a journal that exists is opened (FileNotFoundError otherwise).
+        flags = os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0)
+        self._file = os.fdopen(os.open(self.path, flags, 0o644), "ab+")  # noqa: SIM115 - closed in close()
         try:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

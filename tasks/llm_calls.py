@@ -8,6 +8,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import hashlib
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 
 T = TypeVar("T")
+logger = logging.getLogger("codeio")
 
 
 def make_provider(cfg: "BuildConfig") -> Any:
@@ -199,7 +201,7 @@ def complete(
 
     async def go() -> list[ChatResult]:
         provider = _runtime.provider(cfg, ctx.run_id)
-        ledger = JournalLedger(ctx.journal_path, preloaded=preloaded) if ctx.journal_path else MemoryLedger(preloaded)
+        ledger = _shard_ledger(ctx, preloaded)
         try:
             return await CachedProvider(provider, ledger).complete(requests, on_result)
         finally:
@@ -230,6 +232,31 @@ def complete(
 
 
 _LEDGER_FIELDS = tuple(LLMCall.model_fields)
+
+_unseen_journal_dirs: set[str] = set()  # journal directories this process has warned about
+
+
+def _shard_ledger(ctx: ShardContext, preloaded: dict[str, ChatResult]) -> JournalLedger | MemoryLedger:
+    """The shard's journal, which the flow created before it submitted the shard; or, where this
+    process cannot see that file (a Dask worker on another machine, whose disk does not hold
+    the flow's database directory), a ledger in memory. A journal created here instead would be
+    a file the flow never reads (its calls are sent again if the run is killed anyway) and never
+    removes, in a directory of the worker's machine that no setting names, or a shard that fails
+    where that directory cannot be made."""
+    if not ctx.journal_path:
+        return MemoryLedger(preloaded)
+    try:
+        return JournalLedger(ctx.journal_path, preloaded=preloaded, create=False)
+    except FileNotFoundError:
+        where = os.path.dirname(ctx.journal_path)
+        # A directory that is there but lost the file: the flow has written the shard already.
+        if not os.path.isdir(where) and where not in _unseen_journal_dirs:
+            _unseen_journal_dirs.add(where)
+            logger.warning(
+                "ledger journal directory %s is not on this machine (the flow's database directory is not "
+                "shared): the LLM calls of shards run here are kept in memory until the flow writes them, and "
+                "a run killed before that sends them again", where)
+        return MemoryLedger(preloaded)
 
 
 def _result_fields(row: dict[str, Any]) -> dict[str, Any]:

@@ -43,6 +43,8 @@ class ShardContext:
 
     config_key: str
     cached_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The journal file the flow created for the shard's completed LLM calls; a shard appends to
+    # it only where it sees that file (this machine, or a directory shared at the same path).
     journal_path: str | None = None
     run_id: str = ""  # not part of the shard cache key: tells a cached result from a fresh one
     # The keys of the shard's calls in row order, as the flow computed them with the stage's

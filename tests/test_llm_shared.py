@@ -114,6 +114,7 @@ def test_an_interrupted_run_stops_its_calls_and_keeps_the_completed_ones(tmp_pat
     with serve(latency_s=3.0) as server:
         cfg = _cfg(tmp_path, server.base_url, max_concurrency=2)
         journal = tmp_path / "answer-shard.jsonl"
+        journal.touch()  # as the flow does before it submits the shard
         ctx = ShardContext(config_key="k", run_id="run-1", journal_path=str(journal))
         outcome: dict[str, object] = {}
 
@@ -143,3 +144,26 @@ def test_an_interrupted_run_stops_its_calls_and_keeps_the_completed_ones(tmp_pat
         results = llm_calls.complete(_requests("z", 1), cfg, other)[0]
         assert results[0].content is not None
         assert len(server.requests) == sent + 1
+
+
+def test_a_shard_journals_only_into_the_journal_the_flow_created(tmp_path: Path) -> None:
+    """A shard on a Dask worker of another machine gets the journal path of the flow's machine.
+    There it must not create that directory and file: the flow would never read the journal
+    (nor remove it), and where the directory cannot be made the shard would fail. Its calls go
+    through a ledger in memory instead; where the flow's file is there, they are journaled."""
+    from llm.ledger import read_journal
+
+    flow_dir = tmp_path / "flow-machine" / "db"
+    journal = flow_dir / "ledger" / "answer-0.jsonl"
+    with serve() as server:
+        cfg = _cfg(tmp_path, server.base_url)
+        ctx = ShardContext(config_key="k", run_id="run-remote", journal_path=str(journal))
+        results, rows, counters = llm_calls.complete(_requests("w", 3), cfg, ctx)
+        assert [r.content is not None for r in results] == [True] * 3
+        assert len(rows) == 3 and counters["llm_calls_sent"] == 3
+        assert not (tmp_path / "flow-machine").exists()
+
+        journal.parent.mkdir(parents=True)
+        journal.touch()
+        llm_calls.complete(_requests("v", 2), cfg, ctx)
+        assert len(read_journal(journal)) == 2
