@@ -614,3 +614,20 @@ def busy_cores(n: int) -> Iterator[list[subprocess.Popen]]:
         for p in procs:
             p.kill()
             p.wait(10)
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (e.g. "1m") mounted at ``path``: a disk that fills up. Skips the test
+    where mounting is not allowed (not root). Unmounted lazily, so a file a failing test left
+    open does not keep it mounted."""
+    import pytest
+
+    path.mkdir(parents=True, exist_ok=True)
+    if not shutil.which("mount") or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                                                   capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs (a disk that fills up) needs root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=True)

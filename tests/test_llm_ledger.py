@@ -331,14 +331,10 @@ def test_a_full_disk_under_the_journal_names_the_journal(tmp_path) -> None:
     CLI's error line says which file), on append and on close, and a next run reads what
     was written before the disk filled."""
     import errno
-    import shutil
 
-    small = tmp_path / "small"
-    small.mkdir()
-    if not shutil.which("mount") or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(small)],
-                                                   capture_output=True).returncode != 0:
-        pytest.skip("mounting a tmpfs (a disk that fills up) needs root")
-    try:
+    from reliability_helpers import small_disk
+
+    with small_disk(tmp_path / "small", "4k") as small:
         journal = JournalLedger(small / "j.jsonl")
         appended = 0
         with pytest.raises(OSError) as full:
@@ -351,5 +347,3 @@ def test_a_full_disk_under_the_journal_names_the_journal(tmp_path) -> None:
             journal.close()
         assert at_close.value.errno == errno.ENOSPC and at_close.value.filename == str(small / "j.jsonl")
         assert [r.key for r in read_journal(small / "j.jsonl")] == [f"k{i}" for i in range(appended)]
-    finally:
-        subprocess.run(["umount", "--lazy", str(small)], check=True)  # lazy: a file left open does not keep it mounted

@@ -325,16 +325,10 @@ def test_a_full_disk_is_a_clear_error_and_keeps_every_committed_shard(tmp_path):
     """The disk under the database fills up during a build: the write that does not fit is a
     one-line StoreFull (the CLI prints it, no traceback), the shards committed before it are
     all there once space is freed, and the one that failed is not there at all."""
-    import shutil
-
+    from reliability_helpers import small_disk
     from storage.store import StoreFull
 
-    small = tmp_path / "small"
-    small.mkdir()
-    if not shutil.which("mount") or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)],
-                                                   capture_output=True).returncode != 0:
-        pytest.skip("mounting a tmpfs (a disk that fills up) needs root")
-    try:
+    with small_disk(tmp_path / "small", "1m") as small:
         store = Store(small / "c.duckdb")
         committed = 0
         with pytest.raises(StoreFull) as full:
@@ -353,5 +347,3 @@ def test_a_full_disk_is_a_clear_error_and_keeps_every_committed_shard(tmp_path):
         with Store(small / "c.duckdb") as again:
             assert again.query("SELECT count(*), count(DISTINCT item_id) FROM stage_outcomes")[0] == (committed, committed)
             assert again.query("SELECT count(*) FROM io_pairs")[0][0] == 40 * committed
-    finally:
-        subprocess.run(["umount", "--lazy", str(small)], check=True)  # lazy: a file left open does not keep it mounted
