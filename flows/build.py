@@ -31,7 +31,7 @@ from prefect.utilities.annotations import opaque
 
 from flows.artifacts import publish_stage_progress, publish_summary
 from flows.config import BuildConfig
-from flows.errors import RowsLeftToRetry, UserError, disk_full
+from flows.errors import TERMINATED, RowsLeftToRetry, UserError, disk_full
 from flows.preflight import preflight
 from storage.ids import content_id
 from storage.models import ShardResult
@@ -651,6 +651,8 @@ def build(cfg: BuildConfig) -> BuildReport:
         # whose kernel lives on): calls not sent are not sent, completed ones are in the
         # ledger, and the shards end with RunCancelled.
         if isinstance(exc, (KeyboardInterrupt, TerminationSignal)):
+            if isinstance(exc, TerminationSignal):
+                TERMINATED.set()  # the CLI's own handler does not see this one
             cancel_run(run_id)
             if running:
                 logger.warning("interrupted: stopping the %d running shard(s); the LLM calls they completed "

@@ -22,6 +22,8 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 # Prefect's default 20 s is too short for its temporary server on a busy 2-core machine.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
+from flows.errors import TERMINATED  # noqa: E402 - after the environment it must see
+
 EXIT_USER = 2
 EXIT_FAILED = 1
 
@@ -310,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         _fail(f"codeio: error: {one_line(exc)}", exc)
         return EXIT_FAILED
     except KeyboardInterrupt as exc:
-        if _TERMINATED.is_set():
+        if TERMINATED.is_set():
             _fail("codeio: terminated (SIGTERM; completed work is saved; run again to resume)", exc)
             return 128 + signal.SIGTERM
         _fail("codeio: interrupted (completed work is saved; run again to resume)", exc)
@@ -332,10 +334,6 @@ def main(argv: list[str] | None = None) -> int:
             restore()
 
 
-# Set when SIGTERM (`kill PID`, `docker stop`, a scheduler preempting the job) stopped the command.
-_TERMINATED = threading.Event()
-
-
 def _stop_on_sigterm() -> Any:
     """Make SIGTERM stop the command as Ctrl-C does: the build marks its run failed, stops its
     shards and the temporary Prefect server it started, and the command ends with one line.
@@ -346,14 +344,14 @@ def _stop_on_sigterm() -> Any:
         return None
 
     def terminated(_signum: int, _frame: Any) -> None:
-        _TERMINATED.set()
+        TERMINATED.set()
         raise KeyboardInterrupt("SIGTERM")
 
     previous = signal.signal(signal.SIGTERM, terminated)
 
     def restore() -> None:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-        _TERMINATED.clear()
+        TERMINATED.clear()
 
     return restore
 

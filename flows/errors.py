@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+
+# Set when SIGTERM (`kill PID`, `docker stop`, a scheduler preempting the job) stopped the
+# command: by the CLI's handler, or by the build when Prefect's engine, whose handler is the
+# one in place while a flow runs, raised it there as TerminationSignal.
+TERMINATED = threading.Event()
 
 
 class UserError(Exception):
