@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"run": _cmd_run, "stats": _cmd_stats, "export": _cmd_export,
                 "doctor": _cmd_doctor, "serve": _cmd_serve, "report": _cmd_report}
     # `serve` turns SIGTERM into its runner's stop itself.
-    restore = _stop_on_sigterm() if args.command != "serve" else None
+    sigterm = _SigtermStop.install() if args.command != "serve" else None
     try:
         return handlers[args.command](args)
     except (UserError, StoreError, ConfigError) as exc:
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         _fail(f"codeio: error: {one_line(exc)}", exc)
         return EXIT_FAILED
     except KeyboardInterrupt as exc:
-        if TERMINATED.is_set():
+        if sigterm is not None and sigterm.seen():
             _fail("codeio: terminated (SIGTERM; completed work is saved; run again to resume)", exc)
             return 128 + signal.SIGTERM
         _fail("codeio: interrupted (completed work is saved; run again to resume)", exc)
@@ -330,30 +330,62 @@ def main(argv: list[str] | None = None) -> int:
         _fail(f"codeio: error: {one_line(exc)}", exc)
         return EXIT_FAILED
     finally:
-        if restore is not None:
-            restore()
+        if sigterm is not None:
+            sigterm.restore()
 
 
-def _stop_on_sigterm() -> Any:
+class _SigtermStop:
     """Make SIGTERM stop the command as Ctrl-C does: the build marks its run failed, stops its
     shards and the temporary Prefect server it started, and the command ends with one line.
     By default SIGTERM ended the process at once, and the temporary server it had started
-    stayed behind for good. Returns what puts the previous handler back (None off the main
-    thread, where no handler can be set)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
+    stayed behind for good.
 
-    def terminated(_signum: int, _frame: Any) -> None:
-        TERMINATED.set()
-        raise KeyboardInterrupt("SIGTERM")
+    Which signal stopped the command is read from a wakeup pipe, not from the handler: while a
+    flow runs, Prefect's SIGTERM handler replaces this one, and a signal that lands during a
+    DuckDB statement comes out of it as DuckDB's "Query interrupted", whichever handler raised.
+    Python writes the number of every signal it handles to the pipe, under any handler."""
 
-    previous = signal.signal(signal.SIGTERM, terminated)
+    def __init__(self, previous: Any, pipe: tuple[int, int], previous_fd: int) -> None:
+        self._previous = previous
+        self._pipe = pipe
+        self._previous_fd = previous_fd
 
-    def restore() -> None:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    @classmethod
+    def install(cls) -> _SigtermStop | None:
+        """None off the main thread, where no handler can be set."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def terminated(_signum: int, _frame: Any) -> None:
+            TERMINATED.set()
+            raise KeyboardInterrupt("SIGTERM")
+
+        pipe = os.pipe()
+        for fd in pipe:
+            os.set_blocking(fd, False)
+        previous_fd = signal.set_wakeup_fd(pipe[1], warn_on_full_buffer=False)
+        return cls(signal.signal(signal.SIGTERM, terminated), pipe, previous_fd)
+
+    def seen(self) -> bool:
+        """Whether SIGTERM arrived since ``install``."""
+        while not TERMINATED.is_set():
+            try:
+                got = os.read(self._pipe[0], 512)
+            except BlockingIOError:
+                break
+            if not got:
+                break
+            if signal.SIGTERM in got:
+                TERMINATED.set()
+        return TERMINATED.is_set()
+
+    def restore(self) -> None:
+        """Put the previous handler and wakeup descriptor back."""
+        signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
+        signal.set_wakeup_fd(self._previous_fd)
+        for fd in self._pipe:
+            os.close(fd)
         TERMINATED.clear()
-
-    return restore
 
 
 def _fail(line: str, exc: BaseException | None) -> None:

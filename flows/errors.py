@@ -11,8 +11,9 @@ from typing import Any
 
 
 # Set when SIGTERM (`kill PID`, `docker stop`, a scheduler preempting the job) stopped the
-# command: by the CLI's handler, or by the build when Prefect's engine, whose handler is the
-# one in place while a flow runs, raised it there as TerminationSignal.
+# command: by the CLI's handler, by the build when Prefect's engine, whose handler is the one
+# in place while a flow runs, raised it there as TerminationSignal, or by the CLI when its
+# wakeup pipe shows SIGTERM behind an interrupt that came out of a DuckDB statement.
 TERMINATED = threading.Event()
 
 

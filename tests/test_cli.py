@@ -285,3 +285,34 @@ def test_a_full_disk_is_one_line_and_not_retried(tmp_path, monkeypatch, capsys):
     record = logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "failed", None, (OSError, full, None))
     _QuietUserErrors().filter(record)
     assert record.exc_info is None
+
+
+def test_sigterm_during_a_database_statement_in_a_flow_says_terminated(tmp_path, monkeypatch, capsys):
+    """While a flow runs, Prefect's SIGTERM handler is the one in place, and a signal landing
+    in a DuckDB statement comes out as DuckDB's "Query interrupted" whichever handler raised:
+    the command used to end "interrupted", exit 130, as after Ctrl-C (seen in CI)."""
+    import signal
+    import threading
+
+    from prefect.utilities.engine import capture_sigterm
+
+    import flows.cli
+    from storage.store import Store
+
+    store = Store(tmp_path / "c.duckdb", threads=1)
+
+    def long_statement_in_a_flow(_args):
+        with capture_sigterm():  # what Prefect's flow engine wraps a flow run in
+            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            store.query("SELECT count(*) FROM range(20000000000) t(i) WHERE i % 7 = 3")
+        raise AssertionError("the statement was not interrupted")
+
+    monkeypatch.setattr(flows.cli, "_cmd_stats", long_statement_in_a_flow)
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        assert flows.cli.main(["stats", "--db", str(tmp_path / "c.duckdb")]) == 128 + signal.SIGTERM
+    finally:
+        store.close()
+    assert capsys.readouterr().err.rstrip().splitlines()[-1] == (
+        "codeio: terminated (SIGTERM; completed work is saved; run again to resume)")
+    assert signal.getsignal(signal.SIGTERM) is handler  # put back

@@ -47,7 +47,7 @@ def _session_processes(sid: int) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop", ["ctrl-c"])  # "sigterm": flaky in CI (ended "interrupted", 130), see the note
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
 def test_ctrl_c_in_a_terminal_stops_at_once_and_the_next_run_finishes(tmp_path, stop):
     """Ctrl-C, or SIGTERM to the process alone (`kill PID`, `docker stop`, a batch scheduler
     preempting the job). SIGTERM used to end the process on the spot, silently, leaving the
