@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
+
+# The suite never reads or writes the developer's own Prefect home (profiles, the temporary
+# server's database, cached shard results) and never reaches a server their environment points
+# at: every process it starts inherits a Prefect home of its own, removed at the end.
+_HOME = tempfile.mkdtemp(prefix="codeio-tests-prefect-home-")
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
+for _name in [k for k in os.environ if k.startswith("PREFECT_")]:
+    del os.environ[_name]
+os.environ["PREFECT_HOME"] = _HOME
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
