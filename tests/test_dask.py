@@ -116,6 +116,42 @@ def test_cluster_example_config_is_valid():
     assert cfg.dask_address == "tcp://scheduler.example.internal:8786" and cfg.provider == "http"
 
 
+def test_an_unreachable_scheduler_is_one_line_before_any_work(tmp_path, monkeypatch):
+    """A wrong dask_address stops the build at its checks, in one line, instead of at the first
+    shard after Dask's 30-second connect timeout with a traceback; `codeio run` stops with exit
+    2 before it imports Prefect."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from flows import preflight
+    from flows.errors import UserError
+
+    monkeypatch.setattr(preflight, "SCHEDULER_WAIT_S", 1.0)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    corpus = _corpus(tmp_path)
+    for bad, reason in ((address, "Timed out trying to connect"), ("tpc://127.0.0.1:8786", "unknown address scheme")):
+        with pytest.raises(UserError, match=f"dask_address {bad}: cannot reach a Dask scheduler .*{reason}") as err:
+            preflight.preflight(_cfg(tmp_path, corpus, bad))
+        assert "\n" not in str(err.value)
+    assert not (tmp_path / "db").exists()
+
+    config = tmp_path / "build.json"
+    config.write_text(json.dumps({"sources": [{"path": str(corpus)}], "db_path": str(tmp_path / "db" / "c.duckdb"),
+                                  "dask_address": "tpc://127.0.0.1:8786"}))
+    code = "import sys\nfrom flows.cli import main\nrc = main(sys.argv[1:])\nprint('prefect' in sys.modules)\nsys.exit(rc)"
+    res = subprocess.run([sys.executable, "-c", code, "run", "--config", str(config)],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stdout.strip() == "False", (res.stdout, res.stderr[-2000:])
+    [line] = res.stderr.strip().splitlines()
+    assert line.startswith("codeio: error: dask_address tpc://127.0.0.1:8786: cannot reach a Dask scheduler "
+                           "(unknown address scheme 'tpc'") and line.endswith("fix the address"), res.stderr
+    assert not (tmp_path / "db").exists()
+
+
 def test_config_and_shard_context_pickle():
     """What a shard task is sent: the config and the context survive cloudpickle as they are."""
     cfg = _cfg(Path("/tmp/x"), Path("/tmp/c"), "local")
