@@ -654,6 +654,7 @@ def build(cfg: BuildConfig) -> BuildReport:
             if isinstance(exc, TerminationSignal):
                 TERMINATED.set()  # the CLI's own handler does not see this one
             cancel_run(run_id)
+            cancel_on_dask_workers(_dask_client(), run_id)
             if running:
                 logger.warning("interrupted: stopping the %d running shard(s); the LLM calls they completed "
                                "are kept (interrupt again not to wait for their code runs to end; the "
@@ -664,6 +665,27 @@ def build(cfg: BuildConfig) -> BuildReport:
         for task_run_id in [k for k, v in list(_HANDED_OVER.items()) if v.run_id == run_id]:
             _HANDED_OVER.pop(task_run_id, None)
         store.close()
+
+
+def _dask_client() -> Any:
+    """The Dask client of this flow run's task runner, if it has connected to a cluster."""
+    try:
+        runner = get_run_context().task_runner
+    except Exception:  # noqa: BLE001 - outside a flow run
+        return None
+    return getattr(runner, "_client", None)
+
+
+def cancel_on_dask_workers(client: Any, run_id: str) -> int:
+    """``cancel_run`` on every Dask worker: a shard running there when the build is interrupted
+    would go on sending its LLM calls after the flow stopped (Dask does not stop a running
+    task when its client goes away). Returns how many workers were told."""
+    if client is None:
+        return 0
+    try:
+        return len(client.run(cancel_run, run_id, on_error="ignore"))
+    except Exception:  # noqa: BLE001 - best effort: the interrupt goes on either way
+        return 0
 
 
 def _left_to_retry(store: Store, keys: dict[str, str]) -> tuple[int, str] | None:

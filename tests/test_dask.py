@@ -201,6 +201,65 @@ def test_dask_cluster_by_address_uses_a_sandbox_pool_per_worker(thread_build, tm
     assert not [p for p in pids if _alive(p)], "sandbox workers outlived their Dask worker"
 
 
+@pytest.mark.slow
+def test_an_interrupt_stops_the_llm_calls_of_shards_on_dask_workers(tmp_path):
+    """Dask does not stop a running task when its client goes away: a shard on a worker would go
+    on sending its calls after Ctrl-C stopped the flow. The interrupted build tells every worker
+    to cancel its run: the shard ends at once with RunCancelled and sends nothing more."""
+    from flows.build import cancel_on_dask_workers
+    from llm.errors import RunCancelled
+    from llm.testserver import serve
+
+    with serve(latency_s=2.0) as server, distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster, distributed.Client(cluster) as client:
+        cfg = BuildConfig.model_validate({
+            "sources": [{"path": str(tmp_path)}], "db_path": str(tmp_path / "db.duckdb"), "provider": "http",
+            "llm": {"base_url": server.base_url, "model": "test-model", "api_key_env": None, "max_concurrency": 2},
+        })
+        shard = client.submit(_shard_calls, cfg, "run-interrupted", 20)  # 20 s of calls, two at a time
+        deadline = time.monotonic() + 30
+        while len(server.requests) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = time.monotonic()
+        assert cancel_on_dask_workers(client, "run-interrupted") == 1
+        with pytest.raises(RunCancelled):
+            shard.result(timeout=15)
+        assert time.monotonic() - started < 5
+        sent = len(server.requests)
+        time.sleep(2.5)
+        assert len(server.requests) == sent < 20
+
+
+@pytest.mark.slow
+@built
+def test_an_interrupted_dask_build_reaches_its_workers():
+    """The interrupted build finds the workers through its task runner's Dask client (a private
+    attribute of prefect-dask's runner, set once the first shard is submitted)."""
+    from prefect import flow, task
+    from prefect_dask import DaskTaskRunner
+
+    from flows.build import _dask_client, cancel_on_dask_workers
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        @flow(task_runner=DaskTaskRunner(address=cluster.scheduler_address))
+        def interrupted() -> tuple[int, int]:
+            before = cancel_on_dask_workers(_dask_client(), "run-x")  # no shard submitted, no client
+            task(lambda: 1).submit().result()
+            return before, cancel_on_dask_workers(_dask_client(), "run-x")
+
+        assert interrupted() == (0, 2)
+
+
+def _shard_calls(cfg: BuildConfig, run_id: str, n: int) -> int:
+    """Run on a Dask worker: a shard's ``n`` LLM calls, as an answer shard sends them."""
+    from llm.types import ChatRequest
+    from tasks import llm_calls
+
+    requests = [ChatRequest(messages=[{"role": "user", "content": f"q{i}"}], stage="answer") for i in range(n)]
+    return len(llm_calls.complete(requests, cfg, ShardContext(config_key="k", run_id=run_id))[0])
+
+
 def _pool_pids() -> tuple[int, list[list[int]]]:
     """Run on a Dask worker: its pid and the sandbox worker pids of each pool it started."""
     from tasks import runtime
