@@ -7,6 +7,7 @@ rows out) and may run on threads here or on Dask workers elsewhere.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import logging
 import pickle
@@ -569,15 +570,32 @@ def merge_journals(store: Store, cfg: BuildConfig) -> int:
         return 0
     n = 0
     for path in sorted(journal_dir.glob("*.jsonl")):
-        calls = [
-            # A result is the ledger's call plus how it failed: the call's fields are the row.
-            LLMCall(**{name: getattr(r, name) for name in LLMCall.model_fields})
-            for r in read_journal(path)
-            if r.error is None and r.content is not None
-        ]
-        n += store.add_llm_calls(calls)
-        path.unlink()
+        with _writer_gone(path):
+            calls = [
+                # A result is the ledger's call plus how it failed: the call's fields are the row.
+                LLMCall(**{name: getattr(r, name) for name in LLMCall.model_fields})
+                for r in read_journal(path)
+                if r.error is None and r.content is not None
+            ]
+            n += store.add_llm_calls(calls)
+            path.unlink()
     return n
+
+
+@contextmanager
+def _writer_gone(path: Path) -> Iterator[None]:
+    """Hold the journal's lock (JournalLedger's), waiting for a shard still writing it to end.
+    A killed flow's shards go on running on the Dask workers; a journal folded and removed while
+    one of them appends to it would lose the calls it completes after that, and they would be
+    sent again."""
+    with open(path, "rb") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _logger().warning("ledger: waiting for a shard of an interrupted run, still running (on a Dask "
+                              "worker), to finish its journal %s", path.name)
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        yield
 
 
 def _logger() -> Any:

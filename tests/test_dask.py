@@ -152,6 +152,45 @@ def test_an_unreachable_scheduler_is_one_line_before_any_work(tmp_path, monkeypa
     assert not (tmp_path / "db").exists()
 
 
+def test_a_journal_still_being_written_is_folded_once_its_writer_ends(tmp_path, caplog, request):
+    """A killed flow's shards go on running on the Dask workers, appending to their journals. The
+    next run folds journals into the ledger at its start: one folded and removed while a shard
+    still writes it would lose that shard's later calls, and they would be sent again."""
+    import logging
+    import threading
+
+    from flows.build import merge_journals
+    from llm.ledger import JournalLedger
+    from llm.types import ChatResult
+    from storage.store import Store
+
+    def result(key: str) -> ChatResult:
+        return ChatResult(key=key, model="m", stage="answer", content=f"answer {key}", finish_reason="stop")
+
+    # Prefect's logging set-up (at its import) replaces the root logger's handlers, caplog's too.
+    logging.getLogger("codeio").addHandler(caplog.handler)
+    request.addfinalizer(lambda: logging.getLogger("codeio").removeHandler(caplog.handler))
+    cfg = _cfg(tmp_path, tmp_path, "local")
+    journal = Path(cfg.db_path).parent / "ledger" / "answer-0.jsonl"
+    orphan = JournalLedger(journal)  # the shard of the killed run, still running
+    orphan.append(result("a"))
+    with Store(cfg.db_path) as store:
+        merged: list[int] = []
+        folding = threading.Thread(target=lambda: merged.append(merge_journals(store, cfg)), daemon=True)
+        try:
+            folding.start()
+            folding.join(1.0)
+            assert folding.is_alive(), "folded a journal that a shard still writes"
+            assert "waiting for a shard of an interrupted run" in caplog.text, caplog.text
+            assert "answer-0.jsonl" in caplog.text, caplog.text
+            orphan.append(result("b"))
+        finally:
+            orphan.close()
+        folding.join(10)
+        assert merged == [2] and not journal.exists()
+        assert sorted(k for (k,) in store.query("SELECT key FROM llm_calls")) == ["a", "b"]
+
+
 def test_config_and_shard_context_pickle():
     """What a shard task is sent: the config and the context survive cloudpickle as they are."""
     cfg = _cfg(Path("/tmp/x"), Path("/tmp/c"), "local")
