@@ -735,9 +735,9 @@ def run_build(cfg: BuildConfig) -> dict[str, Any]:
     # No Prefect server configured: start the temporary one here rather than let Prefect start
     # it on first use, for two reasons. Dask workers are other processes, and with no API URL
     # each would start a server of its own; handing them this one's (loopback) URL avoids that
-    # (workers on other machines need PREFECT_API_URL set to a real server). And the server is
-    # shielded from Ctrl-C: a terminal sends SIGINT to its whole process group, and a server
-    # killed by it left the interrupted flow retrying its last state report for minutes.
+    # (workers on other machines need PREFECT_API_URL set to a real server). And signals to
+    # the build's process group (Ctrl-C, `timeout`) do not reach this one: a server killed by
+    # them left the stopped flow retrying its last state reports for minutes.
     server = temporary_server()
     with temporary_settings({PREFECT_API_URL: server.api_url}):
         return flow_fn(cfg)
@@ -747,30 +747,40 @@ _SERVERS: list[Any] = []  # the temporary Prefect servers this process started (
 
 
 def temporary_server() -> Any:
-    """A temporary Prefect server for this process, started once with SIGINT blocked, so that
-    only a deliberate stop ends it (``stop_temporary_servers``, or SIGTERM at exit)."""
-    import signal
+    """A temporary Prefect server for this process, started once. Only a deliberate stop ends
+    it (``stop_temporary_servers``, at exit), or this process's death: see
+    ``flows.prefect_server`` for why it runs in a session of its own."""
+    import os
     import socket
+    import subprocess
+    import sys
 
+    import prefect
     from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
 
     for server in _SERVERS:
         if server.running:
             return server
 
-    class ShieldedServer(SubprocessASGIServer):
+    class TiedServer(SubprocessASGIServer):
         def _run_uvicorn_command(self) -> Any:
-            # The child inherits the blocked mask across exec; uvicorn's handlers do not lift it.
-            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            try:
-                return super()._run_uvicorn_command()
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            # Prefect's command for its temporary server (the API without the UI), run through
+            # flows.prefect_server.
+            parent = os.getpid() if threading.current_thread() is threading.main_thread() else 0
+            uvicorn_args = ["--app-dir", str(prefect.__module_path__.parent), "--factory",
+                            "prefect.server.api.server:create_app", "--host", "127.0.0.1",
+                            "--port", str(self.port), "--log-level", "error", "--lifespan", "on"]
+            env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                   "PREFECT__SERVER_FINAL": "1",
+                   **get_current_settings().to_environment_variables(exclude_unset=True)}
+            return subprocess.Popen([sys.executable, "-m", "flows.prefect_server", str(parent), *uvicorn_args],
+                                    env=env, stdin=subprocess.DEVNULL, start_new_session=True)
 
     with socket.socket() as probe:  # a port of its own: Prefect keeps servers by port, and the
         probe.bind(("127.0.0.1", 0))  # unnamed one may be someone else's (a test harness's)
         port = probe.getsockname()[1]
-    server = ShieldedServer(port=port)
+    server = TiedServer(port=port)
     try:
         server.start()
     except BaseException:
