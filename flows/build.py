@@ -751,11 +751,11 @@ def temporary_server() -> Any:
     it (``stop_temporary_servers``, at exit), or this process's death: see
     ``flows.prefect_server`` for why it runs in a session of its own."""
     import os
+    import signal
     import socket
     import subprocess
     import sys
 
-    import prefect
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import get_current_settings
 
@@ -765,17 +765,21 @@ def temporary_server() -> Any:
 
     class TiedServer(SubprocessASGIServer):
         def _run_uvicorn_command(self) -> Any:
-            # Prefect's command for its temporary server (the API without the UI), run through
+            # Prefect's settings and flags for its temporary server, run through
             # flows.prefect_server.
             parent = os.getpid() if threading.current_thread() is threading.main_thread() else 0
-            uvicorn_args = ["--app-dir", str(prefect.__module_path__.parent), "--factory",
-                            "prefect.server.api.server:create_app", "--host", "127.0.0.1",
-                            "--port", str(self.port), "--log-level", "error", "--lifespan", "on"]
             env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
                    "PREFECT__SERVER_FINAL": "1",
                    **get_current_settings().to_environment_variables(exclude_unset=True)}
-            return subprocess.Popen([sys.executable, "-m", "flows.prefect_server", str(parent), *uvicorn_args],
+            return subprocess.Popen([sys.executable, "-m", "flows.prefect_server", str(parent), str(self.port)],
                                     env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+
+        def stop(self) -> None:
+            # SIGINT: the server ignores SIGTERM while this process lives (Prefect's stop sends
+            # SIGTERM, then SIGKILL after 5 s).
+            if self.server_process is not None and self.server_process.poll() is None:
+                self.server_process.send_signal(signal.SIGINT)
+            super().stop()
 
     with socket.socket() as probe:  # a port of its own: Prefect keeps servers by port, and the
         probe.bind(("127.0.0.1", 0))  # unnamed one may be someone else's (a test harness's)

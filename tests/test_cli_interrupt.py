@@ -1,11 +1,11 @@
 """Stopping `codeio run` from outside: Ctrl-C in a terminal (SIGINT to the command's whole
-process group), SIGTERM to that group (`timeout`, `kill -- -PGID`), and SIGKILL.
+process group), SIGTERM to every process of the build (systemd, Slurm), and SIGKILL.
 
 The run must stop within seconds with its one-line message and exit status 130 or 143, leave
 no process behind, and the next run must finish the build. The temporary Prefect server is
-one of those processes, in a session of its own: a signal to the group used to kill it too,
-and the stopped flow then spent over two minutes retrying to report its final state and ended
-in tracebacks; a killed command used to leave it running for good.
+one of those processes: a signal that stopped it with the build (SIGTERM to the build's group
+or to all its processes) left the stopped flow retrying to report its final state for over two
+minutes, then ending in tracebacks; a killed command left it running for good.
 """
 
 from __future__ import annotations
@@ -85,13 +85,16 @@ def test_ctrl_c_in_a_terminal_stops_at_once_and_the_next_run_finishes(tmp_path, 
             assert time.monotonic() < deadline, "the build never reached the answer stage"
             time.sleep(0.05)
         started = _descendants(proc.pid)
-        assert any(b"prefect.server.api.server:create_app" in (Path("/proc") / str(pid) / "cmdline").read_bytes()
+        assert any(b"flows.prefect_server" in (Path("/proc") / str(pid) / "cmdline").read_bytes()
                    for pid in _alive(started)), "no temporary server among the command's processes"
         sent = time.monotonic()
         if stop == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
         elif stop == "sigterm":
-            os.killpg(proc.pid, signal.SIGTERM)  # `timeout`, `kill -- -PGID`; `docker stop` signals the process alone
+            # To every process of the build at once, as systemd and Slurm stop a job; `kill PID`,
+            # `docker stop` and `timeout` (the process group) reach fewer of them.
+            for pid in [proc.pid, *_alive(started)]:
+                os.kill(pid, signal.SIGTERM)
         else:
             proc.kill()  # kill -9, the out-of-memory killer
         rc = proc.wait(120)
