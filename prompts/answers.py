@@ -62,6 +62,10 @@ _FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([^\s`]*)[^\n]*\n(.*?)^[ \t]*\1[
 _BOXED = re.compile(r"\\boxed\s*\{")
 _LATEX_TEXT = re.compile(r"\\(?:text|texttt|mathrm)\s*\{(.*)\}", re.S)
 _JSON_CONSTANTS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+# One decoder for every answer: json.loads(text, parse_constant=...) builds a new one per call.
+_JSON = json.JSONDecoder(parse_constant=_JSON_CONSTANTS.__getitem__)
+# The key of an answer object, quoted either way: '"output":' or "'input' :".
+_KEY = {key: re.compile(r"""["']""" + key + r"""["']\s*:""") for key in ("input", "output")}
 _PY_NAMES = {
     "True": True, "False": False, "None": None,
     "true": True, "false": False, "null": None,
@@ -146,13 +150,13 @@ def _python_value(node: ast.AST) -> Any:
 def _parse_value(text: str) -> tuple[Any, str]:
     """``text`` as a JSON value, trying JSON then a Python literal; returns (value, source)."""
     try:
-        return json.loads(text, parse_constant=_JSON_CONSTANTS.__getitem__), "json"
+        return _JSON.decode(text), "json"
     except (ValueError, RecursionError):
         pass
     try:
         value = _python_value(ast.parse(text.strip(), mode="eval").body)
         # Round trip: tuples become lists, non-string dict keys become JSON keys.
-        return json.loads(json.dumps(value), parse_constant=_JSON_CONSTANTS.__getitem__), "python_literal"
+        return _JSON.decode(json.dumps(value)), "python_literal"
     except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError) as exc:
         raise _Unparsable("neither JSON nor a Python literal") from exc
 
@@ -163,7 +167,7 @@ def _from_objects(text: str, key: str) -> tuple[Any, str] | str | None:
     Returns (value, source) when found; else a detail string when some object with the key
     could not be parsed; else None.
     """
-    key_re = re.compile(r"""["']""" + re.escape(key) + r"""["']\s*:""")
+    key_re = _KEY[key]
     best: tuple[int, Any, str] | None = None
     failure: str | None = None
     for start, end in _objects(text):
