@@ -42,13 +42,18 @@ from pydantic import Field
 from deployments.serve import name_suffix
 from flows.artifacts import key_scope
 from flows.config import BuildConfig, default_output_dir, load_config
-from flows.errors import UserError, one_line, quiet_user_errors, user_errors
+from flows.errors import UserError, one_line, quiet_interrupts, quiet_user_errors, user_errors
 
 _DEFAULT = BuildConfig()
 _ID_CHUNK = 1000
 LOCK_POLL_S = 1.0  # how often a run waiting for its database checks the lock file
 
 log = logging.getLogger("codeio")
+
+# A served run's process gets the Ctrl-C of its serve's terminal too (the serve ends the run):
+# Prefect logs that stop with the traceback of wherever it landed (waiting for the database,
+# say), which the serve's output showed under its own one-line stop.
+quiet_interrupts()
 
 
 @dataclass(frozen=True)

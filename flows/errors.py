@@ -86,6 +86,27 @@ class _QuietUserErrors(logging.Filter):
 _PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine")
 
 
+class _QuietInterrupts(logging.Filter):
+    """A run stopped by Ctrl-C or SIGTERM: Prefect logs the stop with the traceback of
+    wherever the signal landed, which says nothing a user needs; the line stays."""
+
+    def filter(self, record: Any) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TerminationSignal":
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_QUIET_INTERRUPTS = _QuietInterrupts()
+
+
+def quiet_interrupts() -> None:
+    """From now on in this process, Prefect logs a run's interrupt without its traceback."""
+    for name in _PREFECT_RUN_LOGGERS:
+        logging.getLogger(name).addFilter(_QUIET_INTERRUPTS)  # once: a filter is added once
+
+
 @contextmanager
 def quiet_user_errors() -> Iterator[None]:
     """Within the block, Prefect logs a user-fixable error without its traceback."""

@@ -605,3 +605,37 @@ def test_a_scheduled_ingest_skips_a_database_another_build_holds(tmp_path):
         holder.kill()
         holder.wait()
     assert result == {"skipped": True, "busy": True, "db_path": cfg.db_path}
+
+
+@pytest.mark.filterwarnings("ignore:Logger 'prefect.flow_runs' attempted to send logs")  # no run here
+def test_a_served_run_stopped_by_ctrl_c_is_logged_without_a_traceback():
+    """Prefect logs an interrupted run ("Engine execution interrupted by base exception") with
+    the traceback of wherever the signal landed: a served run's process gets its serve's
+    Ctrl-C too, and that traceback turned up under serve's one-line stop (seen in a test run
+    whose Ctrl-C came while the run waited for its database)."""
+    import logging
+
+    import deployments.flow  # noqa: F401 - importing it is what quiets the run loggers
+
+    class Keep(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.ERROR)
+            self.records: list[logging.LogRecord] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record)
+
+    logger, keep = logging.getLogger("prefect.flow_runs"), Keep()
+    logger.addHandler(keep)
+    try:
+        for stop in (KeyboardInterrupt(), ValueError("a real failure")):
+            try:
+                raise stop
+            except BaseException:
+                logger.error("Engine execution interrupted by base exception", exc_info=True)
+    finally:
+        logger.removeHandler(keep)
+    interrupted, failed = keep.records
+    assert interrupted.getMessage() == "Engine execution interrupted by base exception"
+    assert interrupted.exc_info is None and "Traceback" not in logging.Formatter().format(interrupted)
+    assert failed.exc_info is not None  # other errors keep theirs
