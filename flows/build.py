@@ -32,7 +32,7 @@ from prefect.utilities.annotations import opaque
 
 from flows.artifacts import publish_stage_progress, publish_summary
 from flows.config import BuildConfig
-from flows.errors import TERMINATED, RowsLeftToRetry, UserError, disk_full
+from flows.errors import RowsLeftToRetry, UserError, disk_full
 from flows.preflight import preflight
 from storage.ids import content_id
 from storage.models import ShardResult
@@ -669,8 +669,6 @@ def build(cfg: BuildConfig) -> BuildReport:
         # whose kernel lives on): calls not sent are not sent, completed ones are in the
         # ledger, and the shards end with RunCancelled.
         if isinstance(exc, (KeyboardInterrupt, TerminationSignal)):
-            if isinstance(exc, TerminationSignal):
-                TERMINATED.set()  # the CLI's own handler does not see this one
             cancel_run(run_id)
             cancel_on_dask_workers(_dask_client(), run_id)
             if running:

@@ -22,8 +22,6 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 # Prefect's default 20 s is too short for its temporary server on a busy 2-core machine.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
-from flows.errors import TERMINATED  # noqa: E402 - after the environment it must see
-
 EXIT_USER = 2
 EXIT_FAILED = 1
 
@@ -349,6 +347,7 @@ class _SigtermStop:
         self._previous = previous
         self._pipe = pipe
         self._previous_fd = previous_fd
+        self._seen = False
 
     @classmethod
     def install(cls) -> _SigtermStop | None:
@@ -357,7 +356,6 @@ class _SigtermStop:
             return None
 
         def terminated(_signum: int, _frame: Any) -> None:
-            TERMINATED.set()
             raise KeyboardInterrupt("SIGTERM")
 
         pipe = os.pipe()
@@ -368,16 +366,15 @@ class _SigtermStop:
 
     def seen(self) -> bool:
         """Whether SIGTERM arrived since ``install``."""
-        while not TERMINATED.is_set():
+        while not self._seen:
             try:
                 got = os.read(self._pipe[0], 512)
             except BlockingIOError:
                 break
             if not got:
                 break
-            if signal.SIGTERM in got:
-                TERMINATED.set()
-        return TERMINATED.is_set()
+            self._seen = signal.SIGTERM in got
+        return self._seen
 
     def restore(self) -> None:
         """Put the previous handler and wakeup descriptor back."""
@@ -385,7 +382,6 @@ class _SigtermStop:
         signal.set_wakeup_fd(self._previous_fd)
         for fd in self._pipe:
             os.close(fd)
-        TERMINATED.clear()
 
 
 def _fail(line: str, exc: BaseException | None) -> None:

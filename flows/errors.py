@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import errno
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-
-
-# Set when SIGTERM (`kill PID`, `docker stop`, a scheduler preempting the job) stopped the
-# command: by the CLI's handler, by the build when Prefect's engine, whose handler is the one
-# in place while a flow runs, raised it there as TerminationSignal, or by the CLI when its
-# wakeup pipe shows SIGTERM behind an interrupt that came out of a DuckDB statement.
-TERMINATED = threading.Event()
 
 
 class UserError(Exception):
@@ -76,26 +68,24 @@ class _QuietUserErrors(logging.Filter):
     says all there is to say: the record keeps its message and loses the traceback."""
 
     def filter(self, record: Any) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, user_errors()) or (exc is not None and disk_full(exc)):
+        if record.exc_info and self.quiet(record.exc_info[1]):
             record.exc_info = None
             record.exc_text = None
         return True
+
+    def quiet(self, exc: BaseException | None) -> bool:
+        return isinstance(exc, user_errors()) or (exc is not None and disk_full(exc))
 
 
 _PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine")
 
 
-class _QuietInterrupts(logging.Filter):
-    """A run stopped by Ctrl-C or SIGTERM: Prefect logs the stop with the traceback of
-    wherever the signal landed, which says nothing a user needs; the line stays."""
+class _QuietInterrupts(_QuietUserErrors):
+    """The same for a run stopped by Ctrl-C or SIGTERM: Prefect logs the stop with the
+    traceback of wherever the signal landed, which says nothing a user needs."""
 
-    def filter(self, record: Any) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TerminationSignal":
-            record.exc_info = None
-            record.exc_text = None
-        return True
+    def quiet(self, exc: BaseException | None) -> bool:
+        return isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TerminationSignal"
 
 
 _QUIET_INTERRUPTS = _QuietInterrupts()
