@@ -1,9 +1,19 @@
 """AIMD admission control: how many requests may be in flight at the endpoint right now.
 
 Rate control lives here, apart from transport retries: overload signals (429, 503, timeouts)
-halve the limit, successes grow it by about one per window, bounded by [min, max]. Only one
-halving per "epoch" counts, so a burst of rejections from requests sent under the old limit
-shrinks it once, not to the floor.
+halve the limit, successes grow it, bounded by [min, max]. Only one halving per "epoch"
+counts, so a burst of rejections from requests sent under the old limit shrinks it once, not
+to the floor.
+
+Growth has two speeds, as in TCP. Below a threshold, half the limit at which the endpoint
+last pushed back while serving, each success adds a slot (the limit doubles per window of
+requests: slow start); from there on, a slot per window. The threshold drops only when a
+request admitted after one halving succeeds before the next. An outage (a server restarting,
+a proxy without its backend) rejects every request and halves the limit to the floor, but
+says nothing of how many requests the endpoint serves once it is back: the limit returns to
+half its old level within a few windows, not one slot per window from the floor (about 60
+windows from 1 to 64, which at half a minute per chat completion is half an hour at a
+fraction of the endpoint's throughput).
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ class AdmissionController:
         self.max_limit = max_limit
         self.min_limit = min_limit
         self._limit = float(max_limit if initial is None else min(max(initial, min_limit), max_limit))
+        self._threshold = float(max_limit)  # below it the limit grows by one per success
+        self._answered_since_halving = True
         self._in_flight = 0
         self._epoch = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -58,8 +70,16 @@ class AdmissionController:
         """Free a slot and adapt the limit to how the request went."""
         self._in_flight -= 1
         if signal == "success":
-            self._limit = min(float(self.max_limit), self._limit + 1.0 / self._limit)
+            if ticket == self._epoch:  # admitted since the last halving: served at this limit
+                self._answered_since_halving = True
+            if self._limit < self._threshold:
+                self._limit = min(self._threshold, self._limit + 1.0)
+            else:
+                self._limit = min(float(self.max_limit), self._limit + 1.0 / self._limit)
         elif signal == "overload" and ticket == self._epoch:
+            if self._answered_since_halving:  # pushback from an endpoint that was serving
+                self._threshold = max(float(self.min_limit), self._limit / 2.0)
+                self._answered_since_halving = False
             self._limit = max(float(self.min_limit), self._limit / 2.0)
             self._epoch += 1
             self.decreases += 1

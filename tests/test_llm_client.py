@@ -211,6 +211,28 @@ def test_concurrency_shrinks_on_429_and_grows_back() -> None:
     assert server.max_in_flight <= 16
 
 
+def test_concurrency_comes_back_quickly_after_an_outage() -> None:
+    """A burst of 503s takes the limit to the floor; once the endpoint answers again the
+    limit is back to half its earlier level within a few dozen answers (slow start), where
+    growing one slot per window of answers would still be near the floor."""
+    faults = [Fault("503", times=150)]
+    with serve(latency_s=0.01, faults=faults) as server:
+        settings = make_settings(server.base_url, max_concurrency=64, max_retries=50, backoff_base_s=0.01,
+                                 backoff_max_s=0.05, max_consecutive_failures=1000)
+
+        async def go() -> tuple[int, int]:
+            async with HTTPProvider(settings) as provider:
+                results = await provider.complete(make_requests(64, "a"))  # all through the outage
+                assert all(r.error is None for r in results)
+                floor = provider.admission.decreases
+                await provider.complete(make_requests(40, "b"))
+                return floor, provider.concurrency_limit
+
+        decreases, after_40 = asyncio.run(go())
+    assert decreases >= 5  # 64 halved at least to 2
+    assert after_40 >= 32
+
+
 def test_only_429s_stop_with_endpoint_down() -> None:
     with serve(faults=[Fault("429", retry_after=0.01)]) as server:
         settings = make_settings(server.base_url, max_consecutive_failures=20, max_retries=100,

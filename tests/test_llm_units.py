@@ -91,16 +91,46 @@ def test_admission_halves_once_per_epoch_and_grows_back_slowly() -> None:
         for ticket in tickets:  # a burst of 429s sent under one limit
             gate.release(ticket, "overload")
         assert gate.limit == 8 and gate.decreases == 1
-        for _ in range(5):  # repeated overload under fresh tickets keeps halving, to the floor
-            gate.release(await gate.acquire(), "overload")
-        assert gate.limit == 2
+        gate.release(await gate.acquire(), "success")  # served at 8 ...
+        gate.release(await gate.acquire(), "overload")  # ... pushed back at 8: congestion
+        assert gate.limit == 4
         for _ in range(3):
             gate.release(await gate.acquire(), "success")
-        assert gate.limit == 3  # +1 per ~limit successes: slow
+        assert gate.limit == 4  # at its threshold: +1 per ~limit successes, slowly
         while gate.limit < 16:
             gate.release(await gate.acquire(), "success")
         gate.release(await gate.acquire(), "success")
         assert gate.limit == 16  # capped
+
+    asyncio.run(go())
+
+
+def test_admission_comes_back_from_an_outage_in_a_few_windows() -> None:
+    """An outage rejects everything and takes the limit to the floor; once requests succeed
+    again the limit doubles per window back to half its level before the outage (slow start),
+    and only above that grows one slot per window."""
+
+    async def go() -> None:
+        gate = AdmissionController(max_limit=64, min_limit=2)
+        long_call = await gate.acquire()  # started before the outage
+        for _ in range(5):  # every request of the outage is rejected: halved to the floor
+            gate.release(await gate.acquire(), "overload")
+        assert gate.limit == 2 and gate.decreases == 5
+        gate.release(long_call, "success")  # it ends well during the outage, but says nothing
+        assert gate.limit == 3              # of how the endpoint serves now
+        successes = 0
+        while gate.limit < 32:
+            gate.release(await gate.acquire(), "success")
+            successes += 1
+        assert successes == 29  # one slot per success up to half the level before the outage
+        for _ in range(33):  # then one slot per window
+            gate.release(await gate.acquire(), "success")
+        assert gate.limit == 33
+        gate.release(await gate.acquire(), "overload")  # pushback while serving: congestion
+        assert gate.limit == 16
+        for _ in range(16):
+            gate.release(await gate.acquire(), "success")
+        assert gate.limit == 17  # no slow start back to 33: 16 is the new threshold
 
     asyncio.run(go())
 
