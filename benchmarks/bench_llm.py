@@ -4,8 +4,14 @@ N requests at concurrency C against a server that answers after L seconds: the i
 C / L. The server runs in its own process so its CPU is not counted as the client's.
 
     python benchmarks/bench_llm.py --n 2000 --latency 0.2 --concurrency 64 --json out.json
+    python benchmarks/bench_llm.py --outage 200          # also: the same requests after an outage
 
 Goal: >= 90% of the ideal rate and < 1 ms of client CPU per request.
+
+``--outage N`` runs the same requests once more against a server that answers N requests in
+a row with 503 right after the warm-up (a server restarting), with the client's default
+settings, and reports how much longer they take than against the healthy server: the
+rejected calls' backoff, and the requests held back while the admission limit comes back.
 """
 
 from __future__ import annotations
@@ -28,10 +34,10 @@ sys.path.insert(0, str(REPO))
 from llm import CachedProvider, HTTPProvider, JournalLedger, LLMSettings  # noqa: E402
 
 
-def _start_server(latency_s: float) -> tuple[subprocess.Popen, str]:
+def _start_server(latency_s: float, *extra: str) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     server = subprocess.Popen(
-        [sys.executable, "-m", "llm.testserver", "--port", "0", "--latency", str(latency_s)],
+        [sys.executable, "-m", "llm.testserver", "--port", "0", "--latency", str(latency_s), *extra],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -92,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.2, help="server latency L, seconds")
     parser.add_argument("--concurrency", type=int, default=64, help="client concurrency C")
     parser.add_argument("--ledger", action="store_true", help="go through CachedProvider + JournalLedger")
+    parser.add_argument("--outage", type=int, default=0, metavar="N",
+                        help="run again with N requests answered 503 in a row after the warm-up")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
 
@@ -132,11 +140,30 @@ def main(argv: list[str] | None = None) -> int:
         f"{figures['client_system_cpu_s'] / args.n * 1000:.3f} system); "
         f"errors {figures['errors']}"
     )
+    if args.outage:
+        report["outage"] = _outage(args, figures["wall_s"])
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     goal_met = report["share_of_ideal"] >= 0.9 and report["client_cpu_ms_per_request"] < 1.0
     print("goal (>= 90% of ideal, < 1 ms CPU/request):", "met" if goal_met else "NOT met")
     return 0
+
+
+def _outage(args: argparse.Namespace, healthy_wall_s: float) -> dict:
+    """The same requests against a server that answers ``args.outage`` requests in a row with
+    503 right after the warm-up (the warm-up sends ``args.concurrency``)."""
+    server, base_url = _start_server(args.latency, "--outage", str(args.outage),
+                                     "--outage-after", str(args.concurrency))
+    try:
+        figures = asyncio.run(_run(base_url, args.n, args.concurrency, None))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    outage = {"rejected": args.outage, "wall_s": figures["wall_s"], "errors": figures["errors"],
+              "extra_s": figures["wall_s"] - healthy_wall_s, "final_concurrency_limit": figures["final_concurrency_limit"]}
+    print(f"after an outage of {args.outage} requests answered 503: {figures['wall_s']:.1f} s "
+          f"({outage['extra_s']:+.1f} s against the healthy server's {healthy_wall_s:.1f} s); errors {figures['errors']}")
+    return outage
 
 
 if __name__ == "__main__":

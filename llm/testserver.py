@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import random
 import socket
 import struct
@@ -356,6 +357,13 @@ def serve(
         sock.close()
 
 
+def outage(rejected: int, after: int = 0) -> Fault:
+    """A server restarting: ``rejected`` chat requests in a row answered 503, after the first
+    ``after`` were answered."""
+    seen = itertools.count(1)
+    return Fault("503", times=rejected, match=lambda _body: next(seen) > after)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="OpenAI-compatible test server (echoes by default)")
     parser.add_argument("--host", default="127.0.0.1")
@@ -369,9 +377,13 @@ def main(argv: list[str] | None = None) -> None:
         metavar="KIND:PROBABILITY",
         help=f"inject a fault at random, e.g. 429:0.05 (kinds: {', '.join(FAULT_KINDS)})",
     )
+    parser.add_argument("--outage", type=int, default=0, metavar="N",
+                        help="answer N chat requests with 503 in a row, as a restarting server does")
+    parser.add_argument("--outage-after", type=int, default=0, metavar="M",
+                        help="start the outage after the first M chat requests")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    faults = []
+    faults = [outage(args.outage, args.outage_after)] if args.outage else []
     for spec in args.fault:
         kind, _, probability = spec.partition(":")
         retry_after = 1 if kind == "429" else None

@@ -13,7 +13,7 @@ import pytest
 from llm.errors import ConfigError, EndpointDown
 from llm.http import HTTPProvider
 from llm.settings import LLMSettings
-from llm.testserver import Fault, ServerHandle, serve
+from llm.testserver import Fault, ServerHandle, outage, serve
 from llm.types import ChatRequest, ChatResult
 
 SECRET = "sk-test-9f8e7d6c5b4a-DO-NOT-LOG"
@@ -211,11 +211,18 @@ def test_concurrency_shrinks_on_429_and_grows_back() -> None:
     assert server.max_in_flight <= 16
 
 
+def test_the_test_servers_outage_rejects_a_run_of_requests_after_the_first_ones() -> None:
+    with serve(faults=[outage(3, after=2)]) as server:
+        statuses = [httpx.post(f"{server.base_url}/chat/completions", json={
+            "model": "test-model", "messages": [{"role": "user", "content": f"q{i}"}]}).status_code for i in range(7)]
+    assert statuses == [200, 200, 503, 503, 503, 200, 200]
+
+
 def test_concurrency_comes_back_quickly_after_an_outage() -> None:
     """A burst of 503s takes the limit to the floor; once the endpoint answers again the
     limit is back to half its earlier level within a few dozen answers (slow start), where
     growing one slot per window of answers would still be near the floor."""
-    faults = [Fault("503", times=150)]
+    faults = [outage(150)]
     with serve(latency_s=0.01, faults=faults) as server:
         settings = make_settings(server.base_url, max_concurrency=64, max_retries=50, backoff_base_s=0.01,
                                  backoff_max_s=0.05, max_consecutive_failures=1000)
