@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import pstats
+import resource
 import shutil
 import sys
 import tempfile
@@ -173,6 +174,35 @@ def explore(rows_total: int, rows: int) -> dict[str, int]:
     return results
 
 
+def bench_ledger(rows: int, batch: int = 20_000) -> dict[str, Any]:
+    """``rows`` llm_calls rows through ``Store.insert_rows``, ``batch`` per commit, on a
+    scratch file with the store's default memory limit. DuckDB holds the table's key index
+    whole in its memory: does a paper-scale ledger (~7M calls) fit, and at what limit and RSS?"""
+    folder = tempfile.mkdtemp(prefix="codeio-bench-ledger-")
+    written, start = 0, time.perf_counter()
+    try:
+        with Store(Path(folder) / "ledger.duckdb") as store:
+            print(f"writing {rows} ledger rows, {batch} per commit")
+            for first in range(0, rows, batch):
+                keys = [hashlib.sha256(f"call {i}".encode()).hexdigest() for i in range(first, min(first + batch, rows))]
+                with store.transaction():
+                    store.insert_rows("llm_calls", [{"key": k, "model": "m", "stage": "answer", "content": "x" * 200,
+                                                     "truncated": False, "latency_s": 0.1} for k in keys], upsert=False)
+                written += len(keys)
+            limit = store.query("SELECT current_setting('memory_limit')")[0][0]
+            index = store.query("SELECT memory_usage_bytes FROM duckdb_memory() WHERE tag = 'ART_INDEX'")[0][0]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    seconds = time.perf_counter() - start
+    figures = {"rows": written, "seconds": round(seconds, 1), "rows_per_s": round(written / seconds),
+               "memory_limit": limit, "index_mb": round(index / 2**20), "index_bytes_per_key": round(index / written),
+               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    print(f"ledger: {written} rows in {seconds:.0f} s ({figures['rows_per_s']} rows/s); key index "
+          f"{figures['index_mb']} MB ({figures['index_bytes_per_key']} bytes a key); DuckDB's memory limit "
+          f"grew to {limit}; peak RSS of this process {figures['peak_rss_mb']} MB")
+    return figures
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=1_000_000, help="io_pairs rows to write per pattern")
@@ -184,6 +214,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--explore-rows", type=int, default=200_000)
     p.add_argument("--threads", type=int, default=1,
                    help="DuckDB threads (the flow's store uses 1: the cores belong to the sandbox)")
+    p.add_argument("--ledger", type=int, default=0, metavar="N",
+                   help="also write N LLM ledger rows (a keyed table) at the default memory limit")
     p.add_argument("--json", help="write the figures to this file")
     args = p.parse_args(argv)
 
@@ -224,6 +256,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for row in report["profile"]:
         print(f"  {row['share']:6.1%}  cumulative {row['cumulative_s']:7.3f} s  own {row['own_s']:7.3f} s  "
               f"{row['function']}")
+    if args.ledger:
+        report["ledger"] = bench_ledger(args.ledger)
     if args.explore:
         print(f"io_pairs appends alone ({args.explore_rows} rows, shards of {args.shard_rows}, scratch files):")
         report["explore"] = explore(args.explore_rows, args.shard_rows)

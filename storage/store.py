@@ -42,9 +42,20 @@ _INDEX_LOOKUP_KEYS = 1000
 
 CHECKPOINT_THRESHOLD = "256MB"
 # DuckDB's buffer memory per connection. Its own default is 80 % of the machine's RAM, which a
-# store as large as a paper-scale build's fills through its caches: this bound keeps a build's
-# memory flat however large the store grows (past it DuckDB evicts and checkpoints earlier).
+# store as large as a paper-scale build's fills through its caches: this bound keeps the caches
+# flat however large the store grows (past it DuckDB evicts and checkpoints earlier).
 MEMORY_LIMIT = "512MB"
+# DuckDB keeps a table's primary-key index (an ART) whole in that memory: about 120 bytes per
+# key of 64 hex characters (measured with DuckDB 2.0; a longer key takes more). The cap above
+# is for caches, so the indexes get room on top of it: without it, once the keyed tables held
+# ~4M rows (a paper-scale ledger has ~7M calls), the index alone filled the cap and every
+# commit failed ("could not allocate block").
+INDEX_BYTES_PER_KEY = 160
+_KEYED = ("functions", "ingest_log", "raw_files", "llm_calls")
+# The limit is raised ahead of the keys, by room for this many more at a time.
+_INDEX_ROOM_STEP = 100_000
+_BYTE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 # How long a write open waits for processes that have the file open for reading (`codeio
 # stats`, `report`, `export`, a notebook's `load()`: seconds, as a rule) before it gives up.
 READER_WAIT_S = 60.0
@@ -81,6 +92,11 @@ class StoreFull(StoreError):
     What was committed before stays; the statement that failed is rolled back."""
 
 
+class StoreOutOfMemory(StoreError):
+    """A statement needed more memory than DuckDB may use here. What was committed before
+    stays; the statement that failed is rolled back."""
+
+
 class StoreLocked(StoreError):
     """Another process holds the database (open for writing, or for reading while this one
     would write); ``holder`` says which, when it can be told."""
@@ -110,6 +126,7 @@ class Store:
         open for writing waits for other processes reading the file to close it."""
         self.path = Path(path)
         self.read_only = read_only
+        self._cache_bytes = _parse_bytes(memory_limit)
         # Seconds spent in the store's reads and writes, for the build's figures (one thread
         # uses a store: only the flow touches it).
         self.busy_s = 0.0
@@ -129,12 +146,25 @@ class Store:
             self.con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         if threads is not None:
             self.con.execute(f"SET threads = {int(threads)}")
+        self._memory_bytes = 0
         self.con.execute("SET memory_limit = ?", [memory_limit])
         if not read_only:
             self.migrate()
         elif self.schema_version() == 0:
             raise StoreError(f"{self.path} is not a codeio database (no schema)")
         self._columns: dict[str, list[str]] = {}
+        self._keys = self.con.execute(
+            "SELECT " + " + ".join(f"(SELECT count(*) FROM {table})" for table in _KEYED)).fetchall()[0][0]
+        self._fit_memory()
+
+    def _fit_memory(self) -> None:
+        """Raise DuckDB's memory limit to the cache cap plus room for the key indexes, ahead
+        of the keys (``INDEX_BYTES_PER_KEY``)."""
+        if self._cache_bytes + self._keys * INDEX_BYTES_PER_KEY <= self._memory_bytes:
+            return
+        wanted = self._cache_bytes + (self._keys + _INDEX_ROOM_STEP) * INDEX_BYTES_PER_KEY
+        self.con.execute(f"SET memory_limit = '{wanted // 1024}KiB'")
+        self._memory_bytes = wanted
 
     def _connect(self, reader_wait_s: float, logger: Any) -> Any:
         """Open the file; while only readers hold it (their commands take seconds), an open
@@ -263,6 +293,9 @@ class Store:
         return len(rows)
 
     def _insert(self, table: str, data: pa.Table, upsert: bool) -> None:
+        if table in _KEYED:  # counted as new whether or not they are: the room errs on the large side
+            self._keys += data.num_rows
+            self._fit_memory()
         if table in _APPEND_ONLY or table == "stage_outcomes":
             verb = "INSERT"
         elif table in _REPLACED:
@@ -596,6 +629,12 @@ class _Connection:
             except Exception:  # noqa: BLE001 - nothing pending
                 pass
             raise KeyboardInterrupt("interrupted during a database statement") from exc
+        if isinstance(exc, duckdb.OutOfMemoryException) or "could not allocate block" in str(exc) \
+                or "failed to pin block" in str(exc):
+            raise StoreOutOfMemory(
+                f"the database needed more memory than DuckDB may use here: {_duckdb_detail(exc)} (the limit "
+                "is storage.store.MEMORY_LIMIT plus room for the key indexes; the work committed before is kept)"
+            ) from exc
         if _NO_SPACE in str(exc):
             raise StoreFull(f"the disk is full: {_duckdb_detail(exc)}; free space there and run again "
                             "(the work committed before is kept)") from exc
@@ -603,6 +642,15 @@ class _Connection:
 
 
 _NO_SPACE = os.strerror(errno.ENOSPC)  # "No space left on device", as DuckDB quotes the OS
+
+
+def _parse_bytes(text: str) -> int:
+    """A memory size as DuckDB takes it ("512MB", "2 GiB", "1000000B") in bytes."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    unit = (match.group(2) or "B").upper() if match else ""
+    if match is None or unit not in _BYTE_UNITS:
+        raise StoreError(f"memory limit {text!r} is not a size such as 512MB or 2GiB")
+    return int(float(match.group(1)) * _BYTE_UNITS[unit])
 
 
 def _duckdb_detail(exc: BaseException) -> str:

@@ -280,14 +280,13 @@ def test_the_store_can_be_given_its_duckdb_threads(tmp_path):
 
 def test_duckdb_memory_is_bounded_however_large_the_store_grows(tmp_path):
     """DuckDB's own default is 80 % of the machine's RAM, which its caches fill as a store
-    grows: the store bounds it (a build's memory stays flat at any scale)."""
-    from storage.store import MEMORY_LIMIT
+    grows: the store bounds it (a build's memory stays flat at any scale), leaving room for
+    the key indexes (see the next test)."""
+    from storage.store import _INDEX_ROOM_STEP, INDEX_BYTES_PER_KEY
 
-    reference = duckdb.connect()
-    reference.execute("SET memory_limit = ?", [MEMORY_LIMIT])
     with Store(tmp_path / "m.duckdb") as store:
-        assert store.query("SELECT current_setting('memory_limit')") == \
-            reference.execute("SELECT current_setting('memory_limit')").fetchall()
+        limit = store.query("SELECT current_setting('memory_limit')")[0][0]
+        assert abs(_bytes(limit) - (512 * 10**6 + _INDEX_ROOM_STEP * INDEX_BYTES_PER_KEY)) < 2**20
     with Store(tmp_path / "m.duckdb", memory_limit="16MB") as store:
         for n in range(60):  # DuckDB holds ~37 MB of these rows without a limit
             rows = [{"id": f"{n:03d}-{j:05d}", "function_id": f"f{n}", "input_json": content_id(n, j) * 3,
@@ -347,3 +346,49 @@ def test_a_full_disk_is_a_clear_error_and_keeps_every_committed_shard(tmp_path):
         with Store(small / "c.duckdb") as again:
             assert again.query("SELECT count(*), count(DISTINCT item_id) FROM stage_outcomes")[0] == (committed, committed)
             assert again.query("SELECT count(*) FROM io_pairs")[0][0] == 40 * committed
+
+
+def test_the_key_indexes_get_room_beyond_the_memory_limit(tmp_path):
+    """DuckDB keeps a table's primary-key index whole in its buffer memory, about 120 bytes a
+    key: a ledger of a paper-scale build's ~7M calls needs more than the store's cap on its
+    caches, and the commit that crossed it failed ("failed to pin block"). The limit grows with
+    the keyed rows, also for a store opened again."""
+    import pyarrow as pa
+
+    from storage.store import _INDEX_ROOM_STEP, INDEX_BYTES_PER_KEY
+
+    db = tmp_path / "k.duckdb"
+    with Store(db, memory_limit="16MB") as store:  # room for ~140k keys of 64 characters
+        for n in range(30):
+            keys = [content_id("call", n, j) for j in range(10_000)]
+            store.insert_rows("llm_calls", pa.table({
+                "key": keys, "model": ["m"] * len(keys), "stage": ["answer"] * len(keys),
+                "content": ["x"] * len(keys), "truncated": [False] * len(keys), "latency_s": [0.1] * len(keys),
+            }).to_pylist(), upsert=False)
+        assert store.query("SELECT count(*) FROM llm_calls") == [(300_000,)]
+        assert store.cached_calls([content_id("call", 29, 9_999)]) != {}
+    with Store(db, memory_limit="16MB") as store:
+        limit = store.query("SELECT current_setting('memory_limit')")[0][0]
+        wanted = 16 * 10**6 + (300_000 + _INDEX_ROOM_STEP) * INDEX_BYTES_PER_KEY  # cache cap, index room
+        assert abs(_bytes(limit) - wanted) < 2**20
+        store.insert_rows("llm_calls", [{"key": "one more", "model": "m", "stage": "answer", "truncated": False,
+                                         "latency_s": 0.1}])
+
+
+def test_a_statement_out_of_memory_is_a_clear_error_and_the_store_stays_usable(tmp_path):
+    from storage.store import StoreOutOfMemory
+
+    with Store(tmp_path / "o.duckdb", memory_limit="16MB", threads=1) as store:
+        with pytest.raises(StoreOutOfMemory) as caught:
+            store.query("SELECT list(i) FROM range(40000000) t(i)")
+        assert "\n" not in str(caught.value)
+        assert str(caught.value).startswith("the database needed more memory than DuckDB may use here: ")
+        assert store.query("SELECT count(*) FROM llm_calls") == [(0,)]
+    with pytest.raises(StoreError, match="memory limit '16 apples' is not a size"):
+        Store(tmp_path / "o.duckdb", memory_limit="16 apples")
+
+
+def _bytes(setting: str) -> float:
+    """DuckDB's way of showing a memory setting ("45.7 MiB") in bytes."""
+    number, unit = setting.split()
+    return float(number) * {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}[unit]
