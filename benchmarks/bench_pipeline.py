@@ -194,7 +194,13 @@ def run_build(tasks: int, args: argparse.Namespace, base_url: str, prefect_url: 
         raise RuntimeError(f"build of {tasks} tasks failed: {(work / 'stderr.log').read_text()[-2000:]}")
     summary = json.loads((work / "stdout.json").read_text())
     return {"tasks_requested": tasks, "functions": functions, "wall_s": wall, "peak_rss_mb": peak / 1024,
-            "cpu": cpu, "summary": summary, "sandbox_workers": config["sandbox"]["workers"]}
+            "cpu": cpu, "summary": summary, "sandbox_workers": config["sandbox"]["workers"],
+            # Disk: the database, and the shard results Prefect keeps as its cache (result_cache).
+            "db_mb": _tree_mb(work / "db"), "result_cache_mb": _tree_mb(work / "prefect-home" / "storage")}
+
+
+def _tree_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20 if path.exists() else 0.0
 
 
 def figures(run: dict[str, Any], latency: float, concurrency: int, parallel: int,
@@ -227,6 +233,8 @@ def figures(run: dict[str, Any], latency: float, concurrency: int, parallel: int
         "flow_s": s["seconds"],
         "ms_per_task": round(1000 * run["wall_s"] / max(1, tasks), 3),
         "peak_rss_mb": round(run["peak_rss_mb"], 1),
+        "db_mb": round(run["db_mb"], 1),
+        "result_cache_mb": round(run["result_cache_mb"], 1),
         "task_runs": s["task_runs"],
         "llm_calls_sent": int(s["llm_calls_sent"]),
         "executions": int(s["executions"]),
@@ -306,7 +314,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{k} {v:.1f} ({fig['stage_floor_s'][k]:.1f}; {fig['stage_flow_cpu_s'][k]:.1f})"
                 for k, v in fig["stage_seconds"].items()))
             print(f"         store (reads and commits, in the stages): {fig['store_s']:.1f} s = "
-                  f"{fig['store_share_of_wall']:.1%} of wall", flush=True)
+                  f"{fig['store_share_of_wall']:.1%} of wall; on disk: database {fig['db_mb']:.0f} MB, "
+                  f"Prefect's result cache {fig['result_cache_mb']:.0f} MB", flush=True)
             c = fig["cpu_s"]
             print(f"         CPU: machine busy {fig['machine_busy_share']:.0%} of {c['machine_capacity_s']:.0f} core-s; "
                   f"flow process {c['flow_process_s']:.1f} s ({c['flow_process_system_s']:.1f} system; "

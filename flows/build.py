@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 from prefect.context import TaskRunContext, get_run_context
 from prefect.exceptions import TerminationSignal
 from prefect.futures import as_completed
@@ -96,7 +97,7 @@ class ShardResultSerializer(Serializer):
 # cache of its 1000 most recent results would hold every shard of a build until the end),
 # retried with backoff and jitter.
 _SHARD_TASK = dict(
-    cache_key_fn=_shard_cache_key,
+    cache_policy=CacheKeyFnPolicy(cache_key_fn=_shard_cache_key),
     persist_result=True,
     result_serializer=ShardResultSerializer(),
     cache_result_in_memory=False,
@@ -405,7 +406,7 @@ def run_ingest(store: Store, cfg: BuildConfig, report: BuildReport, key: str) ->
     logger = _logger()
     rep = report.stages.setdefault("ingest", StageReport("ingest"))
     t0, c0, b0 = time.perf_counter(), time.process_time(), store.busy_s
-    task_fn = ingest_shard.with_options(refresh_cache=_refresh(cfg))
+    task_fn = ingest_shard.with_options(**_cache_options(cfg))
 
     def items() -> Iterator[ingest_mod.SourceItem]:
         for spec in cfg.sources:
@@ -441,10 +442,14 @@ def run_ingest(store: Store, cfg: BuildConfig, report: BuildReport, key: str) ->
     rep.store_seconds += store.busy_s - b0
 
 
-def _refresh(cfg: BuildConfig) -> bool | None:
-    """Prefect's refresh_cache for the shard tasks: True runs them all (and caches the new
-    results); None leaves it to Prefect's setting (PREFECT_TASKS_REFRESH_CACHE, off by default)."""
-    return True if cfg.refresh_cache else None
+def _cache_options(cfg: BuildConfig, refresh: bool = False) -> dict[str, Any]:
+    """The shard tasks' caching options. ``refresh_cache`` (or ``refresh``) runs every shard
+    and caches the new results; otherwise Prefect's setting decides (PREFECT_TASKS_REFRESH_CACHE,
+    off by default). With ``result_cache`` off nothing is looked up or persisted: results reach
+    the flow through the hand-over, or with the task's final state from a Dask worker."""
+    if not cfg.result_cache:
+        return {"cache_policy": NO_CACHE, "persist_result": False}
+    return {"refresh_cache": True if (refresh or cfg.refresh_cache) else None}
 
 
 def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str], report: BuildReport) -> None:
@@ -461,7 +466,7 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
     logger.info("%s: %d rows pending in %d shard(s)", stage.name, len(pending), total)
     publish_stage_progress(stage.name, 0, total)
     journal_dir = Path(cfg.db_path).parent / "ledger"
-    task_fn = stage_shard.with_options(retries=cfg.task_retries, refresh_cache=_refresh(cfg))
+    task_fn = stage_shard.with_options(retries=cfg.task_retries, **_cache_options(cfg))
     # Rows a run left to retry (their LLM calls failed on transient errors) are pending again.
     # A shard holding any of them runs again even if Prefect has its result cached: that
     # result is the one that left them to retry.
@@ -469,7 +474,7 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
         "SELECT item_id, coalesce(failed_runs, 1) FROM stage_outcomes WHERE stage = ? AND config_key = ? "
         "AND status = 'retry'", [stage.name, key]))
     retry_ids = failed_before.keys()
-    rerun_fn = stage_shard.with_options(retries=cfg.task_retries, refresh_cache=True)
+    rerun_fn = stage_shard.with_options(retries=cfg.task_retries, **_cache_options(cfg, refresh=True))
 
     def shards() -> Iterator[tuple[str, list[dict], dict[str, Any]]]:
         for ids, rows in _load_in_batches(store, stage, keys, pending, cfg.shard_size):

@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--refresh-cache", action="store_true",
                      help="run every shard the build submits, even those Prefect's result cache holds "
                           "(a fresh database otherwise reuses shards any earlier build on this machine finished)")
+    run.add_argument("--no-result-cache", action="store_true",
+                     help="keep no shard results in Prefect's result storage (they take about twice the "
+                          "database's disk space, under PREFECT_HOME, and are never cleaned up)")
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
     st = sub.add_parser("stats", help="funnel, drop reasons, response types, token use",
@@ -105,6 +108,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         ]
     if getattr(args, "refresh_cache", False):
         o["refresh_cache"] = True
+    if getattr(args, "no_result_cache", False):
+        o["result_cache"] = False
     for attr, key in (("provider", "provider"), ("shard_size", "shard_size"), ("parallel_shards", "max_parallel_shards")):
         if getattr(args, attr, None) is not None:
             o[key] = getattr(args, attr)

@@ -174,6 +174,12 @@ class BuildConfig(_Strict):
         description="Run every shard this build submits instead of taking a result Prefect cached "
         "for the same stage, settings and rows (by this or another database on the machine)",
     )
+    result_cache: bool = Field(
+        default=True,
+        description="Keep each finished shard's result in Prefect's result storage "
+        "(PREFECT_LOCAL_STORAGE_PATH), where another database built from the same corpus and settings "
+        "finds it; it takes about twice the database's disk space and is never cleaned up",
+    )
 
     @model_validator(mode="before")
     @classmethod

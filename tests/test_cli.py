@@ -127,10 +127,11 @@ def test_run_freezes_what_was_loaded_during_the_build_only(tmp_path, monkeypatch
     assert seen["frozen"] > 0 and gc.get_freeze_count() == 0
 
 
-@pytest.mark.parametrize("flag, refresh", [([], False), (["--refresh-cache"], True)])
-def test_run_refresh_cache_flag_reaches_the_build(tmp_path, monkeypatch, flag, refresh):
-    """`--refresh-cache` turns the build's refresh_cache on; without it the config's value
-    (off by default) stands."""
+@pytest.mark.parametrize("flag, refresh, cache", [([], False, True), (["--refresh-cache"], True, True),
+                                                  (["--no-result-cache"], False, False)])
+def test_run_cache_flags_reach_the_build(tmp_path, monkeypatch, flag, refresh, cache):
+    """`--refresh-cache` turns the build's refresh_cache on and `--no-result-cache` its
+    result_cache off; without them the config's values (off and on by default) stand."""
     import flows.build
     from flows.cli import main
 
@@ -140,13 +141,13 @@ def test_run_refresh_cache_flag_reaches_the_build(tmp_path, monkeypatch, flag, r
     seen = {}
 
     def fake_build(cfg):
-        seen["refresh"] = cfg.refresh_cache
+        seen["refresh"], seen["cache"] = cfg.refresh_cache, cfg.result_cache
         raise SystemExit(0)
 
     monkeypatch.setattr(flows.build, "run_build", fake_build)
     with pytest.raises(SystemExit):
         main(["run", "--corpus", str(corpus), "--db", str(tmp_path / "c.duckdb"), *flag])
-    assert seen["refresh"] is refresh
+    assert seen["refresh"] is refresh and seen["cache"] is cache
 
 
 def test_kind_without_corpus(tmp_path):

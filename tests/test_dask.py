@@ -224,8 +224,11 @@ def test_dask_cluster_by_address_uses_a_sandbox_pool_per_worker(thread_build, tm
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster, distributed.Client(cluster) as client:
-        _build(_cfg(tmp_path, corpus, cluster.scheduler_address), tmp_path / "results")
+        # Without the result cache: the workers persist nothing and hand results back in memory.
+        cfg = _cfg(tmp_path, corpus, cluster.scheduler_address).model_copy(update={"result_cache": False})
+        summary = _build(cfg, tmp_path / "results")
         assert _digest(tmp_path / "out") == digest
+        assert summary["executions"] > 0 and not any((tmp_path / "results").glob("*"))
 
         per_worker = client.run(_pool_pids)
         assert len(per_worker) == 2

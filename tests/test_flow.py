@@ -159,6 +159,28 @@ def test_shard_results_are_persisted_with_the_plain_pickle_serializer(tmp_path, 
     assert all(b"\\n" not in p.read_bytes() for p in (tmp_path / "results").iterdir())
 
 
+def test_without_the_result_cache_nothing_is_persisted_or_reused(tmp_path):
+    """result_cache = false: a database built from the same corpus and settings as a cached
+    one runs every shard, persists no result, and exports the same."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    from flows.build import run_build
+
+    corpus = _corpus(tmp_path, 2)
+    results = tmp_path / "results"
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: results}):
+        cached = run_build(_cfg(tmp_path / "a", corpus))
+        records = sorted(p.name for p in results.iterdir())
+        assert len(records) == cached["task_runs"] > 0
+        uncached_cfg = _cfg(tmp_path / "b", corpus).model_copy(update={"result_cache": False})
+        uncached = run_build(uncached_cfg)
+    assert sum(st.get("cached_shards", 0) for st in uncached["stages"].values()) == 0, uncached["stages"]
+    assert uncached["task_runs"] == cached["task_runs"]
+    assert uncached["executions"] > 0
+    assert sorted(p.name for p in results.iterdir()) == records  # nothing new persisted
+    assert _digest(Path(uncached_cfg.output_dir)) == _digest(tmp_path / "a" / "out")
+
+
 def test_shards_finished_together_are_written_together():
     """The window hands back every shard finished by the time it is asked, so the flow writes
     them in one transaction; one still running stays in the window."""
