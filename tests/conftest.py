@@ -31,7 +31,11 @@ def prefect_harness(tmp_path_factory):
     """One temporary Prefect server for the whole session (the one prefect_test_harness would
     start), with its own result storage, so shard results cached by an earlier session never
     stand in for real work. Its database starts as a copy of an already migrated one: the
-    harness's own starts empty, and migrating it took half of the server's start-up."""
+    harness's own starts empty, and migrating it took half of the server's start-up.
+
+    Yields the server's API URL, for the `codeio` subprocesses of the CLI and reliability
+    tests too: a second server for them cost its start-up (seconds of CPU) and its idle load
+    for the rest of the session."""
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
     from prefect.server.api.server import SubprocessASGIServer
@@ -48,7 +52,7 @@ def prefect_harness(tmp_path_factory):
         server.start(timeout=120)
         try:
             with temporary_settings({PREFECT_API_URL: server.api_url}):
-                yield
+                yield server.api_url
                 # What the runs logged and emitted reaches the server before it stops.
                 APILogWorker.drain_all()
                 EventsWorker.drain_all()

@@ -6,8 +6,9 @@
   for about a third of the prompts (chosen by a hash of the prompt) so revision turns happen.
 - ``RecordingServer``: ``llm.testserver.serve`` plus a log of when each 200 answer went out, per
   request body, so a test can tell which calls had completed before a kill.
-- ``PrefectServer``: one real ``prefect server start`` per test process, shared by every CLI
-  subprocess (a temporary server per ``codeio run`` costs ~15-20 s); ``seeded_prefect_home``:
+- ``PrefectServer``: one real ``prefect server start`` per process, shared by every CLI
+  subprocess (a temporary server per ``codeio run`` costs ~15-20 s), for the benchmark (the
+  tests use conftest's ``prefect_harness`` server the same way); ``seeded_prefect_home``:
   a new PREFECT_HOME whose server database is already migrated (migrating costs ~6 s of CPU
   of every start on a new home).
 - ``CLIRun``: ``codeio ...`` as a subprocess with its stderr in a file, to poll and to kill.

@@ -184,15 +184,13 @@ def test_output_settings_are_checked_before_any_work(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_build_that_exports_nothing_says_so(tmp_path):
-    from reliability_helpers import PrefectServer
-
+def test_a_build_that_exports_nothing_says_so(tmp_path, prefect_harness):
     corpus = tmp_path / "records.jsonl"
     corpus.write_text("[1, 2, 3]\n\"not a record\"\n")  # every line is rejected as bad_record
-    # Against the server the reliability tests share (a temporary one of its own took ~10 s of
-    # CPU to start; test_cli_interrupt.py runs `codeio run` with one).
+    # Against the session's server (a temporary one of its own took ~10 s of CPU to start;
+    # test_cli_interrupt.py runs `codeio run` with one).
     res = codeio("run", "--corpus", str(corpus), "--db", str(tmp_path / "c.duckdb"), cwd=tmp_path,
-                 api_url=PrefectServer.shared().api_url)
+                 api_url=prefect_harness)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "rejected:bad_record 2" in res.stdout
     assert res.stderr.rstrip().splitlines()[-1] == (

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from flows.config import SAMPLE_CORPUS
-from reliability_helpers import PrefectServer, cli_env, export_digest, one_line_error, run_cli
+from reliability_helpers import cli_env, export_digest, one_line_error, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -56,9 +56,8 @@ def _corrupt_corpus(root: Path) -> tuple[list[Path], dict[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def corrupt_build(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def corrupt_build(tmp_path_factory: pytest.TempPathFactory, prefect_harness: str) -> dict:
     """`codeio run` (offline provider) over the corrupt corpus; its stats and its store."""
-    prefect = PrefectServer.shared()
     base = tmp_path_factory.mktemp("corrupt")
     sources, expected = _corrupt_corpus(base / "corpus")
     config = {
@@ -71,7 +70,7 @@ def corrupt_build(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "sampling": {"generator_calls": 50},
     }
     (base / "build.json").write_text(json.dumps(config))
-    env = cli_env(base / "prefect", prefect.api_url)
+    env = cli_env(base / "prefect", prefect_harness)
     rc, _out, err = run_cli(["run", "--config", str(base / "build.json")], env, base, "run")
     assert rc == 0, err[-3000:]
     rc, stats, err = run_cli(["stats", "--db", config["db_path"], "--json"], env, base, "stats")

@@ -18,7 +18,6 @@ from storage.stages import STAGE_ORDER
 from storage.store import Store
 from reliability_helpers import (
     CLIRun,
-    PrefectServer,
     RecordingServer,
     ServerLog,
     body_key,
@@ -43,22 +42,17 @@ DELIVERY_MARGIN_S = 0.25
 
 
 @pytest.fixture(scope="module")
-def prefect() -> PrefectServer:
-    return PrefectServer.shared()
-
-
-@pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_corpus(tmp_path_factory.mktemp("corpus") / "fixture", FILES)
 
 
 @pytest.fixture(scope="module")
-def reference(prefect: PrefectServer, corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def reference(prefect_harness: str, corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """An uninterrupted build against a healthy endpoint: the export every other build must match."""
     base = tmp_path_factory.mktemp("reference")
     with RecordingServer() as server:
         cfg = write_config(base / "build.json", http_config(base, corpus, server.base_url))
-        rc, out, err = run_cli(["run", "--config", str(cfg), "--json"], cli_env(base / "prefect", prefect.api_url),
+        rc, out, err = run_cli(["run", "--config", str(cfg), "--json"], cli_env(base / "prefect", prefect_harness),
                                base, "run")
         assert rc == 0, err[-3000:]
         received, _ = server.log.snapshot()
@@ -90,7 +84,7 @@ KILL_POINTS = [
 ]
 
 
-def test_kill_at_any_stage_and_resume(prefect, corpus, reference, tmp_path):
+def test_kill_at_any_stage_and_resume(prefect_harness, corpus, reference, tmp_path):
     """SIGKILL `codeio run` at >= 5 points across the stages, then run it to the end: the
     export is byte-identical to an uninterrupted build's, no completed LLM call is sent again,
     and no sandbox process outlives the killed flow process."""
@@ -99,7 +93,7 @@ def test_kill_at_any_stage_and_resume(prefect, corpus, reference, tmp_path):
     with RecordingServer() as server:
         log = server.log
         cfg = write_config(tmp_path / "build.json", http_config(tmp_path, corpus, server.base_url))
-        env = cli_env(tmp_path / "prefect", prefect.api_url)  # the shard cache survives kills
+        env = cli_env(tmp_path / "prefect", prefect_harness)  # the shard cache survives kills
         args = ["run", "--config", str(cfg)]
         kills: list[tuple[str, float]] = []
         survivors: list[str] = []
@@ -185,13 +179,13 @@ FLAKY_FAULTS = [
 ]
 
 
-def test_flaky_endpoint_gives_the_same_export(prefect, corpus, reference, tmp_path):
+def test_flaky_endpoint_gives_the_same_export(prefect_harness, corpus, reference, tmp_path):
     """10% of requests fail (429 with Retry-After, 500, connection resets, timeouts): the build
     completes with the export of a healthy endpoint."""
     with RecordingServer(faults=FLAKY_FAULTS) as server:
         cfg = write_config(tmp_path / "build.json",
                            http_config(tmp_path, corpus, server.base_url, llm={"timeout_s": 1.0}))
-        rc, _out, err = run_cli(["run", "--config", str(cfg)], cli_env(tmp_path / "prefect", prefect.api_url),
+        rc, _out, err = run_cli(["run", "--config", str(cfg)], cli_env(tmp_path / "prefect", prefect_harness),
                                 tmp_path, "run")
         counts = server.counts
     assert rc == 0, err[-3000:]
@@ -201,7 +195,7 @@ def test_flaky_endpoint_gives_the_same_export(prefect, corpus, reference, tmp_pa
     assert export_digest(tmp_path / "out") == reference["digest"]
 
 
-def test_endpoint_down_stops_cleanly_and_resumes(prefect, corpus, reference, tmp_path):
+def test_endpoint_down_stops_cleanly_and_resumes(prefect_harness, corpus, reference, tmp_path):
     """The endpoint stops answering mid-build: the run stops with a one-line error and a
     non-zero exit (no traceback), keeps what it finished, and resumes to the same export once
     the endpoint is back."""
@@ -210,7 +204,7 @@ def test_endpoint_down_stops_cleanly_and_resumes(prefect, corpus, reference, tmp
     cfg = write_config(tmp_path / "build.json", http_config(
         tmp_path, corpus, server.base_url, llm={"max_consecutive_failures": 10, "backoff_max_s": 0.2},
     ))
-    env = cli_env(tmp_path / "prefect", prefect.api_url)
+    env = cli_env(tmp_path / "prefect", prefect_harness)
     args = ["run", "--config", str(cfg)]
     run = CLIRun(args, env, tmp_path, "down")
     try:
@@ -254,13 +248,13 @@ def _poisoned(body: dict) -> str | dict:
     return llm_script(body)
 
 
-def test_calls_that_keep_failing_are_left_to_the_next_run(prefect, corpus, reference, tmp_path):
+def test_calls_that_keep_failing_are_left_to_the_next_run(prefect_harness, corpus, reference, tmp_path):
     """Some requests fail (HTTP 500) on every attempt of a run: their rows are not dropped but
     left to retry; the run writes and exports everything else and ends with a one-line error
     and a non-zero exit; the next run, against a healthy endpoint, sends only those calls and
     ends with the export of an uninterrupted build."""
     log = ServerLog()
-    env = cli_env(tmp_path / "prefect", prefect.api_url)
+    env = cli_env(tmp_path / "prefect", prefect_harness)
     with RecordingServer(script=_poisoned, log=log) as server:
         cfg = write_config(tmp_path / "build.json", http_config(
             tmp_path, corpus, server.base_url, llm={"max_retries": 1, "backoff_base_s": 0.01, "backoff_max_s": 0.05}))
@@ -290,13 +284,13 @@ def test_calls_that_keep_failing_are_left_to_the_next_run(prefect, corpus, refer
     assert not sent_again, f"{len(sent_again)} answered call(s) sent again"
 
 
-def test_a_call_that_fails_every_run_is_given_up(prefect, corpus, tmp_path):
+def test_a_call_that_fails_every_run_is_given_up(prefect_harness, corpus, tmp_path):
     """A request the endpoint never answers (HTTP 500 on every attempt of every run) keeps
     its row pending for ``llm.give_up_after_runs`` runs; the run that reaches the limit drops
     the row with reason call_failed and the count in its detail, and ends with exit 0, so a
     scheduled ingest does not fail forever on it. Nothing else is sent twice."""
     log = ServerLog()
-    env = cli_env(tmp_path / "prefect", prefect.api_url)
+    env = cli_env(tmp_path / "prefect", prefect_harness)
     with RecordingServer(script=_poisoned, log=log) as server:
         cfg = write_config(tmp_path / "build.json", http_config(
             tmp_path, corpus, server.base_url,
