@@ -204,7 +204,8 @@ def test_config_and_shard_context_pickle():
 @built
 def test_local_dask_cluster_gives_identical_exports(thread_build, tmp_path):
     corpus, threaded, digest = thread_build
-    assert all(s == "Completed" for s in _task_states(threaded["run_id"], threaded["task_runs"]))
+    states = _task_states(threaded["run_id"], threaded["task_runs"])
+    assert len(states) == threaded["task_runs"] and all(s == "Completed" for s in states), states
 
     cfg = _cfg(tmp_path, corpus, "local")
     summary = _build(cfg, tmp_path / "results")
