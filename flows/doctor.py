@@ -13,7 +13,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -137,9 +137,45 @@ def check_llm(cfg: BuildConfig) -> Check:
         shown = ", ".join(str(m) for m in models[:8]) or "none"
         return Check("llm", "fail", f"model {s.model!r} is not served at {s.base_url} (listed: {shown})",
                      "set llm.model / --model to a listed model")
+    refused = _chat_refused(cfg)
+    if refused is not None:
+        return refused
     status: Status = "warn" if key_note else "ok"
-    return Check("llm", status, f"{s.base_url} serves {s.model!r}{key_note}",
+    return Check("llm", status, f"{s.base_url} serves {s.model!r} and answered a chat request{key_note}",
                  f"export ${s.api_key_env}, or set llm.api_key_env to none if the endpoint needs no key")
+
+
+def _chat_refused(cfg: BuildConfig) -> Check | None:
+    """Send one chat request as the build sends them (the client, its body fields, extra_body
+    and max_tokens field; one completion token, no retry); the check when it was not answered.
+    A listed model can still refuse every request of a build: a body field it does not take
+    (max_tokens for OpenAI's reasoning models), an extra_body it rejects, no chat template."""
+    import asyncio
+
+    from llm.errors import ConfigError, EndpointDown
+    from llm.http import HTTPProvider
+
+    s = cfg.llm.model_copy(update={"max_retries": 0, "timeout_s": min(cfg.llm.timeout_s, 60.0)})
+    request = s.request([{"role": "user", "content": "Reply with the word OK."}], stage="doctor")
+    request = request.model_copy(update={"max_tokens": 1})
+
+    async def send() -> Any:
+        async with HTTPProvider(s) as provider:
+            return (await provider.complete([request]))[0]
+
+    try:
+        result = asyncio.run(send())
+    except (ConfigError, EndpointDown) as exc:
+        return Check("llm", "fail", f"{s.base_url} refused a chat request for {s.model!r}: {exc}",
+                     "check llm.model, the key and the endpoint's log")
+    if result.error is None:
+        return None
+    if result.retryable:
+        return Check("llm", "warn", f"{s.base_url} lists {s.model!r} but did not answer a chat request: "
+                     f"{result.error}", "check the endpoint's log (a model still loading answers 503)")
+    return Check("llm", "fail", f"{s.base_url} refused a chat request for {s.model!r}: {result.error}",
+                 "check llm.max_tokens_field, llm.extra_body and the model's chat template: every request "
+                 "of a build is sent this way")
 
 
 def _no_model_list(cfg: BuildConfig, headers: dict[str, str], key_note: str) -> Check:

@@ -39,6 +39,28 @@ def test_llm_endpoint_up_and_model_listed(monkeypatch):
     assert "listed: coder-7b" in missing.detail and "--model" in missing.fix
 
 
+def test_llm_model_listed_but_refusing_the_builds_requests_fails(monkeypatch):
+    """A listed model that refuses the request body a build sends (here max_tokens, as
+    OpenAI's reasoning models do) fails the check, with the endpoint's reason; with the field
+    it takes, the same endpoint answers."""
+    from llm.testserver import Fault, serve
+
+    refusal = Fault("400", match=lambda body: "max_tokens" in body, error={
+        "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                   "Use 'max_completion_tokens' instead."})
+    with serve(faults=[refusal]) as server:
+        cfg = _http_cfg(server.base_url)
+        refused = check_llm(cfg)
+        fixed = check_llm(cfg.model_copy(update={"llm": cfg.llm.model_copy(
+            update={"max_tokens_field": "max_completion_tokens"})}))
+        sent = server.counts["400"]
+    assert refused.status == "fail", refused.line()
+    assert "refused a chat request" in refused.detail and "max_completion_tokens" in refused.detail
+    assert "llm.max_tokens_field" in refused.fix
+    assert fixed.status == "ok" and "answered a chat request" in fixed.detail, fixed.line()
+    assert sent == 1  # one request, not retried
+
+
 def test_llm_key_variable_unset_is_a_warning(monkeypatch):
     from llm.testserver import serve
 
