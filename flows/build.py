@@ -15,12 +15,13 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 from prefect.context import TaskRunContext, get_run_context
@@ -377,16 +378,19 @@ def load_batch_shards(pending: int, shard_size: int) -> int:
 
 
 def _load_in_batches(
-    store: Store, stage: Stage, keys: dict[str, str], pending: list[str], shard_size: int
+    store: Store, stage: Stage, keys: dict[str, str], pending: Sequence[str] | pa.ChunkedArray, shard_size: int
 ) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
-    """(ids, rows) per shard of ``pending``, the rows as ``stage.load_rows`` gives them for
-    those ids (in its order), loaded ``load_batch_shards`` shards at a time."""
+    """(ids, rows) per shard of ``pending`` (a list, or the Arrow column the flow keeps them
+    in), the rows as ``stage.load_rows`` gives them for those ids (in its order), loaded
+    ``load_batch_shards`` shards at a time."""
     batch = shard_size * load_batch_shards(len(pending), shard_size)
     for start in range(0, len(pending), batch):
-        shard_ids = [pending[i : i + shard_size] for i in range(start, min(start + batch, len(pending)), shard_size)]
-        owner = {item: n for n, ids in enumerate(shard_ids) for item in ids}
+        ids = pending[start : start + batch]
+        ids = ids.to_pylist() if isinstance(ids, pa.ChunkedArray) else list(ids)
+        shard_ids = [ids[i : i + shard_size] for i in range(0, len(ids), shard_size)]
+        owner = {item: n for n, part in enumerate(shard_ids) for item in part}
         per_shard: list[list[dict[str, Any]]] = [[] for _ in shard_ids]
-        for row in stage.load_rows(store, pending[start : start + batch], keys):
+        for row in stage.load_rows(store, ids, keys):
             per_shard[owner[row["id"]]].append(row)
         yield from zip(shard_ids, per_shard)
 
@@ -458,8 +462,10 @@ def run_stage(store: Store, cfg: BuildConfig, stage: Stage, keys: dict[str, str]
     t0, c0, s0, b0 = time.perf_counter(), time.process_time(), sandbox_cpu_seconds(), store.busy_s
     key = keys[stage.name]
     sql, params = stage.pending_sql(cfg, keys)
-    pending = [r[0] for r in store.query(f"SELECT id FROM ({sql}) ORDER BY id", params)]
-    if not pending:
+    # Held as one Arrow array, not a list of str: ~68 bytes an id instead of ~121, 0.37 GB less
+    # for the 7M prediction tasks of a paper-scale build.
+    pending = store.query_column(f"SELECT id FROM ({sql}) ORDER BY id", params)
+    if not len(pending):
         logger.info("%s: nothing to do", stage.name)
         return
     total = (len(pending) + cfg.shard_size - 1) // cfg.shard_size

@@ -262,6 +262,8 @@ def test_a_shard_sharing_calls_with_one_in_flight_waits_for_it_and_is_marked():
 def test_shards_loaded_in_batches_get_the_rows_a_load_per_shard_gives():
     """The flow loads several shards' rows with one query and hands each shard exactly the
     rows (in the stage's order) that loading that shard alone would give, missing ones too."""
+    import pyarrow as pa
+
     from flows.build import LOAD_BATCH_SHARDS, _load_in_batches
     from tasks.stage import Stage
 
@@ -279,6 +281,10 @@ def test_shards_loaded_in_batches_get_the_rows_a_load_per_shard_gives():
     expected = [(pending[i : i + 10], load(None, pending[i : i + 10], {})) for i in range(0, len(pending), 10)]
     assert got == expected
     assert calls[:4] == [LOAD_BATCH_SHARDS * 10] * 3 + [4]
+    # The flow keeps the ids in an Arrow column (Store.query_column), whose chunks need not
+    # line up with the batches: the same shards and rows.
+    column = pa.chunked_array([pending[:37], pending[37:38], pending[38:]])
+    assert list(_load_in_batches(None, stage, {}, column, 10)) == expected
 
 
 def test_the_load_batch_grows_with_the_stage_and_stays_bounded():
