@@ -288,6 +288,8 @@ def codeio(
     shard_size: Annotated[int, Field(ge=1, le=100_000), Setting("shard_size")] = _DEFAULT.shard_size,
     max_parallel_shards: Annotated[int, Field(ge=1, le=256), Setting("max_parallel_shards")] = (
         _DEFAULT.max_parallel_shards),
+    refresh_cache: Annotated[bool, Setting("refresh_cache")] = _DEFAULT.refresh_cache,
+    result_cache: Annotated[bool, Setting("result_cache")] = _DEFAULT.result_cache,
     only_if_new: bool = False,
 ) -> dict[str, Any] | State:
     """Build CODEI/O and CODEI/O++ data; only new or unfinished work is done.
@@ -315,6 +317,11 @@ def codeio(
             whose final answer is not).
         shard_size: Rows per shard task.
         max_parallel_shards: Shard tasks running at once.
+        refresh_cache: Run every shard this build submits, even those Prefect's result cache
+            holds from an earlier build on this machine (of this or another database).
+        result_cache: Keep each finished shard's result in Prefect's result storage, where a
+            build of another database from the same corpus and settings finds it. It takes
+            about twice the database's disk space and is never cleaned up.
         only_if_new: Scan the sources first and skip the build when nothing is new and the
             last build completed with these settings (the scheduled ingest sets this).
     """

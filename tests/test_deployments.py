@@ -89,7 +89,8 @@ def test_the_form_signature_and_build_config_do_not_drift_apart():
         assert params[name].default == defaults[name], name
     changed = {"db_path": "/d/c.duckdb", "output_dir": "/o", "provider": "http", "base_url": "http://h:1/v1",
                "model": "m", "api_key_env": "", "revision_turns": 2, "export_mode": "rejection",
-               "shard_size": 7, "max_parallel_shards": 3}
+               "shard_size": 7, "max_parallel_shards": 3,
+               "refresh_cache": True, "result_cache": False}
     assert set(changed) == set(settings), "give every setting of the form a changed value here"
     form_defaults = {name: p.default for name, p in params.items() if name != "only_if_new"}
     assert form_parameters(form_config(**changed)) == {**form_defaults, **changed}
