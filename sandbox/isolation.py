@@ -150,13 +150,12 @@ def unix_socket_filter_supported() -> bool:
     return os.uname().machine in _AUDIT_ARCH_AND_SOCKET_NR
 
 
-def deny_unix_sockets() -> str | None:
-    """From now on, in this process and all it forks, ``socket(AF_UNIX, ...)`` fails with
-    EACCES; every other call is untouched (a call made for another architecture, or through
-    the x32 ABI, fails too). Needs no_new_privs. None on success, else why not."""
+def unix_socket_filter() -> "_SockFprog | None":
+    """The seccomp program ``deny_unix_sockets`` installs, built ahead (by the worker, once:
+    a job process then only installs it). None when the architecture is not known."""
     arch_nr = _AUDIT_ARCH_AND_SOCKET_NR.get(os.uname().machine)
     if arch_nr is None:
-        return f"no seccomp filter for {os.uname().machine}"
+        return None
     arch, socket_nr = arch_nr
     deny = _SECCOMP_RET_ERRNO | _EACCES
     program = [
@@ -173,7 +172,18 @@ def deny_unix_sockets() -> str | None:
         (_RET_K, 0, 0, _SECCOMP_RET_ALLOW),
     ]
     filters = (_SockFilter * len(program))(*(_SockFilter(*f) for f in program))
-    prog = _SockFprog(len(program), filters)
+    return _SockFprog(len(program), filters)  # which keeps the array alive (its _objects)
+
+
+def deny_unix_sockets(prog: "_SockFprog | None" = None) -> str | None:
+    """From now on, in this process and all it forks, ``socket(AF_UNIX, ...)`` fails with
+    EACCES; every other call is untouched (a call made for another architecture, or through
+    the x32 ABI, fails too). ``prog``: the filter ``unix_socket_filter`` built (built here if
+    not given). Needs no_new_privs. None on success, else why not."""
+    if prog is None:
+        prog = unix_socket_filter()
+        if prog is None:
+            return f"no seccomp filter for {os.uname().machine}"
     if _libc.prctl(ctypes.c_int(_PR_SET_SECCOMP), ctypes.c_ulong(_SECCOMP_MODE_FILTER), ctypes.byref(prog),
                    _arg(0), _arg(0)) != 0:
         return f"seccomp filter not installed: {_errno_text()}"

@@ -472,6 +472,20 @@ def test_the_calls_are_the_oom_killers_first_choice(pool):
     assert open("/proc/self/oom_score_adj").read().strip() != "1000"  # the pipeline's own stays
 
 
+def test_the_sandbox_package_is_out_of_the_programs_reach(pool):
+    """The worker's own modules are gone from sys.modules, in the program's top level and in
+    every call (J removes them by a list the worker made), and importing them again fails."""
+    code = ("import sys\n"
+            "TOP = [m for m in sys.modules if m.split('.')[0] == 'sandbox']\n"
+            "def main_solution(x):\n"
+            "    now = [m for m in sys.modules if m.split('.')[0] == 'sandbox']\n"
+            "    try:\n        import sandbox.harness\n        imported = True\n"
+            "    except (ImportError, OSError):\n        imported = False\n"
+            "    return [TOP, now, imported]\n")
+    results = pool.run(code, [{"x": 1}, {"x": 2}])
+    assert [(r.status, r.value) for r in results] == [("ok", [[], [], False])] * 2, results
+
+
 def test_a_unix_socket_file_cannot_be_reached(pool):
     """A socket file (a host service's, in /tmp or /run) is outside every namespace and
     Landlock does not cover connecting to it: socket(AF_UNIX) is refused outright, while
