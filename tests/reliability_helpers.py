@@ -351,8 +351,22 @@ def seeded_prefect_home(home: Path) -> Path:
     return home
 
 
+# Runs a command (argv[2:]) that gets SIGTERM when the process argv[1] dies: a test run or a
+# benchmark that is killed (a CI time limit, Ctrl-C twice, SIGKILL) leaves no server behind.
+_DIES_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "parent = int(sys.argv[1])\n"
+    "if parent:\n"
+    "    ctypes.CDLL(None).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG\n"
+    "    if os.getppid() != parent:\n"
+    "        sys.exit(0)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
 class PrefectServer:
-    """``prefect server start`` on a free loopback port with its own PREFECT_HOME."""
+    """``prefect server start`` on a free loopback port with its own PREFECT_HOME; it stops
+    when the process that started it ends, however it ends."""
 
     _instance: "PrefectServer | None" = None
 
@@ -364,9 +378,13 @@ class PrefectServer:
         env.pop("PREFECT_API_URL", None)
         self.log_path = self.home / "server.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        # The parent-death signal comes when the thread that started the process ends: asked
+        # for only from the main thread (0 otherwise).
+        parent = os.getpid() if threading.current_thread() is threading.main_thread() else 0
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
-             "--port", str(self.port), "--no-services", "--no-ui", "--analytics-off"],
+            [sys.executable, "-c", _DIES_WITH_PARENT, str(parent), str(Path(sys.executable).parent / "prefect"),
+             "server", "start", "--host", "127.0.0.1", "--port", str(self.port), "--no-services", "--no-ui",
+             "--analytics-off"],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         deadline = time.monotonic() + 120
