@@ -118,3 +118,33 @@ def test_ctrl_c_in_a_terminal_stops_at_once_and_the_next_run_finishes(tmp_path, 
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "out" / "codeio.jsonl").stat().st_size > 0
+
+
+def test_the_test_harness_server_does_not_outlive_a_killed_test_run():
+    """The Prefect server the suite and the benchmarks share (reliability_helpers.PrefectServer)
+    is started through a bootstrap that asks for SIGTERM when its starter dies: a test run or
+    a benchmark killed outright (a CI time limit, SIGKILL) left it serving. Shown here with
+    the bootstrap around a plain sleep."""
+    from reliability_helpers import _DIES_WITH_PARENT
+
+    starter = subprocess.Popen(
+        [sys.executable, "-c",
+         "import os, subprocess, sys, time\n"
+         "child = subprocess.Popen([sys.executable, '-c', sys.argv[1], str(os.getpid()), '/bin/sleep', '120'],\n"
+         "                         start_new_session=True)\n"
+         "print(child.pid, flush=True)\n"
+         "time.sleep(120)\n",
+         _DIES_WITH_PARENT],
+        stdout=subprocess.PIPE, text=True,
+    )
+    sleeper = int(starter.stdout.readline())
+    deadline = time.monotonic() + 10
+    while not (Path("/proc") / str(sleeper) / "cmdline").read_bytes().startswith(b"/bin/sleep"):
+        assert time.monotonic() < deadline, "the bootstrap did not exec its command"
+        time.sleep(0.05)
+    starter.kill()
+    starter.wait()
+    deadline = time.monotonic() + 10
+    while (_stat(sleeper) or ["Z"])[0] != "Z":  # gone, or a zombie waiting for init to reap it
+        assert time.monotonic() < deadline, "the command outlived the process that started it"
+        time.sleep(0.05)
