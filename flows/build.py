@@ -593,19 +593,35 @@ def merge_journals(store: Store, cfg: BuildConfig) -> int:
     return n
 
 
+# While the flow waits for a journal's writer (below), it says so again this often.
+JOURNAL_WAIT_LOG_S = 60.0
+_JOURNAL_POLL_S = 0.25
+
+
 @contextmanager
 def _writer_gone(path: Path) -> Iterator[None]:
     """Hold the journal's lock (JournalLedger's), waiting for a shard still writing it to end.
     A killed flow's shards go on running on the Dask workers; a journal folded and removed while
     one of them appends to it would lose the calls it completes after that, and they would be
-    sent again."""
+    sent again. A shard takes as long as its LLM calls (minutes, hours with a slow endpoint), so
+    the wait has no time limit; it is logged every JOURNAL_WAIT_LOG_S, so a build that waits is
+    not taken for a hung one."""
     with open(path, "rb") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _logger().warning("ledger: waiting for a shard of an interrupted run, still running (on a Dask "
-                              "worker), to finish its journal %s", path.name)
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        started = time.monotonic()
+        next_log = started
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                now = time.monotonic()
+                if now >= next_log:
+                    waited = f" (waited {now - started:.0f} s)" if now > started else ""
+                    _logger().warning("ledger: waiting for a shard of an interrupted run, still running (on a "
+                                      "Dask worker), to finish its journal %s%s; stopping that run's Dask workers "
+                                      "ends the wait", path.name, waited)
+                    next_log = now + JOURNAL_WAIT_LOG_S
+                time.sleep(_JOURNAL_POLL_S)
         yield
 
 

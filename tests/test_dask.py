@@ -152,7 +152,7 @@ def test_an_unreachable_scheduler_is_one_line_before_any_work(tmp_path, monkeypa
     assert not (tmp_path / "db").exists()
 
 
-def test_a_journal_still_being_written_is_folded_once_its_writer_ends(tmp_path, caplog, request):
+def test_a_journal_still_being_written_is_folded_once_its_writer_ends(tmp_path, caplog, request, monkeypatch):
     """A killed flow's shards go on running on the Dask workers, appending to their journals. The
     next run folds journals into the ledger at its start: one folded and removed while a shard
     still writes it would lose that shard's later calls, and they would be sent again."""
@@ -170,6 +170,7 @@ def test_a_journal_still_being_written_is_folded_once_its_writer_ends(tmp_path, 
     # Prefect's logging set-up (at its import) replaces the root logger's handlers, caplog's too.
     logging.getLogger("codeio").addHandler(caplog.handler)
     request.addfinalizer(lambda: logging.getLogger("codeio").removeHandler(caplog.handler))
+    monkeypatch.setattr("flows.build.JOURNAL_WAIT_LOG_S", 0.5)  # the wait is logged again every minute
     cfg = _cfg(tmp_path, tmp_path, "local")
     journal = Path(cfg.db_path).parent / "ledger" / "answer-0.jsonl"
     orphan = JournalLedger(journal)  # the shard of the killed run, still running
@@ -179,10 +180,11 @@ def test_a_journal_still_being_written_is_folded_once_its_writer_ends(tmp_path, 
         folding = threading.Thread(target=lambda: merged.append(merge_journals(store, cfg)), daemon=True)
         try:
             folding.start()
-            folding.join(1.0)
+            folding.join(1.2)
             assert folding.is_alive(), "folded a journal that a shard still writes"
-            assert "waiting for a shard of an interrupted run" in caplog.text, caplog.text
-            assert "answer-0.jsonl" in caplog.text, caplog.text
+            waits = [r.getMessage() for r in caplog.records if "waiting for a shard of an interrupted run" in r.getMessage()]
+            assert len(waits) >= 2 and "answer-0.jsonl" in waits[0], caplog.text
+            assert "(waited " in waits[-1] and "stopping that run's Dask workers ends the wait" in waits[-1], waits
             orphan.append(result("b"))
         finally:
             orphan.close()
