@@ -616,7 +616,7 @@ def _writer_gone(path: Path) -> Iterator[None]:
             except BlockingIOError:
                 now = time.monotonic()
                 if now >= next_log:
-                    waited = f" (waited {now - started:.0f} s)" if now > started else ""
+                    waited = f" (waited {now - started:.0f} s)" if next_log > started else ""
                     _logger().warning("ledger: waiting for a shard of an interrupted run, still running (on a "
                                       "Dask worker), to finish its journal %s%s; stopping that run's Dask workers "
                                       "ends the wait", path.name, waited)
