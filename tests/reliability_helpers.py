@@ -354,10 +354,11 @@ def seeded_prefect_home(home: Path) -> Path:
 # Runs a command (argv[2:]) that gets SIGTERM when the process argv[1] dies: a test run or a
 # benchmark that is killed (a CI time limit, Ctrl-C twice, SIGKILL) leaves no server behind.
 _DIES_WITH_PARENT = (
-    "import ctypes, os, signal, sys\n"
+    "import os, signal, sys\n"
+    "from sandbox.isolation import set_parent_death_signal\n"
     "parent = int(sys.argv[1])\n"
     "if parent:\n"
-    "    ctypes.CDLL(None).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG\n"
+    "    set_parent_death_signal(signal.SIGTERM)\n"
     "    if os.getppid() != parent:\n"
     "        sys.exit(0)\n"
     "os.execv(sys.argv[2], sys.argv[2:])\n"
