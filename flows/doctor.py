@@ -137,45 +137,104 @@ def check_llm(cfg: BuildConfig) -> Check:
         shown = ", ".join(str(m) for m in models[:8]) or "none"
         return Check("llm", "fail", f"model {s.model!r} is not served at {s.base_url} (listed: {shown})",
                      "set llm.model / --model to a listed model")
-    refused = _chat_refused(cfg)
+    refused, cut = _chat_checks(cfg)
     if refused is not None:
         return refused
+    if cut is not None:
+        return cut
     status: Status = "warn" if key_note else "ok"
     return Check("llm", status, f"{s.base_url} serves {s.model!r} and answered a chat request{key_note}",
                  f"export ${s.api_key_env}, or set llm.api_key_env to none if the endpoint needs no key")
 
 
-def _chat_refused(cfg: BuildConfig) -> Check | None:
-    """Send one chat request as the build sends them (the client, its body fields, extra_body
-    and max_tokens field; one completion token, no retry); the check when it was not answered.
-    A listed model can still refuse every request of a build: a body field it does not take
-    (max_tokens for OpenAI's reasoning models), an extra_body it rejects, no chat template."""
+# The longest prompts of a build are its revision turns': the task's prompt, the first answer
+# (up to llm.max_tokens) and the execution feedback. The long probe is about that long.
+PROBE_TOKENS_BEYOND_MAX_TOKENS = 2048
+_PROBE_SHORT_LINES = 100
+# A long probe counted below this share of its expected prompt tokens was cut by the endpoint.
+_CUT_BELOW = 0.8
+
+
+def _probe_text(tag: str, lines: int) -> str:
+    """A prompt of ``lines`` assignments that share no prefix with another tag's (a server
+    caching prompt prefixes may count only the tokens it had to read)."""
+    body = "".join(f"{tag}_{i} = {i * 7919 % 10007}\n" for i in range(lines))
+    return f"{body}Ignore the assignments above and reply with the word OK."
+
+
+def _chat_checks(cfg: BuildConfig) -> tuple[Check | None, Check | None]:
+    """Chat requests as the build sends them (the client, its body fields, extra_body and
+    max_tokens field; one completion token each, no retry).
+
+    First one short request: the check when it was not answered. A listed model can still
+    refuse every request of a build: a body field it does not take (max_tokens for OpenAI's
+    reasoning models), an extra_body it rejects, no chat template. Then two probes, a short
+    and a long one, for an endpoint that cuts long prompts without an error (Ollama, whose
+    default context is a few thousand tokens): the long one's prompt-token count must grow
+    with its length as the short one's rate says. The second check is about that."""
     import asyncio
 
     from llm.errors import ConfigError, EndpointDown
     from llm.http import HTTPProvider
 
     s = cfg.llm.model_copy(update={"max_retries": 0, "timeout_s": min(cfg.llm.timeout_s, 60.0)})
-    request = s.request([{"role": "user", "content": "Reply with the word OK."}], stage="doctor")
-    request = request.model_copy(update={"max_tokens": 1})
 
-    async def send() -> Any:
+    def request(text: str) -> Any:
+        return s.request([{"role": "user", "content": text}], stage="doctor").model_copy(update={"max_tokens": 1})
+
+    async def send() -> tuple[Any, Any, Any, int]:
         async with HTTPProvider(s) as provider:
-            return (await provider.complete([request]))[0]
+            first = (await provider.complete([request("Reply with the word OK.")]))[0]
+            if first.error is not None:
+                return first, None, None, 0
+            short = (await provider.complete([request(_probe_text("alpha", _PROBE_SHORT_LINES))]))[0]
+            if short.error is not None or not short.prompt_tokens:
+                return first, short, None, 0
+            per_line = short.prompt_tokens / _PROBE_SHORT_LINES
+            lines = int((s.max_tokens + PROBE_TOKENS_BEYOND_MAX_TOKENS) / per_line) + 1
+            long = (await provider.complete([request(_probe_text("omega", lines))]))[0]
+            return first, short, long, lines
 
     try:
-        result = asyncio.run(send())
+        first, short, long, lines = asyncio.run(send())
     except (ConfigError, EndpointDown) as exc:
         return Check("llm", "fail", f"{s.base_url} refused a chat request for {s.model!r}: {exc}",
-                     "check llm.model, the key and the endpoint's log")
-    if result.error is None:
-        return None
-    if result.retryable:
-        return Check("llm", "warn", f"{s.base_url} lists {s.model!r} but did not answer a chat request: "
-                     f"{result.error}", "check the endpoint's log (a model still loading answers 503)")
-    return Check("llm", "fail", f"{s.base_url} refused a chat request for {s.model!r}: {result.error}",
-                 "check llm.max_tokens_field, llm.extra_body and the model's chat template: every request "
-                 "of a build is sent this way")
+                     "check llm.model, the key and the endpoint's log"), None
+    if first.error is not None:
+        if first.retryable:
+            return Check("llm", "warn", f"{s.base_url} lists {s.model!r} but did not answer a chat request: "
+                         f"{first.error}", "check the endpoint's log (a model still loading answers 503)"), None
+        return Check("llm", "fail", f"{s.base_url} refused a chat request for {s.model!r}: {first.error}",
+                     "check llm.max_tokens_field, llm.extra_body and the model's chat template: every request "
+                     "of a build is sent this way"), None
+    return None, _prompt_cut(s, short, long, lines)
+
+
+def _prompt_cut(s: Any, short: Any, long: Any, lines: int) -> Check | None:
+    """The check on the probes' answers (``_chat_checks``); None when nothing is wrong."""
+    unchecked = "could not check whether it cuts long prompts"
+    if short.error is not None:
+        return Check("llm", "warn", f"{s.base_url} answered a chat request for {s.model!r} but not the short "
+                     f"probe: {short.error}; {unchecked}", "check the endpoint's log")
+    if not short.prompt_tokens:
+        return None  # the answers count no tokens: nothing to compare
+    expected = round(short.prompt_tokens / _PROBE_SHORT_LINES * lines)
+    if long.error is not None:
+        if long.failure == "prompt_too_long":
+            return Check("llm", "warn", f"{s.base_url} refused a prompt of about {expected} tokens ({long.error}): "
+                         "rows whose prompts are that long (a revision turn carries the first answer, up to "
+                         f"llm.max_tokens = {s.max_tokens}) are dropped as prompt_too_long",
+                         "serve the model with a longer context, or lower llm.max_tokens")
+        return Check("llm", "warn", f"{s.base_url} did not answer a prompt of about {expected} tokens: "
+                     f"{long.error}; {unchecked}", "check the endpoint's log")
+    if long.prompt_tokens is not None and long.prompt_tokens < _CUT_BELOW * expected:
+        context = 2 * s.max_tokens + PROBE_TOKENS_BEYOND_MAX_TOKENS  # the long probe and an answer
+        return Check("llm", "fail", f"{s.base_url} cut a prompt of about {expected} tokens to {long.prompt_tokens} "
+                     "without an error: the model would answer prompts whose beginning it never saw (a revision "
+                     f"turn carries the first answer, up to llm.max_tokens = {s.max_tokens})",
+                     f"give the model a context of at least {context} tokens (Ollama: OLLAMA_CONTEXT_LENGTH="
+                     f"{context} ollama serve), or lower llm.max_tokens")
+    return None
 
 
 def _no_model_list(cfg: BuildConfig, headers: dict[str, str], key_note: str) -> Check:

@@ -61,6 +61,51 @@ def test_llm_model_listed_but_refusing_the_builds_requests_fails(monkeypatch):
     assert sent == 1  # one request, not retried
 
 
+def _prompt_chars(body: dict) -> int:
+    return sum(len(m["content"]) for m in body["messages"])
+
+
+def test_llm_endpoint_that_cuts_long_prompts_fails():
+    """An endpoint that cuts a long prompt without an error (Ollama with a context of 8192
+    tokens keeps 4098 of a longer prompt and counts only those) fails the check; one that
+    counts every token of the same prompts passes. The long probe is as long as a revision
+    turn carrying a first answer of llm.max_tokens, so a smaller max_tokens fits."""
+    from llm.testserver import serve
+
+    def cutting(body: dict) -> dict:  # ~4 characters a token, at most 4098 kept
+        return {"content": "OK", "prompt_tokens": min(_prompt_chars(body) // 4 + 1, 4098)}
+
+    with serve(cutting) as server:
+        cut = check_llm(_http_cfg(server.base_url))
+        small = _http_cfg(server.base_url)
+        small = small.model_copy(update={"llm": small.llm.model_copy(update={"max_tokens": 1024})})
+        fits = check_llm(small)
+        longest = max(_prompt_chars(b) for b in server.requests)
+    with serve() as server:
+        whole = check_llm(_http_cfg(server.base_url))
+        sent = len(server.requests)
+    assert cut.status == "fail", cut.line()
+    assert "cut a prompt of about" in cut.detail and "to 4098" in cut.detail
+    assert "OLLAMA_CONTEXT_LENGTH" in cut.fix and "llm.max_tokens" in cut.fix
+    assert longest // 4 >= 4096 + 2048  # the default max_tokens plus the room for the rest of a prompt
+    assert fits.status == "ok", fits.line()
+    assert whole.status == "ok", whole.line()
+    assert sent == 3  # the chat request and the two probes
+
+
+def test_llm_endpoint_refusing_long_prompts_is_a_warning():
+    """An endpoint that refuses a prompt longer than its context (vLLM, SGLang: HTTP 400) says
+    so, so nothing is lost silently: the check warns that such rows drop as prompt_too_long."""
+    from llm.testserver import Fault, serve
+
+    too_long = Fault("400", match=lambda body: _prompt_chars(body) > 8000)
+    with serve(faults=[too_long]) as server:
+        check = check_llm(_http_cfg(server.base_url))
+    assert check.status == "warn", check.line()
+    assert "prompt_too_long" in check.detail and "maximum context length" in check.detail
+    assert "longer context" in check.fix
+
+
 def test_llm_key_variable_unset_is_a_warning(monkeypatch):
     from llm.testserver import serve
 
