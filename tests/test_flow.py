@@ -3,8 +3,12 @@ incremental add, and that `codeio stats` accounts for every ingested file."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
+import pickle
 import shutil
+import zlib
 from pathlib import Path
 
 import pytest
@@ -130,9 +134,10 @@ def test_finished_shards_are_visible_cache_hits(tmp_path):
 
 def test_shard_results_are_persisted_with_the_plain_pickle_serializer(tmp_path, monkeypatch):
     """Prefect's cache records of a build's shards use the project's serializer (standard
-    pickle, base64 in one line), and each reads back as the ShardResult the flow wrote. The
-    flow takes the results of the shards it ran from their tasks, not back from storage; a
-    second build served from the cache reads them."""
+    pickle, compressed, base64 in one line), and each reads back as the ShardResult the flow
+    wrote, as does a record of an earlier release (not compressed). The flow takes the results
+    of the shards it ran from their tasks, not back from storage; a second build served from
+    the cache reads them."""
     from prefect._internal.result_records import ResultRecord
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
@@ -157,6 +162,13 @@ def test_shard_results_are_persisted_with_the_plain_pickle_serializer(tmp_path, 
     assert all(isinstance(r.result, ShardResult) for r in records)
     assert {r.result.stage for r in records} >= {"ingest", "sample_io", "prompts", "answer"}
     assert all(b"\\n" not in p.read_bytes() for p in (tmp_path / "results").iterdir())
+    serializer = flows.build.ShardResultSerializer()
+    for path in (tmp_path / "results").iterdir():
+        record = ResultRecord.deserialize(path.read_bytes())
+        stored = base64.b64decode(json.loads(path.read_bytes())["result"])
+        plain = zlib.decompress(stored)
+        assert len(stored) < len(plain) and pickle.loads(plain) == record.result  # compressed
+        assert serializer.loads(base64.b64encode(plain)) == record.result  # an earlier release's record
 
 
 def test_without_the_result_cache_nothing_is_persisted_or_reused(tmp_path):
