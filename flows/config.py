@@ -177,8 +177,8 @@ class BuildConfig(_Strict):
     result_cache: bool = Field(
         default=True,
         description="Keep each finished shard's result in Prefect's result storage "
-        "(PREFECT_LOCAL_STORAGE_PATH), where another database built from the same corpus and settings "
-        "finds it; it takes about twice the database's disk space and is never cleaned up",
+        "(PREFECT_LOCAL_STORAGE_PATH, compressed), where another database built from the same corpus and settings "
+        "finds it; it takes about two fifths of the database's disk space and is never cleaned up",
     )
 
     @model_validator(mode="before")
