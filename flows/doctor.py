@@ -140,10 +140,10 @@ def check_llm(cfg: BuildConfig) -> Check:
     refused, cut = _chat_checks(cfg)
     if refused is not None:
         return refused
-    if cut is not None:
+    if isinstance(cut, Check):
         return cut
     status: Status = "warn" if key_note else "ok"
-    return Check("llm", status, f"{s.base_url} serves {s.model!r} and answered a chat request{key_note}",
+    return Check("llm", status, f"{s.base_url} serves {s.model!r} and answered a chat request{cut}{key_note}",
                  f"export ${s.api_key_env}, or set llm.api_key_env to none if the endpoint needs no key")
 
 
@@ -153,6 +153,7 @@ PROBE_TOKENS_BEYOND_MAX_TOKENS = 2048
 _PROBE_SHORT_LINES = 100
 # A long probe counted below this share of its expected prompt tokens was cut by the endpoint.
 _CUT_BELOW = 0.8
+_NO_TOKEN_COUNTS = " (its answers count no prompt tokens, so a cut prompt cannot be told)"
 
 
 def _probe_text(tag: str, lines: int) -> str:
@@ -162,7 +163,7 @@ def _probe_text(tag: str, lines: int) -> str:
     return f"{body}Ignore the assignments above and reply with the word OK."
 
 
-def _chat_checks(cfg: BuildConfig) -> tuple[Check | None, Check | None]:
+def _chat_checks(cfg: BuildConfig) -> tuple[Check | None, Check | str]:
     """Chat requests as the build sends them (the client, its body fields, extra_body and
     max_tokens field; one completion token each, no retry).
 
@@ -171,7 +172,8 @@ def _chat_checks(cfg: BuildConfig) -> tuple[Check | None, Check | None]:
     reasoning models), an extra_body it rejects, no chat template. Then two probes, a short
     and a long one, for an endpoint that cuts long prompts without an error (Ollama, whose
     default context is a few thousand tokens): the long one's prompt-token count must grow
-    with its length as the short one's rate says. The second check is about that."""
+    with its length as the short one's rate says. The second item is about that: a check, or
+    what to add to the line of a passed one."""
     import asyncio
 
     from llm.errors import ConfigError, EndpointDown
@@ -199,25 +201,25 @@ def _chat_checks(cfg: BuildConfig) -> tuple[Check | None, Check | None]:
         first, short, long, lines = asyncio.run(send())
     except (ConfigError, EndpointDown) as exc:
         return Check("llm", "fail", f"{s.base_url} refused a chat request for {s.model!r}: {exc}",
-                     "check llm.model, the key and the endpoint's log"), None
+                     "check llm.model, the key and the endpoint's log"), ""
     if first.error is not None:
         if first.retryable:
             return Check("llm", "warn", f"{s.base_url} lists {s.model!r} but did not answer a chat request: "
-                         f"{first.error}", "check the endpoint's log (a model still loading answers 503)"), None
+                         f"{first.error}", "check the endpoint's log (a model still loading answers 503)"), ""
         return Check("llm", "fail", f"{s.base_url} refused a chat request for {s.model!r}: {first.error}",
                      "check llm.max_tokens_field, llm.extra_body and the model's chat template: every request "
-                     "of a build is sent this way"), None
+                     "of a build is sent this way"), ""
     return None, _prompt_cut(s, short, long, lines)
 
 
-def _prompt_cut(s: Any, short: Any, long: Any, lines: int) -> Check | None:
-    """The check on the probes' answers (``_chat_checks``); None when nothing is wrong."""
+def _prompt_cut(s: Any, short: Any, long: Any, lines: int) -> Check | str:
+    """The check on the probes' answers (``_chat_checks``), or what a passed check's line adds."""
     unchecked = "could not check whether it cuts long prompts"
     if short.error is not None:
         return Check("llm", "warn", f"{s.base_url} answered a chat request for {s.model!r} but not the short "
                      f"probe: {short.error}; {unchecked}", "check the endpoint's log")
     if not short.prompt_tokens:
-        return None  # the answers count no tokens: nothing to compare
+        return _NO_TOKEN_COUNTS
     expected = round(short.prompt_tokens / _PROBE_SHORT_LINES * lines)
     if long.error is not None:
         if long.failure == "prompt_too_long":
@@ -234,7 +236,9 @@ def _prompt_cut(s: Any, short: Any, long: Any, lines: int) -> Check | None:
                      f"turn carries the first answer, up to llm.max_tokens = {s.max_tokens})",
                      f"give the model a context of at least {context} tokens (Ollama: OLLAMA_CONTEXT_LENGTH="
                      f"{context} ollama serve), or lower llm.max_tokens")
-    return None
+    if long.prompt_tokens is None:
+        return _NO_TOKEN_COUNTS
+    return f" and took a prompt of about {expected} tokens whole"
 
 
 def _no_model_list(cfg: BuildConfig, headers: dict[str, str], key_note: str) -> Check:

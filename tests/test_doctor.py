@@ -89,8 +89,19 @@ def test_llm_endpoint_that_cuts_long_prompts_fails():
     assert "OLLAMA_CONTEXT_LENGTH" in cut.fix and "llm.max_tokens" in cut.fix
     assert longest // 4 >= 4096 + 2048  # the default max_tokens plus the room for the rest of a prompt
     assert fits.status == "ok", fits.line()
-    assert whole.status == "ok", whole.line()
+    assert whole.status == "ok" and "took a prompt of about 6" in whole.detail, whole.line()
     assert sent == 3  # the chat request and the two probes
+
+
+def test_llm_endpoint_that_counts_no_tokens_passes_and_says_so():
+    from llm.testserver import serve
+
+    answer = {"id": "c1", "object": "chat.completion", "model": "test-model",
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": "OK"}, "finish_reason": "stop"}]}
+    with serve(lambda body: {"body": answer}) as server:
+        check = check_llm(_http_cfg(server.base_url))
+    assert check.status == "ok", check.line()
+    assert "count no prompt tokens" in check.detail
 
 
 def test_llm_endpoint_refusing_long_prompts_is_a_warning():
