@@ -321,7 +321,7 @@ def codeio(
             holds from an earlier build on this machine (of this or another database).
         result_cache: Keep each finished shard's result in Prefect's result storage, where a
             build of another database from the same corpus and settings finds it. It takes
-            about two fifths of the database's disk space (compressed) and is never cleaned up.
+            about two fifths of the database's disk space (compressed), until `codeio cache --clear`.
         only_if_new: Scan the sources first and skip the build when nothing is new and the
             last build completed with these settings (the scheduled ingest sets this).
     """

@@ -37,6 +37,7 @@ from flows.artifacts import publish_stage_progress, publish_summary
 from flows.config import BuildConfig
 from flows.errors import RowsLeftToRetry, UserError, disk_full
 from flows.preflight import preflight
+from flows.result_cache import shard_cache_key
 from storage.ids import content_id
 from storage.models import ShardResult
 from storage.store import Store
@@ -66,16 +67,8 @@ def _retry_condition(task: Any, task_run: Any, state: Any) -> bool:
     return True
 
 
-# Bumped whenever the shape of a cached ShardResult changes, so results pickled by an older
-# release are never handed to this one.
-SHARD_RESULT_VERSION = "3"  # 3: io_pairs rows carry same_output_as, not first_of_output
-
-
 def _shard_cache_key(_ctx: Any, params: dict[str, Any]) -> str:
-    return (
-        f"codeio-r{SHARD_RESULT_VERSION}-{params['stage_name']}-{params['ctx'].config_key}-"
-        f"{params['shard_id']}"
-    )
+    return shard_cache_key(params["stage_name"], params["ctx"].config_key, params["shard_id"])
 
 
 # zlib's fastest level: a fifth of the pickle's bytes for shard results (prompts, code and

@@ -1,4 +1,4 @@
-"""The `codeio` command line: run, stats, export, report, doctor, serve.
+"""The `codeio` command line: run, stats, export, report, doctor, serve, cache.
 
 Every user error is one line on stderr and a non-zero exit; nothing already done is lost.
 """
@@ -53,8 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="run every shard the build submits, even those Prefect's result cache holds "
                           "(a fresh database otherwise reuses shards any earlier build on this machine finished)")
     run.add_argument("--no-result-cache", action="store_true",
-                     help="keep no shard results in Prefect's result storage (they take about twice the "
-                          "database's disk space, under PREFECT_HOME, and are never cleaned up)")
+                     help="keep no shard results in Prefect's result storage (they take about two fifths "
+                          "of the database's disk space, under PREFECT_HOME, until `codeio cache --clear`)")
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
     st = sub.add_parser("stats", help="funnel, drop reasons, response types, token use",
@@ -85,6 +85,16 @@ def _parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="serve the build-dataset and incremental-ingest deployments",
                         description=SERVE_DESCRIPTION)
     serve_arguments(sv)
+
+    cc = sub.add_parser("cache", help="show or clear the shard results builds left in Prefect's result storage",
+                        description="Count codeio's shard results in Prefect's result storage on this machine "
+                        "(PREFECT_LOCAL_STORAGE_PATH, $PREFECT_HOME/storage unless set), by stage; --clear deletes "
+                        "them. Databases keep everything without them; other flows' results are left alone.")
+    cc.add_argument("--clear", action="store_true", help="delete them (not while a build runs on this machine)")
+    cc.add_argument("--older-than", type=float, metavar="DAYS", help="with --clear: only those written over DAYS days ago")
+    cc.add_argument("--stale", action="store_true",
+                    help="with --clear: only those of earlier codeio releases, which this one never reads")
+    cc.add_argument("--json", action="store_true", help="print the counts (and what was deleted) as JSON")
 
     rp = sub.add_parser("report", help="write the statistics as an HTML page with charts",
                         description="Read the store (no run may hold it) and write one self-contained HTML "
@@ -277,6 +287,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve(args)
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from flows.result_cache import main as cache_main
+
+    return cache_main(args.clear, args.older_than, args.stale, args.json)
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from flows.report import write_report
 
@@ -300,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     from storage.store import StoreError
 
     handlers = {"run": _cmd_run, "stats": _cmd_stats, "export": _cmd_export,
-                "doctor": _cmd_doctor, "serve": _cmd_serve, "report": _cmd_report}
+                "doctor": _cmd_doctor, "serve": _cmd_serve, "report": _cmd_report, "cache": _cmd_cache}
     # `serve` turns SIGTERM into its runner's stop itself.
     sigterm = _SigtermStop.install() if args.command != "serve" else None
     try:

@@ -178,7 +178,7 @@ class BuildConfig(_Strict):
         default=True,
         description="Keep each finished shard's result in Prefect's result storage "
         "(PREFECT_LOCAL_STORAGE_PATH, compressed), where another database built from the same corpus and settings "
-        "finds it; it takes about two fifths of the database's disk space and is never cleaned up",
+        "finds it; it takes about two fifths of the database's disk space, until `codeio cache --clear`",
     )
 
     @model_validator(mode="before")

@@ -78,7 +78,7 @@ def test_stats_without_a_database(tmp_path):
     _one_line_error(codeio("stats", "--db", str(tmp_path / "none.duckdb"), cwd=tmp_path), "does not exist")
 
 
-@pytest.mark.parametrize("cmd", ["run", "stats", "export", "doctor", "serve", "report"])
+@pytest.mark.parametrize("cmd", ["run", "stats", "export", "doctor", "serve", "report", "cache"])
 def test_help(cmd, tmp_path):
     res = codeio(cmd, "--help", cwd=tmp_path)
     assert res.returncode == 0 and "usage: codeio" in res.stdout

@@ -143,6 +143,7 @@ def test_shard_results_are_persisted_with_the_plain_pickle_serializer(tmp_path, 
 
     import flows.build
     from flows.build import run_build
+    from flows.result_cache import scan
     from storage.models import ShardResult
 
     reads = []
@@ -158,6 +159,7 @@ def test_shard_results_are_persisted_with_the_plain_pickle_serializer(tmp_path, 
     monkeypatch.undo()
     records = [ResultRecord.deserialize(p.read_bytes()) for p in (tmp_path / "results").iterdir()]
     assert len(records) == summary["task_runs"] > 0
+    assert len(scan(tmp_path / "results").files) == len(records)  # what `codeio cache` counts and clears
     assert {r.metadata.serializer.type for r in records} == {"codeio-shard-pickle"}
     assert all(isinstance(r.result, ShardResult) for r in records)
     assert {r.result.stage for r in records} >= {"ingest", "sample_io", "prompts", "answer"}
