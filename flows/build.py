@@ -35,6 +35,7 @@ from prefect.utilities.annotations import opaque
 
 from flows.artifacts import publish_stage_progress, publish_summary
 from flows.config import BuildConfig
+from flows.doctor import stop_if_prompts_are_cut
 from flows.errors import RowsLeftToRetry, UserError, disk_full
 from flows.preflight import preflight
 from flows.result_cache import shard_cache_key
@@ -659,6 +660,7 @@ def build(cfg: BuildConfig) -> BuildReport:
     except Exception:  # noqa: BLE001
         run_id = uuid.uuid4().hex
     preflight(cfg)
+    stop_if_prompts_are_cut(cfg)
     _wait_for_earlier_shards(run_id, logger)
     close_other_pools(cfg.sandbox)  # no other build's shard runs here now: their pools are idle
     # One DuckDB thread: the flow's queries are per shard and small, and the export streams;

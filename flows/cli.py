@@ -155,9 +155,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from flows.preflight import preflight
     from storage.store import Store
 
+    from flows.doctor import stop_if_prompts_are_cut
+
     cfg = _load(args)
     preflight(cfg)
     Store(cfg.db_path).close()  # a locked or unreadable database fails before Prefect starts
+    stop_if_prompts_are_cut(cfg)  # so does an Ollama that cuts long prompts (the flow then skips it)
     from flows.build import run_build  # Prefect, seconds to import: only once the settings hold
     # What this process loaded so far (Prefect, pydantic models, the libraries) lives through
     # the build, so the cyclic garbage collector need not walk it on every full collection

@@ -241,6 +241,46 @@ def _prompt_cut(s: Any, short: Any, long: Any, lines: int) -> Check | str:
     return f" and took a prompt of about {expected} tokens whole"
 
 
+def ollama_version(base_url: str) -> str | None:
+    """The version an Ollama server at ``base_url`` reports (``GET /api/version`` beside its
+    ``/v1``); None for another endpoint or none at all."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    try:
+        resp = httpx.get(f"{root}/api/version", timeout=HTTP_TIMEOUT_S)
+        version = resp.json().get("version") if resp.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return version if isinstance(version, str) else None
+
+
+# Endpoints (base URL, model, max_tokens) whose probes passed in this process, and when: the
+# CLI checks before the flow does, and a notebook or `codeio serve` builds again and again.
+_PASSED: dict[tuple[str, str, int], float] = {}
+PASSED_FOR_S = 3600.0
+
+
+def stop_if_prompts_are_cut(cfg: BuildConfig) -> None:
+    """Before a build against Ollama, whose default context is a few thousand tokens and
+    which cuts a longer prompt without an error: the doctor's probes (three requests of one
+    completion token, sent directly, not through the ledger). An endpoint that cuts them stops
+    the build before any work, with doctor's line; anything else is left to the build."""
+    import time
+
+    if cfg.provider != "http":
+        return
+    endpoint = (cfg.llm.base_url, cfg.llm.model, cfg.llm.max_tokens)
+    if time.monotonic() - _PASSED.get(endpoint, -PASSED_FOR_S) < PASSED_FOR_S:
+        return
+    if ollama_version(cfg.llm.base_url) is None:
+        return
+    _refused, cut = _chat_checks(cfg)
+    if isinstance(cut, Check) and cut.status == "fail":
+        from flows.errors import UserError
+
+        raise UserError(f"{cut.detail}; {cut.fix}")
+    _PASSED[endpoint] = time.monotonic()
+
+
 def _no_model_list(cfg: BuildConfig, headers: dict[str, str], key_note: str) -> Check:
     """``{base_url}/models`` answered 404: a base_url that lacks the ``/v1`` vLLM, SGLang,
     Ollama and OpenAI serve their API under, or holds the chat path (the client adds it), or

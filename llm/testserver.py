@@ -91,8 +91,10 @@ class ChatApp:
         seed: int = 0,
         model: str = "test-model",
         api_key: str | None = None,
+        ollama_version: str | None = None,
     ) -> None:
         self.latency_s = latency_s
+        self.ollama_version = ollama_version
         self.faults = list(faults or [])
         self.model = model
         self.api_key = api_key
@@ -114,6 +116,9 @@ class ChatApp:
         path, method = scope["path"], scope["method"]
         if method == "GET" and path == "/v1/models":
             await _send_json(send, 200, {"object": "list", "data": [{"id": self.model, "object": "model"}]})
+            return
+        if method == "GET" and path == "/api/version" and self.ollama_version is not None:
+            await _send_json(send, 200, {"version": self.ollama_version})  # as Ollama answers it
             return
         if method != "POST" or path != "/v1/chat/completions":
             await _send_json(send, 404, {"error": {"message": f"no route {method} {path}"}})
@@ -335,9 +340,11 @@ def serve(
     model: str = "test-model",
     api_key: str | None = None,
     port: int = 0,
+    ollama_version: str | None = None,
 ) -> Iterator[ServerHandle]:
-    """Run the server in a background thread on 127.0.0.1 (``port=0``: a free port)."""
-    app = ChatApp(script, latency_s, faults, seed, model, api_key)
+    """Run the server in a background thread on 127.0.0.1 (``port=0``: a free port);
+    ``ollama_version``: also answer Ollama's ``GET /api/version`` with it."""
+    app = ChatApp(script, latency_s, faults, seed, model, api_key, ollama_version)
     sock = _bind("127.0.0.1", port)
     server = uvicorn.Server(_config(app))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="llm-testserver", daemon=True)

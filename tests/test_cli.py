@@ -315,3 +315,43 @@ def test_sigterm_during_a_database_statement_in_a_flow_says_terminated(tmp_path,
     assert capsys.readouterr().err.rstrip().splitlines()[-1] == (
         "codeio: terminated (SIGTERM; completed work is saved; run again to resume)")
     assert signal.getsignal(signal.SIGTERM) is handler  # put back
+
+
+@pytest.mark.slow
+def test_a_build_against_ollama_that_cuts_long_prompts_stops_before_any_work(tmp_path, prefect_harness):
+    """Against an Ollama server (it answers /api/version), a build first sends doctor's two
+    probe prompts; one that cuts the long one (Ollama at a small context counts only what it
+    kept) stops the build in one line, before any call is made for a row. One that takes it
+    whole builds as usual; other endpoints are not probed."""
+    from flows.config import BuildConfig
+    from flows.doctor import stop_if_prompts_are_cut
+    from llm.testserver import serve
+    from reliability_helpers import http_config, llm_script, write_config, write_corpus
+
+    def cutting(body: dict) -> dict:
+        answer = llm_script(body)
+        answer = dict(answer) if isinstance(answer, dict) else {"content": answer}
+        chars = sum(len(m["content"]) for m in body["messages"])
+        return {**answer, "prompt_tokens": min(chars // 4 + 1, 4098)}
+
+    def probes(server: object) -> list[str]:
+        return [b["messages"][0]["content"] for b in server.requests  # type: ignore[attr-defined]
+                if "Ignore the assignments above" in b["messages"][0]["content"]]
+
+    corpus = write_corpus(tmp_path / "corpus", 2)
+    for name, script in (("cut", cutting), ("whole", llm_script)):
+        with serve(script, ollama_version="0.12.6") as server:
+            config = write_config(tmp_path / name / "build.json",
+                                  http_config(tmp_path / name, corpus, server.base_url, result_cache=False))
+            res = codeio("run", "--config", str(config), cwd=tmp_path, api_url=prefect_harness)
+            sent, probed = len(server.requests), len(probes(server))
+        if name == "cut":
+            _one_line_error(res, "cut a prompt of about")
+            assert "OLLAMA_CONTEXT_LENGTH=" in res.stderr
+            assert probed == 2 and sent == 3  # the chat request and the probes, nothing else
+        else:
+            assert res.returncode == 0, res.stderr[-2000:]
+            assert probed == 2 and sent > 3  # probed once (by the CLI, not again by the flow), then built
+    with serve(cutting) as server:  # not Ollama: not probed
+        stop_if_prompts_are_cut(BuildConfig.model_validate(http_config(tmp_path / "other", corpus, server.base_url)))
+        assert server.requests == []
