@@ -151,11 +151,10 @@ def _load(args: argparse.Namespace) -> Any:
 def _cmd_run(args: argparse.Namespace) -> int:
     import gc
 
+    from flows.doctor import stop_if_prompts_are_cut
     from flows.errors import RowsLeftToRetry, quiet_user_errors
     from flows.preflight import preflight
     from storage.store import Store
-
-    from flows.doctor import stop_if_prompts_are_cut
 
     cfg = _load(args)
     preflight(cfg)
